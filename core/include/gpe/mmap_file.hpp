@@ -1,0 +1,138 @@
+// prometheus_client's multiprocess file format (prometheus_client/mmap_dict.py):
+//
+//   [u32 used][4 bytes padding] then entries, each:
+//   [i32 key_len][key utf-8][spaces to 8-byte alignment][f64 value][f64 timestamp]
+//
+// Files are created at 64 KiB and doubled when full. Our writer and reader are
+// byte-compatible with it in both directions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpe/strings.hpp"
+
+namespace gpe {
+
+inline constexpr size_t kInitialFileSize = size_t{1} << 16;
+inline constexpr size_t kHeaderSize = 8;
+
+// A file whose content does not follow the format.
+class FormatError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// Padded size of one entry for a key of `key_len` bytes.
+constexpr size_t entry_size(size_t key_len) { return 4 + key_len + (8 - (key_len + 4) % 8) + 16; }
+
+// Reads the used part of a file into `buffer` (reused between calls).
+// Throws FormatError for an empty, truncated or impossible header and
+// std::system_error when the file cannot be read.
+void read_used_region(const std::string& path, std::string& buffer);
+
+// Calls fn(key, value, timestamp) for each entry of a used region. Throws
+// FormatError, naming the offset, for an entry that runs past the end.
+template <typename Fn>
+void for_each_entry(std::string_view data, Fn&& fn);
+
+// An owned file descriptor.
+class FileDescriptor {
+  public:
+    FileDescriptor() = default;
+    explicit FileDescriptor(int fd) : fd_(fd) {}
+    FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.release()) {}
+    FileDescriptor& operator=(FileDescriptor&& other) noexcept;
+    FileDescriptor(const FileDescriptor&) = delete;
+    FileDescriptor& operator=(const FileDescriptor&) = delete;
+    ~FileDescriptor();
+    int get() const { return fd_; }
+    int release() {
+        int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
+
+  private:
+    int fd_ = -1;
+};
+
+// An owned shared memory mapping.
+class Mapping {
+  public:
+    Mapping(int fd, size_t size);  // MAP_SHARED, read-write
+    Mapping(Mapping&& other) noexcept;
+    Mapping& operator=(Mapping&&) = delete;
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+    ~Mapping();
+    char* data() const { return data_; }
+    size_t size() const { return size_; }
+
+  private:
+    char* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+// The writer side of one file, e.g. counter_1234.db. Not thread-safe: the
+// owner serialises calls. Pointers returned by slot() stay valid for the life
+// of the object, also after the file grows (old mappings are kept; being
+// MAP_SHARED views of the same file they stay coherent).
+class MmapFile {
+  public:
+    // Opens or creates the file. Throws std::system_error naming the path,
+    // or FormatError when an existing file is corrupt.
+    explicit MmapFile(std::string path);
+
+    // The 16 bytes [value, timestamp] of `key`, appended (zeroed) if new.
+    double* slot(std::string_view key);
+
+    // The slot of `key` if present, without creating it.
+    double* find(std::string_view key) const;
+
+    const std::string& path() const { return path_; }
+    size_t capacity() const { return capacity_; }
+
+  private:
+    void grow_to(size_t min_capacity);
+    char* base() const { return mappings_.back().data(); }
+
+    std::string path_;
+    FileDescriptor fd_;
+    std::vector<Mapping> mappings_;
+    size_t capacity_ = 0;
+    size_t used_ = 0;
+    StringMap<size_t> positions_;  // key -> offset of value
+};
+
+// ---- implementation of the template ----
+
+template <typename Fn>
+void for_each_entry(std::string_view data, Fn&& fn) {
+    size_t pos = kHeaderSize;
+    const size_t used = data.size();
+    while (pos < used) {
+        if (pos + 4 > used)
+            throw FormatError("entry header past the used size at offset " + std::to_string(pos));
+        int32_t key_len = 0;
+        __builtin_memcpy(&key_len, data.data() + pos, 4);
+        if (key_len < 0 || pos + entry_size(static_cast<size_t>(key_len)) > used) {
+            throw FormatError("entry at offset " + std::to_string(pos) +
+                              " runs past the used size " + std::to_string(used));
+        }
+        const std::string_view key = data.substr(pos + 4, static_cast<size_t>(key_len));
+        pos += entry_size(static_cast<size_t>(key_len)) - 16;
+        double value = 0;
+        double timestamp = 0;
+        __builtin_memcpy(&value, data.data() + pos, 8);
+        __builtin_memcpy(&timestamp, data.data() + pos + 8, 8);
+        fn(key, value, timestamp);
+        pos += 16;
+    }
+}
+
+}  // namespace gpe

@@ -1,0 +1,125 @@
+#include "gpe/archive.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <system_error>
+#include <vector>
+
+#include "gpe/mmap_file.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe {
+
+namespace {
+
+enum class Fold { kSum, kMin, kMax, kMostRecent };
+
+struct Foldable {
+    std::string_view prefix;
+    Fold fold;
+};
+
+constexpr std::array<Foldable, 7> kFoldable = {{
+    {"counter", Fold::kSum},
+    {"histogram", Fold::kSum},
+    {"summary", Fold::kSum},
+    {"gauge_sum", Fold::kSum},
+    {"gauge_min", Fold::kMin},
+    {"gauge_max", Fold::kMax},
+    {"gauge_mostrecent", Fold::kMostRecent},
+}};
+
+constexpr std::array<std::string_view, 5> kLiveGaugeModes = {"liveall", "livemin", "livemax",
+                                                             "livesum", "livemostrecent"};
+
+bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+struct Entry {
+    std::string_view key;
+    double value;
+    double timestamp;
+};
+
+// Every entry, or FormatError before anything was folded.
+std::vector<Entry> parse_all(std::string_view data) {
+    std::vector<Entry> entries;
+    for_each_entry(data, [&](std::string_view key, double value, double timestamp) {
+        entries.push_back(Entry{key, value, timestamp});
+    });
+    return entries;
+}
+
+void fold_into(MmapFile& archive, const std::vector<Entry>& entries, Fold fold) {
+    for (const auto& [key, value, timestamp] : entries) {
+        const bool is_new = archive.find(key) == nullptr;
+        double* slot = archive.slot(key);
+        switch (fold) {
+            case Fold::kSum:
+                slot[0] += value;
+                break;
+            case Fold::kMin:
+                if (is_new || value < slot[0]) slot[0] = value;
+                break;
+            case Fold::kMax:
+                if (is_new || value > slot[0]) slot[0] = value;
+                break;
+            case Fold::kMostRecent:
+                if (timestamp > slot[1]) {
+                    slot[0] = value;
+                    slot[1] = timestamp;
+                }
+                break;
+        }
+    }
+}
+
+}  // namespace
+
+ArchiveReport mark_process_dead(const std::string& directory, std::string_view pid,
+                                Diagnostics& diagnostics) {
+    ArchiveReport report;
+    if (pid.empty() || pid == kArchiveId || pid.find('/') != std::string_view::npos) {
+        diagnostics.warn("mark_process_dead: invalid process id '" + std::string(pid) + "'");
+        return report;
+    }
+    // Exclusive against readers, so a scrape never sees a dead process's
+    // values both in its own file and in the archive.
+    const std::string lock_path = lock_file_path(directory);
+    FileDescriptor lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (lock.get() < 0) {
+        throw std::system_error(errno, std::generic_category(), "cannot open " + lock_path);
+    }
+    while (::flock(lock.get(), LOCK_EX) != 0 && errno == EINTR) {
+    }
+
+    const std::string suffix = concat("_", pid, ".db");
+    for (auto mode : kLiveGaugeModes) {
+        const std::string path = concat(directory, "/gauge_", mode, suffix);
+        if (::unlink(path.c_str()) == 0) ++report.removed;
+    }
+
+    std::string buffer;
+    for (const auto& [prefix, fold] : kFoldable) {
+        const std::string path = concat(directory, "/", prefix, suffix);
+        if (!file_exists(path)) continue;
+        try {
+            read_used_region(path, buffer);
+            const std::vector<Entry> entries = parse_all(buffer);
+            MmapFile archive(concat(directory, "/", prefix, "_", kArchiveId, ".db"));
+            fold_into(archive, entries, fold);
+        } catch (const std::exception& e) {
+            // Keep the file: it is skipped by readers if corrupt, and nothing
+            // is lost if the archive could not be written.
+            diagnostics.warn("could not archive " + path + ": " + e.what());
+            continue;
+        }
+        if (::unlink(path.c_str()) == 0) ++report.folded;
+    }
+    return report;
+}
+
+}  // namespace gpe

@@ -1,0 +1,139 @@
+#include "gpe/exposition.hpp"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+
+#include "gpe/float_format.hpp"
+
+namespace gpe {
+
+namespace {
+
+bool is_letter_or_underscore(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+// Length of the UTF-8 sequence starting with byte c (1 for a stray byte).
+size_t sequence_length(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+void append_escaped_value(std::string& out, std::string_view value) {
+    for (char c : value) {
+        switch (c) {
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '"':
+                out += "\\\"";
+                break;
+            default:
+                out.push_back(c);
+        }
+    }
+}
+
+void append_help(std::string& out, std::string_view help, bool escape_quotes) {
+    for (char c : help) {
+        if (c == '\\') {
+            out += "\\\\";
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '"' && escape_quotes) {
+            out += "\\\"";
+        } else {
+            out.push_back(c);
+        }
+    }
+}
+
+}  // namespace
+
+void append_escaped_name(std::string& out, std::string_view name, bool allow_colon) {
+    size_t index = 0;  // code point index, as Python's enumerate(str)
+    for (size_t i = 0; i < name.size(); ++index) {
+        const auto c = static_cast<unsigned char>(name[i]);
+        const size_t len = std::min(sequence_length(c), name.size() - i);
+        const bool valid = len == 1 && (is_letter_or_underscore(c) || (allow_colon && c == ':') ||
+                                        (c >= '0' && c <= '9' && index > 0));
+        out.push_back(valid ? static_cast<char>(c) : '_');
+        i += len;
+    }
+}
+
+std::string render_labels(const Labels& labels) {
+    if (labels.empty()) return {};
+    // dict(labels) then sorted(items): one entry per name, its last value.
+    std::map<std::string_view, std::string_view> sorted;
+    for (const auto& [name, value] : labels) sorted[name] = value;
+    std::string out = "{";
+    bool first = true;
+    for (const auto& [name, value] : sorted) {
+        if (!first) out.push_back(',');
+        first = false;
+        append_escaped_name(out, name, /*allow_colon=*/false);
+        out += "=\"";
+        append_escaped_value(out, value);
+        out.push_back('"');
+    }
+    out.push_back('}');
+    return out;
+}
+
+void render(MergeResult& result, Format format, std::string& out) {
+    const bool om = format == Format::kOpenMetrics;
+    std::string escaped_name;
+    for (const MergedFamily& family : result.families) {
+        std::string mname = family.name;
+        if (!om && family.type == "counter") mname += "_total";
+        escaped_name.clear();
+        append_escaped_name(escaped_name, mname, /*allow_colon=*/true);
+        out += "# HELP ";
+        out += escaped_name;
+        out.push_back(' ');
+        append_help(out, family.help, /*escape_quotes=*/om);
+        out += "\n# TYPE ";
+        out += escaped_name;
+        out.push_back(' ');
+        out += family.type;
+        out.push_back('\n');
+
+        // The text format moves OpenMetrics-only samples into gauges at the end.
+        std::map<std::string, std::string> trailing;  // suffix -> lines
+        for (const MergedSample& sample : family.samples) {
+            const std::string& name = result.names[sample.name];
+            std::string* target = &out;
+            if (!om && name.size() > family.name.size() && name.starts_with(family.name)) {
+                const std::string_view suffix = std::string_view(name).substr(family.name.size());
+                if (suffix == "_created" || suffix == "_gsum" || suffix == "_gcount") {
+                    target = &trailing[std::string(suffix)];
+                }
+            }
+            // OpenMetrics escapes sample names with the label-name alphabet (no ':').
+            append_escaped_name(*target, name, /*allow_colon=*/!om);
+            *target += result.label_sets.rendered(sample.labels);
+            target->push_back(' ');
+            append_go_float(*target, sample.value);
+            target->push_back('\n');
+        }
+        for (const auto& [suffix, lines] : trailing) {
+            escaped_name.clear();
+            append_escaped_name(escaped_name, family.name + suffix, /*allow_colon=*/true);
+            out += "# HELP " + escaped_name + " ";
+            append_help(out, family.help, false);
+            out += "\n# TYPE " + escaped_name + " gauge\n";
+            out += lines;
+        }
+    }
+    if (om) out += "# EOF\n";
+}
+
+}  // namespace gpe

@@ -1,0 +1,171 @@
+#include "gpe/value_store.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <array>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+
+namespace gpe {
+
+namespace {
+
+constexpr std::array<std::string_view, 10> kGaugeModes = {
+    "all",     "liveall", "min",     "livemin",    "max",
+    "livemax", "sum",     "livesum", "mostrecent", "livemostrecent"};
+
+// Whether `path` is memory-mapped in this process (by anyone).
+bool mapped_by_this_process(const std::string& path) {
+    char resolved[PATH_MAX];
+    if (::realpath(path.c_str(), resolved) == nullptr) return false;  // does not exist yet
+    std::ifstream maps("/proc/self/maps");
+    const std::string_view target(resolved);
+    std::string line;
+    while (std::getline(maps, line)) {
+        if (std::string_view(line).ends_with(target) && line.size() > target.size() &&
+            line[line.size() - target.size() - 1] == ' ') {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+std::string file_prefix_for(std::string_view type, std::string_view multiprocess_mode) {
+    if (type == "counter" || type == "histogram" || type == "summary") return std::string(type);
+    if (type != "gauge") {
+        throw std::invalid_argument("metric type '" + std::string(type) +
+                                    "' cannot be stored in multiprocess files");
+    }
+    for (auto mode : kGaugeModes) {
+        if (mode == multiprocess_mode) return "gauge_" + std::string(multiprocess_mode);
+    }
+    throw std::invalid_argument("invalid multiprocess mode '" + std::string(multiprocess_mode) +
+                                "'");
+}
+
+ValueStore& ValueStore::instance() {
+    static ValueStore store;  // see the class comment for why this is process-wide
+    return store;
+}
+
+ValueStore::ValueStore() : pid_(::getpid()) {
+    // Take the lock around fork so that no thread holds it in the child.
+    ::pthread_atfork(&ValueStore::before_fork, &ValueStore::after_fork_in_parent,
+                     &ValueStore::after_fork_in_child);
+}
+
+void ValueStore::before_fork() { instance().mutex_.lock(); }
+
+void ValueStore::after_fork_in_parent() { instance().mutex_.unlock(); }
+
+void ValueStore::after_fork_in_child() {
+    ValueStore& store = instance();
+    store.generation_.fetch_add(1, std::memory_order_acq_rel);
+    store.mutex_.unlock();
+}
+
+void ValueStore::set_directory(std::string directory) {
+    std::lock_guard lock(mutex_);
+    directory_ = std::move(directory);
+    for (auto& [prefix, file] : files_) retired_.push_back(std::move(file));
+    files_.clear();
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void ValueStore::reset() {
+    std::string directory;
+    {
+        std::lock_guard lock(mutex_);
+        directory = directory_;
+    }
+    set_directory(std::move(directory));
+}
+
+void ValueStore::set_warning_handler(std::function<void(const std::string&)> handler) {
+    std::lock_guard lock(mutex_);
+    warn_ = std::move(handler);
+}
+
+std::string ValueStore::resolve_directory() const {
+    if (!directory_.empty()) return directory_;
+    const char* env = std::getenv("PROMETHEUS_MULTIPROC_DIR");
+    if (env == nullptr || *env == '\0') env = std::getenv("prometheus_multiproc_dir");
+    if (env == nullptr || *env == '\0') {
+        throw std::runtime_error(
+            "multiprocess mode is on but PROMETHEUS_MULTIPROC_DIR is not set and no directory was "
+            "given");
+    }
+    return env;
+}
+
+MmapFile& ValueStore::file_for(std::string_view prefix) {
+    if (pid_ != ::getpid()) {
+        // First use in a forked child: the parent's files are not ours.
+        pid_ = ::getpid();
+        files_.clear();
+        retired_.clear();
+    }
+    if (auto it = files_.find(prefix); it != files_.end()) return *it->second;
+    const std::string directory = resolve_directory();
+    std::string path = concat(directory, "/", prefix, "_", std::to_string(pid_), ".db");
+    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+        if ((*it)->path() == path) {  // the same directory again: take the file back
+            MmapFile& ref = **it;
+            files_.emplace(std::string(prefix), std::move(*it));
+            retired_.erase(it);
+            return ref;
+        }
+    }
+    if (mapped_by_this_process(path)) {
+        // prometheus_client's own values of this process write this file
+        // (metrics created before native values were enabled). Two writers
+        // would corrupt it: use a process id of our own instead.
+        const std::string ours =
+            concat(directory, "/", prefix, "_", std::to_string(pid_), "-native.db");
+        if (warn_) {
+            warn_("metrics were created before native values were enabled; " + path +
+                  " belongs to prometheus_client in this process, writing " + ours + " instead");
+        }
+        path = ours;
+    }
+    std::unique_ptr<MmapFile> file;
+    try {
+        file = std::make_unique<MmapFile>(path);
+    } catch (const FormatError& e) {
+        // A corrupt file of a former process with our pid: keep it for
+        // inspection, start a fresh one, and say so.
+        const std::string aside = path + ".corrupt";
+        std::rename(path.c_str(), aside.c_str());
+        if (warn_) warn_("set aside corrupt file " + path + " as " + aside + ": " + e.what());
+        file = std::make_unique<MmapFile>(path);
+    }
+    MmapFile& ref = *file;
+    files_.emplace(std::string(prefix), std::move(file));
+    return ref;
+}
+
+double* ValueStore::bind(std::string_view prefix, std::string_view key, uint64_t& generation_out) {
+    std::lock_guard lock(mutex_);
+    generation_out = generation_.load(std::memory_order_acquire);
+    return file_for(prefix).slot(key);
+}
+
+Value::Value(std::string prefix, std::string key)
+    : prefix_(std::move(prefix)), key_(std::move(key)) {
+    rebind();
+}
+
+void Value::rebind() {
+    uint64_t generation = 0;
+    double* s = ValueStore::instance().bind(prefix_, key_, generation);
+    slot_.store(s, std::memory_order_relaxed);
+    generation_.store(generation, std::memory_order_release);
+}
+
+}  // namespace gpe

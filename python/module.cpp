@@ -1,0 +1,172 @@
+// gunicorn_prometheus_exporter._native: thin nanobind bindings of the core.
+// No logic lives here; see core/include/gpe for what each call does.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/string_view.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpe/archive.hpp"
+#include "gpe/exposition.hpp"
+#include "gpe/float_format.hpp"
+#include "gpe/multiprocess.hpp"
+#include "gpe/series_key.hpp"
+#include "gpe/value_store.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+// Label values as prometheus_client passes them (str already, but be lenient
+// like its json.dumps would not be: anything else is a clear TypeError).
+std::vector<std::string> to_strings(nb::handle sequence, const char* what) {
+    std::vector<std::string> out;
+    for (nb::handle item : sequence) {
+        if (!nb::isinstance<nb::str>(item)) {
+            throw nb::type_error((std::string(what) + " must be strings").c_str());
+        }
+        out.emplace_back(nb::cast<std::string>(item));
+    }
+    return out;
+}
+
+nb::list families_to_python(gpe::MergeResult& result) {
+    nb::list families;
+    for (const gpe::MergedFamily& family : result.families) {
+        nb::list samples;
+        for (const gpe::MergedSample& sample : family.samples) {
+            nb::list labels;
+            for (const auto& [name, value] : result.label_sets.labels(sample.labels)) {
+                labels.append(nb::make_tuple(name, value));
+            }
+            samples.append(nb::make_tuple(result.names[sample.name], labels, sample.value));
+        }
+        families.append(nb::make_tuple(family.name, family.help, family.type, samples));
+    }
+    return families;
+}
+
+}  // namespace
+
+NB_MODULE(_native, m) {
+    m.doc() = "Native core of gunicorn_prometheus_exporter";
+
+    nb::class_<gpe::Value>(m, "NativeValue",
+                           "A prometheus_client value stored in this process's mmap file.")
+        .def(
+            "__init__",
+            [](gpe::Value* self, std::string_view typ, std::string_view metric_name,
+               std::string_view name, nb::handle labelnames, nb::handle labelvalues,
+               std::string_view help_text, std::string_view multiprocess_mode, nb::kwargs) {
+                const std::string key =
+                    gpe::encode_series_key(metric_name, name, to_strings(labelnames, "label names"),
+                                           to_strings(labelvalues, "label values"), help_text);
+                new (self) gpe::Value(gpe::file_prefix_for(typ, multiprocess_mode), key);
+            },
+            "typ"_a, "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a,
+            "multiprocess_mode"_a = "", "kwargs"_a)
+        .def("inc", &gpe::Value::inc, "amount"_a)
+        .def(
+            "set",
+            [](gpe::Value& self, double value, std::optional<double> timestamp) {
+                self.set(value, timestamp.value_or(0.0));
+            },
+            "value"_a, "timestamp"_a = nb::none())
+        .def("get", &gpe::Value::get)
+        .def("get_timestamp", &gpe::Value::timestamp)
+        .def(
+            "set_exemplar", [](gpe::Value&, nb::handle) {}, "exemplar"_a,
+            "Exemplars are not stored in multiprocess mode (as in prometheus_client).")
+        .def("get_exemplar", [](gpe::Value&) { return nb::none(); })
+        .def_prop_ro("key", &gpe::Value::key)
+        .def_prop_ro("file_prefix", &gpe::Value::prefix);
+    nb::type<gpe::Value>().attr("_multiprocess") = true;
+
+    m.def(
+        "set_directory",
+        [](std::string directory) {
+            gpe::ValueStore::instance().set_directory(std::move(directory));
+        },
+        "directory"_a, "Directory for this process's files ('' = PROMETHEUS_MULTIPROC_DIR).");
+    m.def(
+        "reset_files", [] { gpe::ValueStore::instance().reset(); },
+        "Close this process's files; values reopen them at their next update.");
+    m.def(
+        "set_warning_handler",
+        [](std::function<void(const std::string&)> handler) {
+            gpe::ValueStore::instance().set_warning_handler(std::move(handler));
+        },
+        "handler"_a);
+
+    m.def(
+        "series_key",
+        [](std::string_view metric_name, std::string_view name, nb::handle labelnames,
+           nb::handle labelvalues, std::string_view help_text) {
+            return gpe::encode_series_key(metric_name, name, to_strings(labelnames, "label names"),
+                                          to_strings(labelvalues, "label values"), help_text);
+        },
+        "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a);
+    m.def("go_float", &gpe::go_float, "value"_a);
+
+    nb::class_<gpe::MultiprocessReader>(m, "MultiprocessReader")
+        .def(nb::init<>())
+        .def(
+            "render_directory",
+            [](gpe::MultiprocessReader& self, const std::string& directory, bool openmetrics) {
+                std::string body;
+                std::vector<std::string> warnings;
+                {
+                    nb::gil_scoped_release release;
+                    gpe::MergeResult result = self.collect_directory(directory);
+                    gpe::render(result,
+                                openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText, body);
+                    warnings = std::move(result.diagnostics.warnings);
+                }
+                return nb::make_tuple(nb::bytes(body.data(), body.size()), warnings);
+            },
+            "directory"_a, "openmetrics"_a = false)
+        .def(
+            "collect_directory",
+            [](gpe::MultiprocessReader& self, const std::string& directory, bool accumulate) {
+                gpe::MergeResult result;
+                {
+                    nb::gil_scoped_release release;
+                    result = self.collect_directory(directory, accumulate);
+                }
+                return nb::make_tuple(families_to_python(result), result.diagnostics.warnings);
+            },
+            "directory"_a, "accumulate"_a = true)
+        .def(
+            "merge_files",
+            [](gpe::MultiprocessReader& self, const std::vector<std::string>& paths,
+               bool accumulate) {
+                gpe::MergeResult result;
+                {
+                    nb::gil_scoped_release release;
+                    result = self.merge_files(paths, accumulate);
+                }
+                return nb::make_tuple(families_to_python(result), result.diagnostics.warnings);
+            },
+            "paths"_a, "accumulate"_a = true);
+
+    m.def(
+        "mark_process_dead",
+        [](const std::string& directory, std::string_view pid) {
+            gpe::Diagnostics diagnostics;
+            gpe::ArchiveReport report;
+            {
+                nb::gil_scoped_release release;
+                report = gpe::mark_process_dead(directory, pid, diagnostics);
+            }
+            return nb::make_tuple(report.removed, report.folded, diagnostics.warnings);
+        },
+        "directory"_a, "pid"_a);
+}

@@ -1,0 +1,77 @@
+"""Native values for prometheus_client's multiprocess mode.
+
+prometheus_client looks up ``prometheus_client.values.ValueClass`` each time a
+metric (or a labelled child) is created. Pointing it at ``NativeValue`` stores
+every Counter, Gauge, Histogram and Summary created afterwards in this
+process's memory-mapped files, in prometheus_client's own format, through the
+C++ core. Create metrics after enabling: values created before keep the class
+they were created with.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import values as _client_values
+
+from . import _native
+from ._logging import logger
+
+NativeValue = _native.NativeValue
+
+# The value class that was active before enabling, restored by disabling.
+_previous_value_class: type | None = None
+
+_native.set_warning_handler(lambda message: logger.warning("%s", message))
+
+
+def _environment_directory() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def enable_native_values(path: str | None = None) -> None:
+    """Store the values of metrics created from now on natively.
+
+    ``path`` is the multiprocess directory; by default it is
+    ``PROMETHEUS_MULTIPROC_DIR``, read whenever a file is opened (as
+    prometheus_client does). Raises ``ValueError`` naming the directory when it
+    does not exist.
+    """
+    global _previous_value_class
+    directory = path if path is not None else _environment_directory()
+    if not directory:
+        raise ValueError("PROMETHEUS_MULTIPROC_DIR is not set and no path was given")
+    if not os.path.isdir(directory):
+        source = "path" if path is not None else "PROMETHEUS_MULTIPROC_DIR"
+        raise ValueError(f"{source}={directory!r} is not a directory")
+    _native.set_directory(path or "")
+    if _client_values.ValueClass is not NativeValue:
+        _previous_value_class = _client_values.ValueClass
+        _client_values.ValueClass = NativeValue
+
+
+def disable_native_values() -> None:
+    """Give metrics created from now on prometheus_client's own values again."""
+    global _previous_value_class
+    if _client_values.ValueClass is NativeValue:
+        _client_values.ValueClass = _previous_value_class or _client_values.MutexValue
+        _previous_value_class = None
+
+
+def native_values_enabled() -> bool:
+    """Whether metrics created now get native values."""
+    return _client_values.ValueClass is NativeValue
+
+
+def enable_from_environment() -> None:
+    """Enable native values when PROMETHEUS_MULTIPROC_DIR names a directory."""
+    directory = _environment_directory()
+    if not directory:
+        return
+    if not os.path.isdir(directory):
+        logger.warning(
+            "PROMETHEUS_MULTIPROC_DIR=%r is not a directory; native multiprocess values are off",
+            directory,
+        )
+        return
+    enable_native_values()
