@@ -124,8 +124,9 @@ SeriesKey decode_series_key(std::string_view key) {
     nlohmann::json parsed;
     try {
         parsed = nlohmann::json::parse(key.begin(), key.end());
-    } catch (const nlohmann::json::exception& e) {
-        throw std::invalid_argument(std::string("series key is not valid JSON: ") + e.what());
+    } catch (const nlohmann::json::parse_error& e) {
+        throw std::invalid_argument("series key is not valid JSON (at byte " +
+                                    std::to_string(e.byte) + ")");
     }
     if (!parsed.is_array() || parsed.size() != 4 || !parsed[0].is_string() ||
         !parsed[1].is_string() || !parsed[2].is_object() || !parsed[3].is_string()) {

@@ -18,7 +18,7 @@ namespace gpe {
 // Problems that did not stop the operation (a skipped file, ...).
 struct Diagnostics {
     std::vector<std::string> warnings;
-    void warn(std::string message) { warnings.push_back(std::move(message)); }
+    void warn(std::string_view message) { warnings.push_back(valid_utf8(message)); }
 };
 
 struct MergedSample {

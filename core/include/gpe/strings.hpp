@@ -1,6 +1,7 @@
 // String helpers shared by the core.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -29,5 +30,9 @@ std::string concat(const Parts&... parts) {
     (out.append(std::string_view(parts)), ...);
     return out;
 }
+
+// `text` with every byte that is not part of valid UTF-8 replaced by '?', so
+// that messages naming foreign data can always be shown (and passed to Python).
+std::string valid_utf8(std::string_view text);
 
 }  // namespace gpe

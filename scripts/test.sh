@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test: the C++ core tests (GoogleTest via CTest) and the Python
+# tests (pytest, against real processes and prometheus_client as the oracle).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup.sh"
+
+jobs="$(nproc)"
+cmake -S "$root" -B "$root/build/tests" -DGPE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build "$root/build/tests" -j "$jobs"
+ctest --test-dir "$root/build/tests" --output-on-failure -j "$jobs"
+
+cd "$root"
+"$root/.venv/bin/python" -m pytest -q "$@"

@@ -1,0 +1,190 @@
+"""Native values behind prometheus_client's API: files, fork, threads, switching."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import prometheus_client
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector as ClientCollector
+
+import gunicorn_prometheus_exporter as exporter
+from gunicorn_prometheus_exporter import _native
+from gunicorn_prometheus_exporter.native_values import NativeValue
+
+
+@pytest.fixture
+def mp_dir(tmp_path: Path):
+    exporter.enable_native_values(str(tmp_path))
+    yield tmp_path
+    exporter.disable_native_values()
+
+
+def client_render(path: Path) -> bytes:
+    registry = CollectorRegistry()
+    ClientCollector(registry, path=str(path))
+    return generate_latest(registry)
+
+
+def file_values(path: Path) -> dict[str, tuple[float, float]]:
+    return {key: (value, ts) for key, value, ts, _ in MmapedDict.read_all_values_from_file(str(path))}
+
+
+def run_in_child(fn) -> int:
+    """Runs fn in a forked child; returns the child's pid after it exited 0."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return pid
+
+
+def test_metrics_get_native_values_and_prometheus_client_layout(mp_dir: Path) -> None:
+    counter = Counter("jobs", "Jobs done", ["kind"], registry=None)
+    counter.labels("a").inc(3)
+    assert isinstance(counter.labels("a")._value, NativeValue)
+    data = file_values(mp_dir / f"counter_{os.getpid()}.db")
+    assert data == {mmap_key("jobs", "jobs_total", ("kind",), ("a",), "Jobs done"): (3.0, 0.0)}
+
+
+def test_series_key_matches_mmap_key() -> None:
+    cases = [
+        ("m", "m_total", ["b", "a"], ["1", "2"], "help"),
+        ("m", "m", ["l"], ['é€😀"\\\n\t\x7f\x00'], 'q"\\\nx'),
+        ("m", "m", [], [], ""),
+    ]
+    for case in cases:
+        assert _native.series_key(*case) == mmap_key(*case)
+
+
+def test_mostrecent_gauge_stores_set_timestamp(mp_dir: Path) -> None:
+    gauge = Gauge("temp", "t", multiprocess_mode="mostrecent", registry=None)
+    gauge.set(21.5)
+    [(value, ts)] = file_values(mp_dir / f"gauge_mostrecent_{os.getpid()}.db").values()
+    assert value == 21.5 and ts > 0
+    assert gauge._value.get_timestamp() == ts
+
+
+def test_value_created_before_fork_writes_childs_own_file(mp_dir: Path) -> None:
+    counter = Counter("forked", "f", registry=None)
+    counter.inc(5)
+
+    def child() -> None:
+        counter.inc(2)
+        assert counter._value.get() == 2
+
+    child_pid = run_in_child(child)
+    key = mmap_key("forked", "forked_total", (), (), "f")
+    assert file_values(mp_dir / f"counter_{os.getpid()}.db")[key][0] == 5
+    assert file_values(mp_dir / f"counter_{child_pid}.db")[key][0] == 2
+    assert b"forked_total 7.0" in exporter.render_directory(str(mp_dir))
+
+
+def test_fork_while_other_threads_increment(mp_dir: Path) -> None:
+    """No lock is held across fork: a child forked amid increments can write."""
+    counter = Counter("busy", "b", registry=None)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            counter.inc()
+
+    threads = [threading.Thread(target=spin) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(5):
+            run_in_child(lambda: counter.inc(100))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert b"busy_total" in exporter.render_directory(str(mp_dir))
+
+
+def test_threads_lose_no_increment(mp_dir: Path) -> None:
+    counter = Counter("threaded", "t", registry=None)
+    histogram = Histogram("threaded_h", "h", buckets=[1, 2], registry=None)
+
+    def work() -> None:
+        for _ in range(20000):
+            counter.inc()
+            histogram.observe(1.5)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rendered = exporter.render_directory(str(mp_dir))
+    assert b"threaded_total 80000.0" in rendered
+    assert b'threaded_h_bucket{le="2.0"} 80000.0' in rendered
+    assert rendered == client_render(mp_dir)
+
+
+def test_many_series_grow_the_file_without_losing_values(mp_dir: Path) -> None:
+    counter = Counter("wide", "w", ["n"], registry=None)
+    for i in range(3000):
+        counter.labels(str(i) * 5).inc(i)
+    path = mp_dir / f"counter_{os.getpid()}.db"
+    assert path.stat().st_size > 1 << 16
+    data = file_values(path)
+    assert len(data) == 3000
+    assert data[mmap_key("wide", "wide_total", ("n",), ("0" * 5,), "w")][0] == 0
+    assert data[mmap_key("wide", "wide_total", ("n",), ("2999" * 5,), "w")][0] == 2999
+    assert exporter.render_directory(str(mp_dir)) == client_render(mp_dir)
+
+
+def test_enable_and_disable_switch_the_value_class(tmp_path: Path) -> None:
+    before = values.ValueClass
+    exporter.enable_native_values(str(tmp_path))
+    assert exporter.native_values_enabled()
+    assert prometheus_client.values.ValueClass is NativeValue
+    exporter.disable_native_values()
+    assert not exporter.native_values_enabled()
+    assert values.ValueClass is before
+    plain = Counter("plain", "p", registry=None)
+    assert not isinstance(plain._value, NativeValue)
+
+
+def test_enable_rejects_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does-not-exist"):
+        exporter.enable_native_values(str(tmp_path / "does-not-exist"))
+
+
+def test_import_with_environment_enables_native_values(tmp_path: Path) -> None:
+    """Set before importing (either order with prometheus_client), it is on."""
+    import subprocess
+    import sys
+
+    for order in ("import prometheus_client, gunicorn_prometheus_exporter",
+                  "import gunicorn_prometheus_exporter, prometheus_client"):
+        code = (
+            f"{order}\n"
+            "from prometheus_client import Counter\n"
+            "c = Counter('x', 'x')\n"
+            "c.inc()\n"
+            "print(type(c._value).__name__)\n"
+        )
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        assert out.strip() == "NativeValue"
+    assert any(p.name.startswith("counter_") for p in tmp_path.iterdir())
+
+
+def test_bad_metric_input_is_a_clear_error(mp_dir: Path) -> None:
+    with pytest.raises(TypeError, match="label values must be strings"):
+        NativeValue("counter", "m", "m_total", ["a"], [1], "h")
+    with pytest.raises(ValueError, match="multiprocess mode 'median'"):
+        NativeValue("gauge", "m", "m", [], [], "h", multiprocess_mode="median")
