@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fast_methods.hpp"
 #include "gpe/archive.hpp"
 #include "gpe/exposition.hpp"
 #include "gpe/float_format.hpp"
@@ -44,10 +45,10 @@ nb::list families_to_python(gpe::MergeResult& result) {
         nb::list samples;
         for (const gpe::MergedSample& sample : family.samples) {
             nb::list labels;
-            for (const auto& [name, value] : result.label_sets.labels(sample.labels)) {
+            for (const auto& [name, value] : result.label_sets->labels(sample.labels)) {
                 labels.append(nb::make_tuple(name, value));
             }
-            samples.append(nb::make_tuple(result.names[sample.name], labels, sample.value));
+            samples.append(nb::make_tuple((*result.names)[sample.name], labels, sample.value));
         }
         families.append(nb::make_tuple(family.name, family.help, family.type, samples));
     }
@@ -89,6 +90,8 @@ NB_MODULE(_native, m) {
         .def_prop_ro("key", &gpe::Value::key)
         .def_prop_ro("file_prefix", &gpe::Value::prefix);
     nb::type<gpe::Value>().attr("_multiprocess") = true;
+    init_fast_methods(nb::type<gpe::Value>());
+    m.def("fast_method", &make_fast_method, "kind"_a, "original"_a);
 
     m.def(
         "set_directory",
@@ -122,38 +125,39 @@ NB_MODULE(_native, m) {
             "render_directory",
             [](gpe::MultiprocessReader& self, const std::string& directory, bool openmetrics) {
                 std::string body;
-                std::vector<std::string> warnings;
+                gpe::Diagnostics diagnostics;
                 {
                     nb::gil_scoped_release release;
-                    gpe::MergeResult result = self.collect_directory(directory);
-                    gpe::render(result,
-                                openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText, body);
-                    warnings = std::move(result.diagnostics.warnings);
+                    body = self.render_directory(
+                        directory, openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText,
+                        diagnostics);
                 }
-                return nb::make_tuple(nb::bytes(body.data(), body.size()), warnings);
+                return nb::make_tuple(nb::bytes(body.data(), body.size()), diagnostics.warnings);
             },
             "directory"_a, "openmetrics"_a = false)
         .def(
             "collect_directory",
             [](gpe::MultiprocessReader& self, const std::string& directory, bool accumulate) {
-                gpe::MergeResult result;
+                std::optional<gpe::MultiprocessReader::Collected> collected;
                 {
                     nb::gil_scoped_release release;
-                    result = self.collect_directory(directory, accumulate);
+                    collected.emplace(self.collect_directory(directory, accumulate));
                 }
-                return nb::make_tuple(families_to_python(result), result.diagnostics.warnings);
+                return nb::make_tuple(families_to_python(collected->result),
+                                      collected->result.diagnostics.warnings);
             },
             "directory"_a, "accumulate"_a = true)
         .def(
             "merge_files",
             [](gpe::MultiprocessReader& self, const std::vector<std::string>& paths,
                bool accumulate) {
-                gpe::MergeResult result;
+                std::optional<gpe::MultiprocessReader::Collected> collected;
                 {
                     nb::gil_scoped_release release;
-                    result = self.merge_files(paths, accumulate);
+                    collected.emplace(self.merge_files(paths, accumulate));
                 }
-                return nb::make_tuple(families_to_python(result), result.diagnostics.warnings);
+                return nb::make_tuple(families_to_python(collected->result),
+                                      collected->result.diagnostics.warnings);
             },
             "paths"_a, "accumulate"_a = true);
 

@@ -188,3 +188,49 @@ def test_bad_metric_input_is_a_clear_error(mp_dir: Path) -> None:
         NativeValue("counter", "m", "m_total", ["a"], [1], "h")
     with pytest.raises(ValueError, match="multiprocess mode 'median'"):
         NativeValue("gauge", "m", "m", [], [], "h", multiprocess_mode="median")
+
+
+def test_fast_methods_keep_prometheus_client_behaviour(mp_dir: Path) -> None:
+    from prometheus_client import Summary
+
+    counter = Counter("fast_c", "c", ["l"], registry=None)
+    with pytest.raises(ValueError, match="missing label values"):
+        counter.inc()  # a parent has no value of its own
+    with pytest.raises(ValueError, match="Counters can only be incremented by non-negative"):
+        counter.labels("x").inc(-1)
+    counter.labels("x").inc(2, exemplar={"trace": "abc"})  # exemplars take the Python path
+    counter.labels("x").inc(amount=0.5)
+    counter.labels("x").inc(True)  # a bool is an int subclass: Python path, same result
+
+    gauge = Gauge("fast_g", "g", registry=None)
+    gauge.set("2.5")  # prometheus_client accepts anything float() accepts
+    gauge.inc(3)
+    gauge.dec()
+    recent = Gauge("fast_r", "r", multiprocess_mode="mostrecent", registry=None)
+    with pytest.raises(RuntimeError, match="inc must not be used with the mostrecent mode"):
+        recent.inc()
+    recent.set(7)
+    assert recent._value.get_timestamp() > 0
+
+    histogram = Histogram("fast_h", "h", buckets=[1, 5], registry=None)
+    for amount in (0.5, 1, 3, 9, float("nan")):
+        histogram.observe(amount)
+    summary = Summary("fast_s", "s", registry=None)
+    summary.observe(4)
+    summary.observe(6)
+
+    body = exporter.render_directory(str(mp_dir))
+    assert body == client_render(mp_dir)
+    for line in (b'fast_c_total{l="x"} 3.5', b'fast_g{pid="%d"} 4.5' % os.getpid(), b"fast_r 7.0",
+                 b'fast_h_bucket{le="1.0"} 2.0', b'fast_h_bucket{le="5.0"} 3.0',
+                 b'fast_h_bucket{le="+Inf"} 4.0', b"fast_h_count 4.0", b"fast_h_sum NaN",
+                 b"fast_s_count 2.0", b"fast_s_sum 10.0"):
+        assert line in body, line
+
+
+def test_disabling_restores_prometheus_client_methods(tmp_path: Path) -> None:
+    original = Counter.__dict__["inc"]
+    exporter.enable_native_values(str(tmp_path))
+    assert Counter.__dict__["inc"] is not original
+    exporter.disable_native_values()
+    assert Counter.__dict__["inc"] is original

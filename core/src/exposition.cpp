@@ -109,7 +109,7 @@ void render(MergeResult& result, Format format, std::string& out) {
         // The text format moves OpenMetrics-only samples into gauges at the end.
         std::map<std::string, std::string> trailing;  // suffix -> lines
         for (const MergedSample& sample : family.samples) {
-            const std::string& name = result.names[sample.name];
+            const std::string& name = (*result.names)[sample.name];
             std::string* target = &out;
             if (!om && name.size() > family.name.size() && name.starts_with(family.name)) {
                 const std::string_view suffix = std::string_view(name).substr(family.name.size());
@@ -119,7 +119,7 @@ void render(MergeResult& result, Format format, std::string& out) {
             }
             // OpenMetrics escapes sample names with the label-name alphabet (no ':').
             append_escaped_name(*target, name, /*allow_colon=*/!om);
-            *target += result.label_sets.rendered(sample.labels);
+            *target += result.label_sets->rendered(sample.labels);
             target->push_back(' ');
             append_go_float(*target, sample.value);
             target->push_back('\n');

@@ -59,12 +59,13 @@ Mapping::~Mapping() {
     if (data_) ::munmap(data_, size_);
 }
 
-void read_used_region(const std::string& path, std::string& buffer) {
+FileIdentity read_used_region(const std::string& path, std::string& buffer) {
     FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) throw_errno("cannot open " + path);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_errno("cannot stat " + path);
     const auto file_size = static_cast<size_t>(st.st_size);
+    const FileIdentity identity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
     if (file_size < kHeaderSize) {
         throw FormatError(file_size == 0 ? "file is empty"
                                          : "file is shorter than its 8-byte header");
@@ -76,7 +77,7 @@ void read_used_region(const std::string& path, std::string& buffer) {
     const size_t used = read_u32(header);
     if (used == 0) {  // created, no entry written yet
         buffer.assign(header, kHeaderSize);
-        return;
+        return identity;
     }
     if (used < kHeaderSize || used > file_size) {
         throw FormatError("header says " + std::to_string(used) +
@@ -94,6 +95,7 @@ void read_used_region(const std::string& path, std::string& buffer) {
         if (n == 0) throw FormatError("file shrank while being read");
         done += static_cast<size_t>(n);
     }
+    return identity;
 }
 
 MmapFile::MmapFile(std::string path) : path_(std::move(path)) {

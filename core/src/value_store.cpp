@@ -157,7 +157,9 @@ double* ValueStore::bind(std::string_view prefix, std::string_view key, uint64_t
 }
 
 Value::Value(std::string prefix, std::string key)
-    : prefix_(std::move(prefix)), key_(std::move(key)) {
+    : prefix_(std::move(prefix)),
+      key_(std::move(key)),
+      most_recent_(prefix_.ends_with("mostrecent")) {
     rebind();
 }
 

@@ -25,10 +25,8 @@ void put(const TempDir& dir, const std::string& file, const std::string& metric,
 
 std::string render_dir(const TempDir& dir) {
     MultiprocessReader reader;
-    MergeResult result = reader.collect_directory(dir.path());
-    std::string out;
-    render(result, Format::kText, out);
-    return out;
+    Diagnostics diagnostics;
+    return reader.render_directory(dir.path(), Format::kText, diagnostics);
 }
 
 bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }

@@ -27,10 +27,9 @@ void put(const TempDir& dir, const std::string& file, const std::string& metric,
 std::string render_dir(const TempDir& dir, Diagnostics* diagnostics = nullptr,
                        Format format = Format::kText) {
     MultiprocessReader reader;
-    MergeResult result = reader.collect_directory(dir.path());
-    std::string out;
-    render(result, format, out);
-    if (diagnostics) *diagnostics = result.diagnostics;
+    Diagnostics found;
+    std::string out = reader.render_directory(dir.path(), format, found);
+    if (diagnostics) *diagnostics = found;
     return out;
 }
 
@@ -94,9 +93,9 @@ TEST(Merge, MergeWithoutAccumulateKeepsRawBuckets) {
     put(dir, "histogram_1.db", "lat", "lat_bucket", {"le"}, {"0.5"}, 1);
     put(dir, "histogram_1.db", "lat", "lat_bucket", {"le"}, {"+Inf"}, 2);
     MultiprocessReader reader;
-    MergeResult result = reader.merge_files({dir.file("histogram_1.db")}, /*accumulate=*/false);
-    ASSERT_EQ(result.families.size(), 1u);
-    const auto& samples = result.families[0].samples;
+    auto collected = reader.merge_files({dir.file("histogram_1.db")}, /*accumulate=*/false);
+    ASSERT_EQ(collected.result.families.size(), 1u);
+    const auto& samples = collected.result.families[0].samples;
     ASSERT_EQ(samples.size(), 2u);  // no _count without accumulation
     EXPECT_EQ(samples[1].value, 2);
 }
@@ -144,19 +143,13 @@ TEST(Merge, ReaderCacheIsReusedAcrossScrapes) {
     TempDir dir;
     put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 1);
     MultiprocessReader reader;
-    std::string first;
-    std::string second;
-    {
-        MergeResult r = reader.collect_directory(dir.path());
-        render(r, Format::kText, first);
-    }
+    Diagnostics diagnostics;
+    const std::string first = reader.render_directory(dir.path(), Format::kText, diagnostics);
     put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 2);
-    {
-        MergeResult r = reader.collect_directory(dir.path());
-        render(r, Format::kText, second);
-    }
+    put(dir, "counter_2.db", "reqs", "reqs_total", {}, {}, 5);
+    const std::string second = reader.render_directory(dir.path(), Format::kText, diagnostics);
     EXPECT_NE(first.find("reqs_total 1.0"), std::string::npos);
-    EXPECT_NE(second.find("reqs_total 2.0"), std::string::npos);
+    EXPECT_NE(second.find("reqs_total 7.0"), std::string::npos) << second;
 }
 
 }  // namespace

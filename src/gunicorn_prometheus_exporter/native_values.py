@@ -6,12 +6,17 @@ every Counter, Gauge, Histogram and Summary created afterwards in this
 process's memory-mapped files, in prometheus_client's own format, through the
 C++ core. Create metrics after enabling: values created before keep the class
 they were created with.
+
+While enabled, the update methods of prometheus_client's metric classes get a
+native fast path (one C call per ``inc``/``set``/``observe``) for metrics with
+native values; every other case runs prometheus_client's own method.
 """
 
 from __future__ import annotations
 
 import os
 
+from prometheus_client import metrics as _client_metrics
 from prometheus_client import values as _client_values
 
 from . import _native
@@ -23,6 +28,31 @@ NativeValue = _native.NativeValue
 _previous_value_class: type | None = None
 
 _native.set_warning_handler(lambda message: logger.warning("%s", message))
+
+# (class, method name, native fast path) patched while native values are on.
+_FAST_METHODS = (
+    (_client_metrics.Counter, "inc", "counter.inc"),
+    (_client_metrics.Gauge, "inc", "gauge.inc"),
+    (_client_metrics.Gauge, "dec", "gauge.dec"),
+    (_client_metrics.Gauge, "set", "gauge.set"),
+    (_client_metrics.Histogram, "observe", "histogram.observe"),
+    (_client_metrics.Summary, "observe", "summary.observe"),
+)
+_original_methods: dict[tuple[type, str], object] = {}
+
+
+def _install_fast_methods() -> None:
+    for cls, name, kind in _FAST_METHODS:
+        if (cls, name) not in _original_methods:
+            original = cls.__dict__[name]
+            _original_methods[(cls, name)] = original
+            setattr(cls, name, _native.fast_method(kind, original))
+
+
+def _remove_fast_methods() -> None:
+    for (cls, name), original in _original_methods.items():
+        setattr(cls, name, original)
+    _original_methods.clear()
 
 
 def _environment_directory() -> str | None:
@@ -48,6 +78,7 @@ def enable_native_values(path: str | None = None) -> None:
     if _client_values.ValueClass is not NativeValue:
         _previous_value_class = _client_values.ValueClass
         _client_values.ValueClass = NativeValue
+    _install_fast_methods()
 
 
 def disable_native_values() -> None:
@@ -56,6 +87,7 @@ def disable_native_values() -> None:
     if _client_values.ValueClass is NativeValue:
         _client_values.ValueClass = _previous_value_class or _client_values.MutexValue
         _previous_value_class = None
+    _remove_fast_methods()
 
 
 def native_values_enabled() -> bool:

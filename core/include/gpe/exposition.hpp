@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "gpe/multiprocess.hpp"
+#include "gpe/merge.hpp"
 #include "gpe/series_key.hpp"
 
 namespace gpe {

@@ -30,10 +30,18 @@ class FormatError : public std::runtime_error {
 // Padded size of one entry for a key of `key_len` bytes.
 constexpr size_t entry_size(size_t key_len) { return 4 + key_len + (8 - (key_len + 4) % 8) + 16; }
 
+// Which file a path named when it was read (files are only appended to, so
+// an entry at a given offset of the same file never changes its key).
+struct FileIdentity {
+    uint64_t device = 0;
+    uint64_t inode = 0;
+    bool operator==(const FileIdentity&) const = default;
+};
+
 // Reads the used part of a file into `buffer` (reused between calls).
 // Throws FormatError for an empty, truncated or impossible header and
 // std::system_error when the file cannot be read.
-void read_used_region(const std::string& path, std::string& buffer);
+FileIdentity read_used_region(const std::string& path, std::string& buffer);
 
 // Calls fn(key, value, timestamp) for each entry of a used region. Throws
 // FormatError, naming the offset, for an entry that runs past the end.

@@ -1,84 +1,26 @@
-// Reading and merging a multiprocess directory exactly as prometheus_client's
-// MultiProcessCollector does (prometheus_client/multiprocess.py), without
-// creating any Python object.
+// Reading a multiprocess directory (prometheus_client's file layout) and
+// merging it as prometheus_client's MultiProcessCollector does.
 #pragma once
 
-#include <cstdint>
 #include <memory>
-#include <optional>
+#include <mutex>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include "gpe/series_key.hpp"
-#include "gpe/strings.hpp"
+#include "gpe/exposition.hpp"
+#include "gpe/merge.hpp"
 
 namespace gpe {
-
-// Problems that did not stop the operation (a skipped file, ...).
-struct Diagnostics {
-    std::vector<std::string> warnings;
-    void warn(std::string_view message) { warnings.push_back(valid_utf8(message)); }
-};
-
-struct MergedSample {
-    uint32_t name;    // id in MergeResult::names
-    uint32_t labels;  // id in MergeResult::label_sets
-    double value;
-};
-
-struct MergedFamily {
-    std::string name;
-    std::string help;
-    std::string type;  // counter, gauge, histogram, summary
-    std::vector<MergedSample> samples;
-};
-
-// Interned label sets: labels in prometheus_client's tuple order (which is
-// what identifies a series) plus their rendering, computed once.
-class LabelSets {
-  public:
-    uint32_t intern(const std::vector<std::pair<std::string_view, std::string_view>>& labels);
-    const Labels& labels(uint32_t id) const { return sets_[id].labels; }
-    // `{a="x",b="y"}` sorted by name (a repeated name shows its last value),
-    // or "" without labels; the same in both exposition formats.
-    const std::string& rendered(uint32_t id);
-    size_t size() const { return sets_.size(); }
-
-  private:
-    struct Set {
-        Labels labels;
-        std::string rendered;
-        bool has_rendered = false;
-    };
-    std::vector<Set> sets_;
-    StringMap<uint32_t> index_;
-    std::string scratch_;
-};
-
-class Names {
-  public:
-    uint32_t intern(std::string_view name);
-    const std::string& operator[](uint32_t id) const { return names_[id]; }
-
-  private:
-    std::vector<std::string> names_;
-    StringMap<uint32_t> index_;
-};
-
-struct MergeResult {
-    std::vector<MergedFamily> families;
-    Names names;
-    LabelSets label_sets;
-    Diagnostics diagnostics;
-};
 
 // The *.db files of a directory in directory order (as glob.glob lists
 // them), dot files excluded. Throws std::system_error if it is unreadable.
 std::vector<std::string> list_db_files(const std::string& directory);
 
-// Merges multiprocess files. Keeps parsed series keys between calls, so a
-// long-lived reader (the agent, a registered collector) parses each key once.
+// Reads multiprocess directories. Keeps what it learnt between scrapes
+// (parsed keys, label sets, renderings, each file's entries), so that a
+// long-lived reader - the agent, a registered collector - only reads values
+// in a steady-state scrape. Safe to share between threads: one scrape at a
+// time.
 class MultiprocessReader {
   public:
     MultiprocessReader();
@@ -86,12 +28,22 @@ class MultiprocessReader {
     MultiprocessReader(const MultiprocessReader&) = delete;
     MultiprocessReader& operator=(const MultiprocessReader&) = delete;
 
+    // A merge result and the lock that keeps it valid while it is used.
+    struct Collected {
+        std::unique_lock<std::mutex> lock;
+        MergeResult result;
+    };
+
     // All *.db files of `directory`, under a shared lock against
     // mark_process_dead so that a dead process is never counted twice.
-    MergeResult collect_directory(const std::string& directory, bool accumulate = true);
+    Collected collect_directory(const std::string& directory, bool accumulate = true);
 
     // prometheus_client's MultiProcessCollector.merge(files, accumulate).
-    MergeResult merge_files(const std::vector<std::string>& paths, bool accumulate = true);
+    Collected merge_files(const std::vector<std::string>& paths, bool accumulate = true);
+
+    // collect_directory + render, in one call.
+    std::string render_directory(const std::string& directory, Format format,
+                                 Diagnostics& diagnostics);
 
   private:
     struct Impl;

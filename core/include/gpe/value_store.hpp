@@ -90,6 +90,8 @@ class Value {
     }
     const std::string& key() const { return key_; }
     const std::string& prefix() const { return prefix_; }
+    // A mostrecent gauge: set() carries a timestamp, inc() is not allowed.
+    bool most_recent() const { return most_recent_; }
 
   private:
     double* slot() {
@@ -102,6 +104,7 @@ class Value {
 
     std::string prefix_;
     std::string key_;
+    bool most_recent_ = false;
     std::atomic<double*> slot_{nullptr};
     std::atomic<uint64_t> generation_{0};
 };

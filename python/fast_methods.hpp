@@ -1,0 +1,14 @@
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <string>
+
+// Remembers the NativeValue type; call once at module initialisation.
+void init_fast_methods(nanobind::handle value_type);
+
+// A method object for a prometheus_client metric class ("counter.inc",
+// "gauge.inc", "gauge.dec", "gauge.set", "histogram.observe",
+// "summary.observe") that takes the native fast path when it can and calls
+// `original` (the Python method) otherwise.
+nanobind::object make_fast_method(const std::string& kind, nanobind::handle original);
