@@ -94,8 +94,8 @@ PyObject* counter_inc(PyObject* original, PyObject* const* args, Py_ssize_t narg
     return fallback(original, args, nargs, kwnames);
 }
 
-PyObject* gauge_add(PyObject* original, PyObject* const* args, Py_ssize_t nargs,
-                    PyObject* kwnames, double sign) {
+PyObject* gauge_add(PyObject* original, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
+                    double sign) {
     double amount = 1.0;
     if (kwnames == nullptr && (nargs == 1 || (nargs == 2 && as_number(args[1], amount)))) {
         gpe::Value* value = native_attr(args[0], statics.value);
@@ -136,7 +136,8 @@ PyObject* histogram_observe(PyObject* original, PyObject* const* args, Py_ssize_
         PyObject* buckets = bounds ? PyObject_GetAttr(args[0], statics.buckets) : nullptr;
         gpe::Value* bucket = nullptr;
         bool native = buckets != nullptr && PyList_CheckExact(bounds) &&
-                      PyList_CheckExact(buckets) && PyList_GET_SIZE(bounds) == PyList_GET_SIZE(buckets);
+                      PyList_CheckExact(buckets) &&
+                      PyList_GET_SIZE(bounds) == PyList_GET_SIZE(buckets);
         for (Py_ssize_t i = 0; native && i < PyList_GET_SIZE(bounds); ++i) {
             PyObject* bound = PyList_GET_ITEM(bounds, i);
             if (!PyFloat_CheckExact(bound)) {
@@ -177,14 +178,20 @@ PyObject* summary_observe(PyObject* original, PyObject* const* args, Py_ssize_t 
     return fallback(original, args, nargs, kwnames);
 }
 
-#define GPE_METHOD(name, fn) \
-    PyMethodDef { name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn)), METH_FASTCALL | METH_KEYWORDS, nullptr }
+#define GPE_METHOD(name, fn)                                                   \
+    PyMethodDef {                                                              \
+        name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn)), \
+            METH_FASTCALL | METH_KEYWORDS, nullptr                             \
+    }
 
 // Static storage: CPython keeps pointers to method definitions.
 PyMethodDef kMethods[] = {
-    GPE_METHOD("inc", counter_inc),         GPE_METHOD("inc", gauge_inc),
-    GPE_METHOD("dec", gauge_dec),           GPE_METHOD("set", gauge_set),
-    GPE_METHOD("observe", histogram_observe), GPE_METHOD("observe", summary_observe),
+    GPE_METHOD("inc", counter_inc),
+    GPE_METHOD("inc", gauge_inc),
+    GPE_METHOD("dec", gauge_dec),
+    GPE_METHOD("set", gauge_set),
+    GPE_METHOD("observe", histogram_observe),
+    GPE_METHOD("observe", summary_observe),
 };
 
 }  // namespace

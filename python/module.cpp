@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "convert.hpp"
 #include "fast_methods.hpp"
 #include "gpe/archive.hpp"
 #include "gpe/exposition.hpp"
@@ -20,6 +21,7 @@
 #include "gpe/multiprocess.hpp"
 #include "gpe/series_key.hpp"
 #include "gpe/value_store.hpp"
+#include "redis_bindings.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -39,25 +41,10 @@ std::vector<std::string> to_strings(nb::handle sequence, const char* what) {
     return out;
 }
 
-nb::list families_to_python(gpe::MergeResult& result) {
-    nb::list families;
-    for (const gpe::MergedFamily& family : result.families) {
-        nb::list samples;
-        for (const gpe::MergedSample& sample : family.samples) {
-            nb::list labels;
-            for (const auto& [name, value] : result.label_sets->labels(sample.labels)) {
-                labels.append(nb::make_tuple(name, value));
-            }
-            samples.append(nb::make_tuple((*result.names)[sample.name], labels, sample.value));
-        }
-        families.append(nb::make_tuple(family.name, family.help, family.type, samples));
-    }
-    return families;
-}
-
 }  // namespace
 
 NB_MODULE(_native, m) {
+    bind_redis(m);
     m.doc() = "Native core of gunicorn_prometheus_exporter";
 
     nb::class_<gpe::Value>(m, "NativeValue",

@@ -1,7 +1,5 @@
 #include "gpe/archive.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <array>
@@ -86,15 +84,7 @@ ArchiveReport mark_process_dead(const std::string& directory, std::string_view p
         diagnostics.warn("mark_process_dead: invalid process id '" + std::string(pid) + "'");
         return report;
     }
-    // Exclusive against readers, so a scrape never sees a dead process's
-    // values both in its own file and in the archive.
-    const std::string lock_path = lock_file_path(directory);
-    FileDescriptor lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (lock.get() < 0) {
-        throw std::system_error(errno, std::generic_category(), "cannot open " + lock_path);
-    }
-    while (::flock(lock.get(), LOCK_EX) != 0 && errno == EINTR) {
-    }
+    const DirectoryLock lock(directory, DirectoryLock::Mode::kExclusive);
 
     const std::string suffix = concat("_", pid, ".db");
     for (auto mode : kLiveGaugeModes) {

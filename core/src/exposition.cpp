@@ -55,6 +55,31 @@ void append_help(std::string& out, std::string_view help, bool escape_quotes) {
     }
 }
 
+// prometheus_client's re.match('^[a-zA-Z_:][a-zA-Z0-9_:]*$'): note that
+// Python's `$` also matches before one final newline, so "name\n" counts as
+// valid and is written unchanged.
+bool is_legacy_name(std::string_view name, bool allow_colon) {
+    if (name.ends_with('\n')) name.remove_suffix(1);
+    if (name.empty()) return false;
+    for (size_t i = 0; i < name.size(); ++i) {
+        const auto c = static_cast<unsigned char>(name[i]);
+        if (!(is_letter_or_underscore(c) || (allow_colon && c == ':') ||
+              (i > 0 && c >= '0' && c <= '9'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// escape_metric_name / escape_label_name with the default escaping scheme.
+void append_name(std::string& out, std::string_view name, bool allow_colon) {
+    if (is_legacy_name(name, allow_colon)) {
+        out += name;
+    } else {
+        append_escaped_name(out, name, allow_colon);
+    }
+}
+
 }  // namespace
 
 void append_escaped_name(std::string& out, std::string_view name, bool allow_colon) {
@@ -79,7 +104,7 @@ std::string render_labels(const Labels& labels) {
     for (const auto& [name, value] : sorted) {
         if (!first) out.push_back(',');
         first = false;
-        append_escaped_name(out, name, /*allow_colon=*/false);
+        append_name(out, name, /*allow_colon=*/false);
         out += "=\"";
         append_escaped_value(out, value);
         out.push_back('"');
@@ -95,7 +120,7 @@ void render(MergeResult& result, Format format, std::string& out) {
         std::string mname = family.name;
         if (!om && family.type == "counter") mname += "_total";
         escaped_name.clear();
-        append_escaped_name(escaped_name, mname, /*allow_colon=*/true);
+        append_name(escaped_name, mname, /*allow_colon=*/true);
         out += "# HELP ";
         out += escaped_name;
         out.push_back(' ');
@@ -118,7 +143,11 @@ void render(MergeResult& result, Format format, std::string& out) {
                 }
             }
             // OpenMetrics escapes sample names with the label-name alphabet (no ':').
-            append_escaped_name(*target, name, /*allow_colon=*/!om);
+            if (om) {
+                append_escaped_name(*target, name, /*allow_colon=*/false);
+            } else {
+                append_name(*target, name, /*allow_colon=*/true);
+            }
             *target += result.label_sets->rendered(sample.labels);
             target->push_back(' ');
             append_go_float(*target, sample.value);
@@ -126,7 +155,7 @@ void render(MergeResult& result, Format format, std::string& out) {
         }
         for (const auto& [suffix, lines] : trailing) {
             escaped_name.clear();
-            append_escaped_name(escaped_name, family.name + suffix, /*allow_colon=*/true);
+            append_name(escaped_name, family.name + suffix, /*allow_colon=*/true);
             out += "# HELP " + escaped_name + " ";
             append_help(out, family.help, false);
             out += "\n# TYPE " + escaped_name + " gauge\n";

@@ -111,7 +111,8 @@ SeriesCache::Key* SeriesCache::lookup(std::string_view json) {
     key->without_pid_id = label_sets.intern(without(labels, "pid"));
     key->without_le_id = key->has_le ? label_sets.intern(without(labels, "le")) : key->labels_id;
     Key* raw = key.get();
-    keys_.emplace(std::string(json), std::move(key));
+    auto [it, inserted] = keys_.emplace(std::string(json), std::move(key));
+    raw->json = it->first;  // node-based map: the string stays put
     return raw;
 }
 
@@ -122,8 +123,7 @@ uint32_t SeriesCache::labels_with_pid(const Key& key, std::string_view pid) {
 }
 
 void SeriesCache::trim(size_t series_in_use) {
-    if (keys_.size() > 2 * series_in_use + 10000 ||
-        label_sets.size() > 4 * series_in_use + 10000) {
+    if (keys_.size() > 2 * series_in_use + 10000 || label_sets.size() > 4 * series_in_use + 10000) {
         keys_.clear();
         label_sets.clear();
         names.clear();
@@ -230,8 +230,8 @@ void Merger::add_source(std::string_view type, std::string_view mode,
             auto [it, is_new] = m.family_index.try_emplace(
                 key.key.metric_name, static_cast<uint32_t>(m.families.size()));
             if (is_new) {
-                m.families.push_back(
-                    FamilyBuild{key.key.metric_name, key.key.help, std::string(type), kNoLabels, {}});
+                m.families.push_back(FamilyBuild{
+                    key.key.metric_name, key.key.help, std::string(type), kNoLabels, {}});
             }
             key.family = it->second;
             key.epoch = m.epoch;
@@ -289,8 +289,8 @@ void Merger::Impl::merge_family(FamilyBuild& family, bool accumulate) {
         }
         if (histogram && k.has_le) {
             if (!k.le) {
-                result.diagnostics.warn(concat("skipped a bucket of ", family.name,
-                                               " whose le label is not a number"));
+                result.diagnostics.warn(
+                    concat("skipped a bucket of ", family.name, " whose le label is not a number"));
                 continue;
             }
             auto [b, is_new] = bucket_index.try_emplace(without_le, buckets.size());

@@ -14,32 +14,19 @@ namespace gpe {
 
 namespace {
 
-// An exclusive (mark_process_dead) or shared (readers) lock on the directory.
-class DirectoryLock {
-  public:
-    explicit DirectoryLock(const std::string& directory) {
-        const std::string path = lock_file_path(directory);
-        fd_ = FileDescriptor(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-        if (fd_.get() < 0) fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        // Without a lock file we cannot lock; a read-only directory has no
-        // writer that could fold files under us either.
-        if (fd_.get() >= 0) {
-            while (::flock(fd_.get(), LOCK_SH) != 0 && errno == EINTR) {
-            }
-        }
-    }
-
-  private:
-    FileDescriptor fd_;  // closing it releases the lock
+// The entries of one file as resolved in earlier scrapes.
+struct FileCache {
+    struct Entry {
+        SeriesCache::Key* key;
+        uint32_t pid_labels;
+    };
+    FileIdentity identity;
+    uint64_t cache_generation = 0;
+    uint64_t last_used = 0;
+    std::vector<Entry> entries;
 };
 
-// What a file name says: {type}_{pid}.db or gauge_{mode}_{pid}.db.
-struct FileName {
-    std::string_view type;
-    std::string_view mode;
-    std::string_view pid;  // the pid label of a gauge, as prometheus_client derives it
-    bool valid = false;
-};
+}  // namespace
 
 FileName parse_file_name(std::string_view path) {
     const size_t slash = path.rfind('/');
@@ -53,32 +40,41 @@ FileName parse_file_name(std::string_view path) {
     }
     FileName name;
     name.type = parts[0];
-    if (!is_metric_type(name.type) || (name.type == "gauge" && parts.size() < 3)) return name;
-    if (name.type == "gauge") {
+    if (!is_metric_type(name.type) || parts.size() < 2 ||
+        (name.type == "gauge" && parts.size() < 3)) {
+        return name;
+    }
+    const bool gauge = name.type == "gauge";
+    if (gauge) {
         name.mode = parts[1];
         // parts[2][:-3], as prometheus_client: the pid without ".db"
         name.pid = parts[2].substr(0, parts[2].size() >= 3 ? parts[2].size() - 3 : 0);
     }
+    const size_t store_end = gauge ? name.type.size() + 1 + name.mode.size() : name.type.size();
+    name.store = base.substr(0, store_end);
+    name.process = base.substr(store_end + 1, base.size() - store_end - 1 - 3);
     name.valid = true;
     return name;
 }
 
-// The entries of one file as resolved in earlier scrapes.
-struct FileCache {
-    struct Entry {
-        SeriesCache::Key* key;
-        size_t key_size;
-        uint32_t pid_labels;
-    };
-    FileIdentity identity;
-    uint64_t cache_generation = 0;
-    uint64_t last_used = 0;
-    std::vector<Entry> entries;
-};
-
-}  // namespace
-
 std::string lock_file_path(const std::string& directory) { return directory + "/.gpe.lock"; }
+
+DirectoryLock::DirectoryLock(const std::string& directory, Mode mode) {
+    const std::string path = lock_file_path(directory);
+    fd_ = FileDescriptor(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (fd_.get() < 0 && mode == Mode::kShared) {
+        // A reader of a directory it may not write: no writer could fold
+        // files under it without the lock file either.
+        fd_ = FileDescriptor(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd_.get() < 0) return;
+    }
+    if (fd_.get() < 0) {
+        throw std::system_error(errno, std::generic_category(), "cannot open " + path);
+    }
+    while (::flock(fd_.get(), mode == Mode::kExclusive ? LOCK_EX : LOCK_SH) != 0 &&
+           errno == EINTR) {
+    }
+}
 
 std::vector<std::string> list_db_files(const std::string& directory) {
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(directory.c_str()), &::closedir);
@@ -134,13 +130,15 @@ bool MultiprocessReader::Impl::read_file(const std::string& path, const FileName
     size_t index = 0;
     try {
         for_each_entry(buffer, [&](std::string_view key, double value, double timestamp) {
-            if (index < file.entries.size() && file.entries[index].key_size != key.size()) {
-                file.entries.resize(index);  // not the file we knew: learn it again
+            // A file deleted and created again can get the same inode: trust
+            // a known entry only if its key is the same.
+            if (index < file.entries.size() && file.entries[index].key->json != key) {
+                file.entries.resize(index);
             }
             if (index == file.entries.size()) {
                 SeriesCache::Key* parsed = cache.lookup(key);
                 file.entries.push_back(FileCache::Entry{
-                    parsed, key.size(), gauge ? cache.labels_with_pid(*parsed, name.pid) : kNoLabels});
+                    parsed, gauge ? cache.labels_with_pid(*parsed, name.pid) : kNoLabels});
             }
             const FileCache::Entry& entry = file.entries[index++];
             samples.push_back(SourceSample{entry.key, entry.pid_labels, value, timestamp});
@@ -189,7 +187,7 @@ MultiprocessReader::Collected MultiprocessReader::merge_files(const std::vector<
 MultiprocessReader::Collected MultiprocessReader::collect_directory(const std::string& directory,
                                                                     bool accumulate) {
     std::unique_lock lock(impl_->mutex);
-    DirectoryLock directory_lock(directory);
+    DirectoryLock directory_lock(directory, DirectoryLock::Mode::kShared);
     MergeResult result = impl_->merge(list_db_files(directory), accumulate);
     return Collected{std::move(lock), std::move(result)};
 }

@@ -75,6 +75,9 @@ void ValueStore::set_directory(std::string directory) {
     directory_ = std::move(directory);
     for (auto& [prefix, file] : files_) retired_.push_back(std::move(file));
     files_.clear();
+    // Values destroyed before the change do not follow into the new directory.
+    std::erase_if(created_, [](const Created& created) { return created.value == nullptr; });
+    for (size_t i = 0; i < created_.size(); ++i) created_[i].value->index_ = i;
     generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
@@ -152,8 +155,30 @@ MmapFile& ValueStore::file_for(std::string_view prefix) {
 
 double* ValueStore::bind(std::string_view prefix, std::string_view key, uint64_t& generation_out) {
     std::lock_guard lock(mutex_);
+    const bool forked = pid_ != ::getpid();
     generation_out = generation_.load(std::memory_order_acquire);
+    if (forked) {
+        // First update in a forked child: every inherited value gets its slot
+        // in this process's files now, in creation order (prometheus_client
+        // does the same), so e.g. an inherited `all` gauge shows this worker
+        // with 0.
+        for (const Created& created : created_) {
+            double* slot = file_for(created.prefix).slot(created.key);
+            if (created.value != nullptr) created.value->bind_locked(slot, generation_out);
+        }
+    }
     return file_for(prefix).slot(key);
+}
+
+size_t ValueStore::add(Value* value) {
+    std::lock_guard lock(mutex_);
+    created_.push_back(Created{value->prefix(), value->key(), value});
+    return created_.size() - 1;
+}
+
+void ValueStore::remove(size_t index) {
+    std::lock_guard lock(mutex_);
+    created_[index].value = nullptr;
 }
 
 Value::Value(std::string prefix, std::string key)
@@ -161,6 +186,14 @@ Value::Value(std::string prefix, std::string key)
       key_(std::move(key)),
       most_recent_(prefix_.ends_with("mostrecent")) {
     rebind();
+    index_ = ValueStore::instance().add(this);
+}
+
+Value::~Value() { ValueStore::instance().remove(index_); }
+
+void Value::bind_locked(double* slot, uint64_t generation) {
+    slot_.store(slot, std::memory_order_relaxed);
+    generation_.store(generation, std::memory_order_release);
 }
 
 void Value::rebind() {

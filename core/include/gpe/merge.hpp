@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -76,6 +77,7 @@ using LabelViews = std::vector<std::pair<std::string_view, std::string_view>>;
 class SeriesCache {
   public:
     struct Key {
+        std::string_view json;  // the series key as stored (owned by the cache)
         SeriesKey key;
         std::optional<double> le;  // the first `le` label as a number, if it is one
         bool has_le = false;
@@ -126,6 +128,12 @@ struct MergeResult {
     const Names* names = nullptr;
     LabelSets* label_sets = nullptr;
     Diagnostics diagnostics;
+};
+
+// A merge result and the lock of the reader whose caches it points into.
+struct Collected {
+    std::unique_lock<std::mutex> lock;
+    MergeResult result;
 };
 
 // Collects the samples of one merge, store by store, then merges them.

@@ -5,12 +5,25 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gpe/exposition.hpp"
 #include "gpe/merge.hpp"
+#include "gpe/mmap_file.hpp"
 
 namespace gpe {
+
+// What a file name says: {type}_{process}.db or gauge_{mode}_{process}.db.
+struct FileName {
+    std::string_view type;
+    std::string_view mode;
+    std::string_view store;    // the part before the process: type, or gauge_{mode}
+    std::string_view process;  // the rest without ".db" (the pid, or "archive")
+    std::string_view pid;      // a gauge's pid label, derived as prometheus_client does
+    bool valid = false;
+};
+FileName parse_file_name(std::string_view path);
 
 // The *.db files of a directory in directory order (as glob.glob lists
 // them), dot files excluded. Throws std::system_error if it is unreadable.
@@ -28,11 +41,7 @@ class MultiprocessReader {
     MultiprocessReader(const MultiprocessReader&) = delete;
     MultiprocessReader& operator=(const MultiprocessReader&) = delete;
 
-    // A merge result and the lock that keeps it valid while it is used.
-    struct Collected {
-        std::unique_lock<std::mutex> lock;
-        MergeResult result;
-    };
+    using Collected = gpe::Collected;
 
     // All *.db files of `directory`, under a shared lock against
     // mark_process_dead so that a dead process is never counted twice.
@@ -52,5 +61,18 @@ class MultiprocessReader {
 
 // Where the shared/exclusive lock between readers and mark_process_dead lives.
 std::string lock_file_path(const std::string& directory);
+
+// Readers (scrapes, the Redis mirror) hold the directory shared, and
+// mark_process_dead exclusive, so that nobody sees a dead process's values
+// both in its own file and in the archive.
+class DirectoryLock {
+  public:
+    enum class Mode { kShared, kExclusive };
+    // Throws std::system_error when an exclusive lock cannot be had.
+    DirectoryLock(const std::string& directory, Mode mode);
+
+  private:
+    FileDescriptor fd_;  // closing it releases the lock
+};
 
 }  // namespace gpe

@@ -20,6 +20,8 @@
 
 namespace gpe {
 
+class Value;
+
 // File name prefix for a value: the type, or gauge_{mode}. Throws
 // std::invalid_argument naming the bad type or mode.
 std::string file_prefix_for(std::string_view type, std::string_view multiprocess_mode);
@@ -51,6 +53,12 @@ class ValueStore {
     // Closes every file (values reopen theirs at their next update).
     void reset();
 
+    // Every value ever created (prometheus_client keeps them all too), so
+    // that after fork all of them get their slot in the child's files at
+    // once, in creation order, as prometheus_client's values do.
+    size_t add(Value* value);  // returns the value's index
+    void remove(size_t index);
+
   private:
     ValueStore();
     static void before_fork();
@@ -68,12 +76,21 @@ class ValueStore {
     // (writes to them are harmless) until the next fork drops them.
     std::vector<std::unique_ptr<MmapFile>> retired_;
     std::function<void(const std::string&)> warn_;
+    struct Created {
+        std::string prefix;
+        std::string key;
+        Value* value;  // nullptr once destroyed: its slot is still created after fork
+    };
+    std::vector<Created> created_;
 };
 
 // One series of one metric, e.g. the `_sum` of a histogram child.
 class Value {
   public:
     Value(std::string prefix, std::string key);
+    ~Value();
+    Value(const Value&) = delete;
+    Value& operator=(const Value&) = delete;
 
     void inc(double amount) {
         std::atomic_ref<double>(*slot()).fetch_add(amount, std::memory_order_relaxed);
@@ -101,10 +118,14 @@ class Value {
         return slot_.load(std::memory_order_relaxed);
     }
     void rebind();
+    // Binds with the store's mutex held (from the store, after fork).
+    void bind_locked(double* slot, uint64_t generation);
+    friend class ValueStore;
 
     std::string prefix_;
     std::string key_;
     bool most_recent_ = false;
+    size_t index_ = 0;  // in the store's list of created values
     std::atomic<double*> slot_{nullptr};
     std::atomic<uint64_t> generation_{0};
 };

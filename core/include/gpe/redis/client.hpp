@@ -1,0 +1,59 @@
+// A Redis client that reconnects by itself: a failed connection attempt
+// waits with exponential backoff (0.1 s doubling to 30 s) before the next,
+// and calls in between fail at once instead of blocking the caller.
+// Thread-safe: calls are serialised.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "gpe/redis/connection.hpp"
+
+namespace gpe::redis {
+
+class Client {
+  public:
+    explicit Client(Options options);
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    // As Connection::pipeline, connecting first if needed.
+    std::vector<Reply> pipeline(const std::vector<Command>& commands);
+    // As Connection::command.
+    Reply command(const Command& command);
+
+    // PING; throws Error when Redis cannot be reached.
+    void ping();
+    // Server time (TIME) in seconds; the local clock if Redis cannot answer.
+    double server_time();
+
+    // Increments with every new connection: a caller that mirrors state into
+    // Redis resends everything when it changes (the server may have restarted).
+    uint64_t connection_epoch() const;
+    bool connected() const;
+    const Options& options() const { return options_; }
+
+    // In a forked child: drop the parent's connection without using it.
+    void reset_after_fork();
+
+  private:
+    Connection& connection();  // mutex held
+    void disconnect_after(const Error& error);
+
+    using Clock = std::chrono::steady_clock;
+    Options options_;
+    // A pointer so that a forked child can replace a copy locked by a thread
+    // that does not exist there.
+    std::unique_ptr<std::mutex> mutex_ = std::make_unique<std::mutex>();
+    std::unique_ptr<Connection> connection_;
+    uint64_t epoch_ = 0;
+    std::chrono::duration<double> backoff_{0.0};
+    Clock::time_point next_attempt_{};
+    std::string last_error_;
+};
+
+}  // namespace gpe::redis

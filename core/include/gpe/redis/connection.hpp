@@ -1,0 +1,55 @@
+// One connection to Redis: TCP or Unix socket, optionally TLS (OpenSSL),
+// with connect and socket timeouts, AUTH and SELECT on connect, and
+// pipelining. RESP is encoded and parsed by hiredis; the transport is ours
+// because the hiredis Debian ships (0.14) has no TLS.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpe/redis/errors.hpp"
+#include "gpe/redis/options.hpp"
+
+namespace gpe::redis {
+
+struct Reply {
+    enum class Type { kString, kArray, kInteger, kNil, kStatus, kError };
+    Type type = Type::kNil;
+    std::string str;  // string, status or error text
+    long long integer = 0;
+    std::vector<Reply> elements;
+
+    bool is_error() const { return type == Type::kError; }
+};
+
+using Command = std::vector<std::string>;
+
+class Connection {
+  public:
+    // Connects and authenticates. Throws Error (kConnection, kTimeout,
+    // kAuthentication) naming the server, never the password.
+    explicit Connection(const Options& options);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // Sends the commands and returns one reply each, in order; error replies
+    // are returned, not thrown. Throws Error when the connection fails, after
+    // which this object must not be used again.
+    std::vector<Reply> pipeline(const std::vector<Command>& commands);
+
+    // One command; an error reply is thrown as Error(kServer).
+    Reply command(const Command& command);
+
+    // In a forked child: let go of the parent's socket without a word to the
+    // server (the parent still uses it).
+    void abandon();
+
+  private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpe::redis

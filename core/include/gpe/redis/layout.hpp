@@ -1,0 +1,58 @@
+// The seed's Redis key layout:
+//
+//   {prefix}:{store}:{process}:{data_type}:{hash}
+//
+// store     = metric type and gauge mode, as in file names: counter,
+//             histogram, summary, gauge_{mode}
+// process   = {pid}@{instance}: unique across hosts sharing one Redis
+//             ({pid} is "archive" for the folded values of dead processes)
+// data_type = metric (hash: value, timestamp) or meta (hash: original_key,
+//             typ, multiprocess_mode)
+// hash      = MD5 of the series key (the JSON of redis_key/mmap_key)
+//
+// The prefix may itself contain ':'; the other segments never do.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace gpe::redis {
+
+inline constexpr std::string_view kMetric = "metric";
+inline constexpr std::string_view kMeta = "meta";
+
+std::string series_hash(std::string_view series_key);
+
+std::string make_key(std::string_view prefix, std::string_view store, std::string_view process,
+                     std::string_view data_type, std::string_view hash);
+
+struct KeyParts {
+    std::string_view store;
+    std::string_view process;
+    std::string_view data_type;
+    std::string_view hash;
+};
+
+// Incremented in every mirror transaction that deletes keys (folds dead
+// processes into archives): a reader that saw it change while it read
+// reads again, so that it never counts a dead process twice or not at all.
+std::string folds_key(std::string_view prefix);
+
+// The parts of one of our keys under `prefix`; nullopt for anything else.
+std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix);
+
+// "{pid}@{instance}"; characters that would break the layout (':' and glob
+// specials) are replaced by '_'.
+std::string process_id(std::string_view pid, std::string_view instance);
+std::string sanitize_segment(std::string_view text);
+
+// `text` with Redis glob specials escaped, for SCAN MATCH.
+std::string glob_escape(std::string_view text);
+
+// Values as Redis stores them: shortest text that reads back exactly
+// ("inf", "-inf", "nan" for the specials, as Python's float() reads them).
+std::string format_value(double value);
+std::optional<double> parse_value(std::string_view text);
+
+}  // namespace gpe::redis

@@ -1,0 +1,116 @@
+#include "gpe/redis/client.hpp"
+
+#include <time.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace gpe::redis {
+
+namespace {
+
+constexpr double kFirstBackoff = 0.1;
+constexpr double kMaxBackoff = 30.0;
+
+double local_time() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+}  // namespace
+
+Client::Client(Options options) : options_(std::move(options)) {}
+Client::~Client() = default;
+
+Connection& Client::connection() {
+    if (connection_) return *connection_;
+    const auto now = Clock::now();
+    if (now < next_attempt_) {
+        const double wait = std::chrono::duration<double>(next_attempt_ - now).count();
+        throw Error(Error::Kind::kConnection,
+                    last_error_ + "; next attempt in " + std::to_string(wait).substr(0, 4) + " s");
+    }
+    try {
+        connection_ = std::make_unique<Connection>(options_);
+    } catch (const Error& e) {
+        backoff_ = std::chrono::duration<double>(
+            std::clamp(backoff_.count() * 2, kFirstBackoff, kMaxBackoff));
+        next_attempt_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(backoff_);
+        last_error_ = e.what();
+        throw;
+    }
+    backoff_ = std::chrono::duration<double>(0.0);
+    ++epoch_;
+    return *connection_;
+}
+
+void Client::disconnect_after(const Error& error) {
+    if (error.kind() == Error::Kind::kServer) return;  // the connection is fine
+    connection_.reset();
+    last_error_ = error.what();
+}
+
+std::vector<Reply> Client::pipeline(const std::vector<Command>& commands) {
+    std::lock_guard lock(*mutex_);
+    try {
+        return connection().pipeline(commands);
+    } catch (const Error& e) {
+        disconnect_after(e);
+        throw;
+    }
+}
+
+Reply Client::command(const Command& command) {
+    std::lock_guard lock(*mutex_);
+    try {
+        return connection().command(command);
+    } catch (const Error& e) {
+        disconnect_after(e);
+        throw;
+    }
+}
+
+void Client::ping() { command({"PING"}); }
+
+double Client::server_time() {
+    try {
+        const Reply reply = command({"TIME"});
+        if (reply.type == Reply::Type::kArray && reply.elements.size() == 2) {
+            long long seconds = 0;
+            long long micros = 0;
+            const std::string& s = reply.elements[0].str;
+            const std::string& u = reply.elements[1].str;
+            std::from_chars(s.data(), s.data() + s.size(), seconds);
+            std::from_chars(u.data(), u.data() + u.size(), micros);
+            return static_cast<double>(seconds) + static_cast<double>(micros) / 1e6;
+        }
+    } catch (const Error&) {
+        // fall through to the local clock, as the seed does
+    }
+    return local_time();
+}
+
+uint64_t Client::connection_epoch() const {
+    std::lock_guard lock(*mutex_);
+    return epoch_;
+}
+
+bool Client::connected() const {
+    std::lock_guard lock(*mutex_);
+    return connection_ != nullptr;
+}
+
+void Client::reset_after_fork() {
+    // The mutex may be held by a thread of the parent that does not exist
+    // here: it can never be unlocked, so leave it (leaked) and use a new one.
+    (void)mutex_.release();
+    mutex_ = std::make_unique<std::mutex>();
+    if (connection_) {
+        connection_->abandon();
+        connection_.reset();
+    }
+    epoch_ += 1;
+}
+
+}  // namespace gpe::redis

@@ -1,0 +1,419 @@
+#include "gpe/redis/connection.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "gpe/mmap_file.hpp"  // FileDescriptor
+
+namespace gpe::redis {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kBatch = 1024;  // commands written before their replies are read
+
+struct SslCtxFree {
+    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+struct SslFree {
+    void operator()(SSL* ssl) const { SSL_free(ssl); }
+};
+struct ReaderFree {
+    void operator()(redisReader* reader) const { redisReaderFree(reader); }
+};
+struct ReplyFree {
+    void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+struct AddrinfoFree {
+    void operator()(addrinfo* info) const { freeaddrinfo(info); }
+};
+
+std::string openssl_error() {
+    const unsigned long code = ERR_get_error();
+    if (code == 0) return "unknown TLS error";
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof buf);
+    ERR_clear_error();
+    return buf;
+}
+
+Reply convert(const redisReply* r) {
+    Reply out;
+    switch (r->type) {
+        case REDIS_REPLY_STRING:
+            out.type = Reply::Type::kString;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_STATUS:
+            out.type = Reply::Type::kStatus;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_ERROR:
+            out.type = Reply::Type::kError;
+            out.str.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_INTEGER:
+            out.type = Reply::Type::kInteger;
+            out.integer = r->integer;
+            break;
+        case REDIS_REPLY_ARRAY:
+            out.type = Reply::Type::kArray;
+            out.elements.reserve(r->elements);
+            for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+            break;
+        default:
+            out.type = Reply::Type::kNil;
+    }
+    return out;
+}
+
+bool is_auth_error(std::string_view message) {
+    return message.starts_with("WRONGPASS") || message.starts_with("NOAUTH") ||
+           message.starts_with("NOPERM") ||
+           message.find("invalid password") != std::string_view::npos ||
+           message.find("invalid username-password") != std::string_view::npos ||
+           message.find("AUTH <password> called without any password") != std::string_view::npos ||
+           message.find("without any password configured") != std::string_view::npos;
+}
+
+bool is_ip_address(const std::string& host) {
+    in6_addr buf{};
+    return inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
+           inet_pton(AF_INET6, host.c_str(), &buf) == 1;
+}
+
+}  // namespace
+
+struct Connection::Impl {
+    Options options;
+    std::string where;  // for messages
+    FileDescriptor fd;
+    std::unique_ptr<SSL_CTX, SslCtxFree> ctx;
+    std::unique_ptr<SSL, SslFree> ssl;
+    std::unique_ptr<redisReader, ReaderFree> reader{redisReaderCreate()};
+    Clock::time_point deadline;
+
+    [[noreturn]] void fail(Error::Kind kind, const std::string& what) const {
+        throw Error(kind, what + " (Redis at " + where + ")");
+    }
+
+    void start_deadline(double seconds) {
+        deadline = Clock::now() + std::chrono::microseconds(static_cast<long long>(seconds * 1e6));
+    }
+
+    // Waits until the socket is ready for `events` or the deadline passes.
+    void wait(short events) {
+        for (;;) {
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            if (left.count() <= 0) fail(Error::Kind::kTimeout, "timed out");
+            pollfd p{fd.get(), events, 0};
+            const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+            if (n > 0) return;
+            if (n < 0 && errno != EINTR)
+                fail(Error::Kind::kConnection, std::string("poll: ") + std::strerror(errno));
+        }
+    }
+
+    void connect_socket() {
+        start_deadline(options.connect_timeout);
+        if (!options.unix_socket.empty()) {
+            sockaddr_un addr{};
+            addr.sun_family = AF_UNIX;
+            if (options.unix_socket.size() >= sizeof addr.sun_path)
+                fail(Error::Kind::kConnection, "socket path too long");
+            std::memcpy(addr.sun_path, options.unix_socket.c_str(), options.unix_socket.size() + 1);
+            fd = FileDescriptor(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+            if (fd.get() < 0)
+                fail(Error::Kind::kConnection, std::string("socket: ") + std::strerror(errno));
+            finish_connect(reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+            return;
+        }
+        addrinfo hints{};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* found = nullptr;
+        const std::string port = std::to_string(options.port);
+        if (int rc = ::getaddrinfo(options.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+            fail(Error::Kind::kConnection, std::string("cannot resolve host: ") + gai_strerror(rc));
+        }
+        std::unique_ptr<addrinfo, AddrinfoFree> list(found);
+        std::string last_error = "no address";
+        for (addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
+            fd = FileDescriptor(::socket(
+                ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+            if (fd.get() < 0) continue;
+            try {
+                finish_connect(ai->ai_addr, ai->ai_addrlen);
+                const int one = 1;
+                ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                ::setsockopt(fd.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+                return;
+            } catch (const Error& e) {
+                if (e.kind() == Error::Kind::kTimeout) throw;
+                last_error = e.what();
+            }
+        }
+        throw Error(Error::Kind::kConnection, last_error);
+    }
+
+    void finish_connect(const sockaddr* addr, socklen_t len) {
+        if (::connect(fd.get(), addr, len) == 0) return;
+        if (errno != EINPROGRESS && errno != EAGAIN) {
+            fail(Error::Kind::kConnection, std::string("connect: ") + std::strerror(errno));
+        }
+        wait(POLLOUT);
+        int error = 0;
+        socklen_t size = sizeof error;
+        ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &error, &size);
+        if (error != 0)
+            fail(Error::Kind::kConnection, std::string("connect: ") + std::strerror(error));
+    }
+
+    void start_tls() {
+        ctx.reset(SSL_CTX_new(TLS_client_method()));
+        if (!ctx) fail(Error::Kind::kConnection, "TLS: " + openssl_error());
+        const TlsOptions& tls = options.tls;
+        if (!tls.ca_file.empty() || !tls.ca_path.empty()) {
+            if (SSL_CTX_load_verify_locations(
+                    ctx.get(), tls.ca_file.empty() ? nullptr : tls.ca_file.c_str(),
+                    tls.ca_path.empty() ? nullptr : tls.ca_path.c_str()) != 1) {
+                fail(Error::Kind::kConnection,
+                     "TLS: cannot load CA certificates: " + openssl_error());
+            }
+        } else {
+            SSL_CTX_set_default_verify_paths(ctx.get());
+        }
+        if (!tls.cert_file.empty()) {
+            if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1) {
+                fail(Error::Kind::kConnection, "TLS: cannot load client certificate " +
+                                                   tls.cert_file + ": " + openssl_error());
+            }
+            const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
+            if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
+                fail(Error::Kind::kConnection,
+                     "TLS: cannot load client key " + key + ": " + openssl_error());
+            }
+        }
+        SSL_CTX_set_verify(ctx.get(), tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+        ssl.reset(SSL_new(ctx.get()));
+        if (!ssl) fail(Error::Kind::kConnection, "TLS: " + openssl_error());
+        SSL_set_fd(ssl.get(), fd.get());
+        if (options.unix_socket.empty()) {
+            if (is_ip_address(options.host)) {
+                if (tls.verify)
+                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), options.host.c_str());
+            } else {
+                SSL_set_tlsext_host_name(ssl.get(), options.host.c_str());
+                if (tls.verify) SSL_set1_host(ssl.get(), options.host.c_str());
+            }
+        }
+        for (;;) {
+            const int rc = SSL_connect(ssl.get());
+            if (rc == 1) return;
+            const int err = SSL_get_error(ssl.get(), rc);
+            if (err == SSL_ERROR_WANT_READ) {
+                wait(POLLIN);
+            } else if (err == SSL_ERROR_WANT_WRITE) {
+                wait(POLLOUT);
+            } else {
+                std::string why = openssl_error();
+                const long verify = SSL_get_verify_result(ssl.get());
+                if (verify != X509_V_OK)
+                    why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+                fail(Error::Kind::kConnection, "TLS handshake failed: " + why);
+            }
+        }
+    }
+
+    void write_all(std::string_view data) {
+        start_deadline(options.socket_timeout);
+        while (!data.empty()) {
+            ssize_t n = 0;
+            if (ssl) {
+                size_t written = 0;
+                const int rc = SSL_write_ex(ssl.get(), data.data(), data.size(), &written);
+                if (rc == 1) {
+                    n = static_cast<ssize_t>(written);
+                } else {
+                    const int err = SSL_get_error(ssl.get(), rc);
+                    if (err == SSL_ERROR_WANT_WRITE) {
+                        wait(POLLOUT);
+                        continue;
+                    }
+                    if (err == SSL_ERROR_WANT_READ) {
+                        wait(POLLIN);
+                        continue;
+                    }
+                    fail(Error::Kind::kConnection, "TLS write failed: " + openssl_error());
+                }
+            } else {
+                n = ::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL);
+                if (n < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                        wait(POLLOUT);
+                        continue;
+                    }
+                    if (errno == EINTR) continue;
+                    fail(Error::Kind::kConnection, std::string("write: ") + std::strerror(errno));
+                }
+            }
+            data.remove_prefix(static_cast<size_t>(n));
+        }
+    }
+
+    // Reads what is available (waiting up to the socket timeout) into the parser.
+    void read_some() {
+        char buf[64 * 1024];
+        for (;;) {
+            ssize_t n = 0;
+            if (ssl) {
+                size_t got = 0;
+                const int rc = SSL_read_ex(ssl.get(), buf, sizeof buf, &got);
+                if (rc == 1) {
+                    n = static_cast<ssize_t>(got);
+                } else {
+                    const int err = SSL_get_error(ssl.get(), rc);
+                    if (err == SSL_ERROR_WANT_READ) {
+                        wait(POLLIN);
+                        continue;
+                    }
+                    if (err == SSL_ERROR_WANT_WRITE) {
+                        wait(POLLOUT);
+                        continue;
+                    }
+                    if (err == SSL_ERROR_ZERO_RETURN)
+                        fail(Error::Kind::kConnection, "connection closed by server");
+                    fail(Error::Kind::kConnection, "TLS read failed: " + openssl_error());
+                }
+            } else {
+                n = ::recv(fd.get(), buf, sizeof buf, 0);
+                if (n < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                        wait(POLLIN);
+                        continue;
+                    }
+                    if (errno == EINTR) continue;
+                    fail(Error::Kind::kConnection, std::string("read: ") + std::strerror(errno));
+                }
+                if (n == 0) fail(Error::Kind::kConnection, "connection closed by server");
+            }
+            if (redisReaderFeed(reader.get(), buf, static_cast<size_t>(n)) != REDIS_OK) {
+                fail(Error::Kind::kProtocol, "cannot parse reply");
+            }
+            return;
+        }
+    }
+
+    Reply next_reply() {
+        start_deadline(options.socket_timeout);
+        for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
+                fail(Error::Kind::kProtocol, std::string("protocol error: ") + reader->errstr);
+            }
+            if (raw != nullptr) {
+                std::unique_ptr<redisReply, ReplyFree> reply(static_cast<redisReply*>(raw));
+                return convert(reply.get());
+            }
+            read_some();
+        }
+    }
+
+    void append(std::string& out, const Command& command) {
+        std::vector<const char*> argv;
+        std::vector<size_t> lens;
+        argv.reserve(command.size());
+        lens.reserve(command.size());
+        for (const auto& arg : command) {
+            argv.push_back(arg.data());
+            lens.push_back(arg.size());
+        }
+        char* formatted = nullptr;
+        const int len = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()),
+                                               argv.data(), lens.data());
+        if (len < 0) fail(Error::Kind::kProtocol, "cannot encode command");
+        out.append(formatted, static_cast<size_t>(len));
+        redisFreeCommand(formatted);
+    }
+
+    std::vector<Reply> pipeline(const std::vector<Command>& commands) {
+        std::vector<Reply> replies;
+        replies.reserve(commands.size());
+        std::string buffer;
+        for (size_t start = 0; start < commands.size(); start += kBatch) {
+            const size_t end = std::min(commands.size(), start + kBatch);
+            buffer.clear();
+            for (size_t i = start; i < end; ++i) append(buffer, commands[i]);
+            write_all(buffer);
+            for (size_t i = start; i < end; ++i) replies.push_back(next_reply());
+        }
+        return replies;
+    }
+};
+
+Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>()) {
+    Impl& c = *impl_;
+    c.options = options;
+    c.where = describe(options);
+    if (!c.reader) throw Error(Error::Kind::kConnection, "out of memory");
+    c.connect_socket();
+    if (options.tls.enabled) c.start_tls();
+    std::vector<Command> hello;
+    if (!options.password.empty()) {
+        if (options.username.empty()) {
+            hello.push_back({"AUTH", options.password});
+        } else {
+            hello.push_back({"AUTH", options.username, options.password});
+        }
+    }
+    if (options.db != 0) hello.push_back({"SELECT", std::to_string(options.db)});
+    hello.push_back({"PING"});
+    const std::vector<Reply> replies = c.pipeline(hello);
+    for (const Reply& reply : replies) {
+        if (!reply.is_error()) continue;
+        if (is_auth_error(reply.str))
+            c.fail(Error::Kind::kAuthentication, "authentication failed: " + reply.str);
+        c.fail(Error::Kind::kConnection, "connection set-up failed: " + reply.str);
+    }
+}
+
+Connection::~Connection() {
+    if (impl_ && impl_->ssl) SSL_shutdown(impl_->ssl.get());  // best effort close_notify
+}
+
+std::vector<Reply> Connection::pipeline(const std::vector<Command>& commands) {
+    return impl_->pipeline(commands);
+}
+
+Reply Connection::command(const Command& command) {
+    Reply reply = std::move(impl_->pipeline({command}).front());
+    if (reply.is_error()) {
+        throw Error(is_auth_error(reply.str) ? Error::Kind::kAuthentication : Error::Kind::kServer,
+                    reply.str);
+    }
+    return reply;
+}
+
+void Connection::abandon() {
+    // Free the TLS state without SSL_shutdown, close our copy of the socket.
+    impl_->ssl.reset();
+    impl_->fd = FileDescriptor();
+}
+
+}  // namespace gpe::redis

@@ -1,0 +1,96 @@
+#include "gpe/redis/fold.hpp"
+
+#include "gpe/redis/layout.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe::redis {
+
+namespace {
+
+// ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
+// folds key. Values are kept as the strings the mirror writes; Lua's
+// tonumber() does not read inf/nan, so those are taken over as they are.
+constexpr const char* kScript = R"lua(
+local prefix, process, archive, pattern, folds = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local folded, deleted = 0, 0
+local cursor = '0'
+local keys = {}
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
+until cursor == '0'
+for _, key in ipairs(keys) do
+  local rest = string.sub(key, #prefix + 2)
+  local store, hash = string.match(rest, '^([^:]+):[^:]+:metric:([^:]+)$')
+  if store then
+    local meta = prefix .. ':' .. store .. ':' .. process .. ':meta:' .. hash
+    local target = prefix .. ':' .. store .. ':' .. archive .. ':metric:' .. hash
+    local target_meta = prefix .. ':' .. store .. ':' .. archive .. ':meta:' .. hash
+    local value, stamp = unpack(redis.call('HMGET', key, 'value', 'timestamp'))
+    local keep = store == 'gauge_all'
+    local live = string.sub(store, 1, 10) == 'gauge_live'
+    if not keep and not live and value then
+      local old, old_stamp = unpack(redis.call('HMGET', target, 'value', 'timestamp'))
+      local new, new_stamp = value, stamp or '0'
+      local v, o = tonumber(value), tonumber(old or '')
+      if old then
+        if store == 'gauge_max' then
+          if not (v and o and v <= o) then new = value else new = old end
+        elseif store == 'gauge_min' then
+          if not (v and o and v >= o) then new = value else new = old end
+        elseif store == 'gauge_mostrecent' then
+          if (tonumber(stamp or '0') or 0) > (tonumber(old_stamp or '0') or 0) then
+            new, new_stamp = value, stamp
+          else
+            new, new_stamp = old, old_stamp
+          end
+        elseif v and o then
+          new = tostring(v + o)
+          if math.floor(v + o) == v + o and math.abs(v + o) < 1e15 then
+            new = string.format('%d', v + o)
+          else
+            new = string.format('%.17g', v + o)
+          end
+        end
+      end
+      redis.call('HSET', target, 'value', new, 'timestamp', new_stamp or '0')
+      local original = redis.call('HGET', meta, 'original_key')
+      if original then
+        redis.call('HSET', target_meta, 'original_key', original,
+                   'typ', redis.call('HGET', meta, 'typ') or '',
+                   'multiprocess_mode', redis.call('HGET', meta, 'multiprocess_mode') or '')
+      end
+      local ttl = redis.call('PTTL', key)
+      if ttl > 0 then
+        redis.call('PEXPIRE', target, ttl)
+        redis.call('PEXPIRE', target_meta, ttl)
+      end
+      folded = folded + 1
+    end
+    if not keep then
+      deleted = deleted + redis.call('DEL', key, meta)
+    end
+  end
+end
+redis.call('INCR', folds)
+return {folded, deleted}
+)lua";
+
+}  // namespace
+
+FoldReport fold_process(Client& client, const std::string& prefix, const std::string& process,
+                        const std::string& archive) {
+    const std::string pattern =
+        concat(glob_escape(prefix), ":*:", glob_escape(process), ":metric:*");
+    const Reply reply = client.command(
+        {"EVAL", kScript, "0", prefix, process, archive, pattern, folds_key(prefix)});
+    FoldReport report;
+    if (reply.type == Reply::Type::kArray && reply.elements.size() == 2) {
+        report.folded = reply.elements[0].integer;
+        report.deleted = reply.elements[1].integer;
+    }
+    return report;
+}
+
+}  // namespace gpe::redis

@@ -1,0 +1,85 @@
+#include "gpe/redis/layout.hpp"
+
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <cmath>
+
+#include "gpe/float_format.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe::redis {
+
+std::string series_hash(std::string_view series_key) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    EVP_Digest(series_key.data(), series_key.size(), digest, &size, EVP_md5(), nullptr);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out(size * 2, '0');
+    for (unsigned int i = 0; i < size; ++i) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0xF];
+    }
+    return out;
+}
+
+std::string make_key(std::string_view prefix, std::string_view store, std::string_view process,
+                     std::string_view data_type, std::string_view hash) {
+    return concat(prefix, ":", store, ":", process, ":", data_type, ":", hash);
+}
+
+std::string folds_key(std::string_view prefix) { return concat(prefix, ":folds"); }
+
+std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix) {
+    if (key.size() <= prefix.size() + 1 || !key.starts_with(prefix) || key[prefix.size()] != ':') {
+        return std::nullopt;
+    }
+    std::string_view rest = key.substr(prefix.size() + 1);
+    std::string_view parts[4];
+    for (int i = 0; i < 4; ++i) {
+        const size_t colon = rest.find(':');
+        if ((i < 3) == (colon == std::string_view::npos)) return std::nullopt;
+        parts[i] = rest.substr(0, colon);
+        if (parts[i].empty()) return std::nullopt;
+        rest = i < 3 ? rest.substr(colon + 1) : std::string_view();
+    }
+    if (parts[2] != kMetric && parts[2] != kMeta) return std::nullopt;
+    return KeyParts{parts[0], parts[1], parts[2], parts[3]};
+}
+
+std::string sanitize_segment(std::string_view text) {
+    std::string out(text);
+    for (char& c : out) {
+        if (c == ':' || c == '*' || c == '?' || c == '[' || c == ']' || c == '\\' || c == ' ' ||
+            c == '@') {
+            c = '_';
+        }
+    }
+    return out;
+}
+
+std::string process_id(std::string_view pid, std::string_view instance) {
+    return concat(sanitize_segment(pid), "@", sanitize_segment(instance));
+}
+
+std::string glob_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+        out.push_back(c);
+    }
+    return out;
+}
+
+std::string format_value(double value) {
+    if (std::isnan(value)) return "nan";
+    if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    return std::string(buf, end);
+}
+
+std::optional<double> parse_value(std::string_view text) { return parse_python_float(text); }
+
+}  // namespace gpe::redis

@@ -1,0 +1,307 @@
+#include "gpe/redis/mirror.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <system_error>
+
+#include "gpe/multiprocess.hpp"
+#include "gpe/redis/layout.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe::redis {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+}  // namespace
+
+struct Mirror::State {
+    struct Entry {
+        std::string metric_key;
+        std::string meta_key;
+        std::string json;
+        double value = 0;
+        double timestamp = 0;
+        bool sent = false;
+    };
+    struct File {
+        FileIdentity identity;
+        std::string type;
+        std::string mode;
+        std::vector<Entry> entries;
+        uint64_t last_seen = 0;
+    };
+    StringMap<File> files;               // by path
+    std::vector<std::string> deletions;  // keys of vanished files, not yet deleted
+    uint64_t passes = 0;
+    uint64_t epoch_sent = UINT64_MAX;  // connection epoch of the last full pass
+    Clock::time_point next_refresh{};
+    long long deadline = 0;  // unix seconds at which this instance's keys expire
+    std::string buffer;
+};
+
+Mirror::Mirror(std::shared_ptr<Client> client, MirrorOptions options)
+    : client_(std::move(client)), options_(std::move(options)), state_(std::make_unique<State>()) {
+    options_.instance = sanitize_segment(options_.instance);
+}
+
+Mirror::~Mirror() = default;
+
+PassReport Mirror::pass(Diagnostics& diagnostics) {
+    State& s = *state_;
+    PassReport report;
+    const uint64_t epoch_before = client_->connection_epoch();
+    const bool resend = epoch_before != s.epoch_sent;
+    const bool ttl = options_.ttl_seconds > 0;
+    const bool refresh = ttl && (resend || Clock::now() >= s.next_refresh);
+    if (refresh) {
+        s.deadline = static_cast<long long>(client_->server_time()) + options_.ttl_seconds;
+    }
+    const std::string deadline = std::to_string(s.deadline);
+    ++s.passes;
+
+    std::vector<Command> commands;
+    commands.push_back({"MULTI"});
+    struct Sent {
+        State::Entry* entry;
+        double value;
+        double timestamp;
+    };
+    std::vector<Sent> sent;
+    {
+        const DirectoryLock lock(options_.directory, DirectoryLock::Mode::kShared);
+        for (const std::string& path : list_db_files(options_.directory)) {
+            const FileName name = parse_file_name(path);
+            if (!name.valid) continue;  // the reader warns about foreign files
+            FileIdentity identity;
+            try {
+                identity = read_used_region(path, s.buffer);
+            } catch (const std::system_error& e) {
+                if (e.code().value() != ENOENT)
+                    diagnostics.warn(concat("mirror skipped ", path, ": ", e.what()));
+                continue;
+            } catch (const FormatError& e) {
+                diagnostics.warn(concat("mirror skipped corrupt file ", path, ": ", e.what()));
+                continue;
+            }
+            State::File& file = s.files[path];
+            if (file.identity != identity) {
+                file = State::File{identity, std::string(name.type), std::string(name.mode), {}, 0};
+            }
+            file.last_seen = s.passes;
+            const std::string process = process_id(name.process, options_.instance);
+            size_t index = 0;
+            try {
+                for_each_entry(s.buffer, [&](std::string_view key, double value, double timestamp) {
+                    if (index < file.entries.size() && file.entries[index].json != key) {
+                        file.entries.resize(index);  // a new file at a reused inode
+                    }
+                    if (index == file.entries.size()) {
+                        const std::string hash = series_hash(key);
+                        file.entries.push_back(State::Entry{
+                            make_key(options_.prefix, name.store, process, kMetric, hash),
+                            make_key(options_.prefix, name.store, process, kMeta, hash),
+                            std::string(key), 0, 0, false});
+                    }
+                    State::Entry& entry = file.entries[index++];
+                    const bool first = resend || !entry.sent;
+                    if (first || !same_bits(value, entry.value) ||
+                        !same_bits(timestamp, entry.timestamp)) {
+                        commands.push_back({"HSET", entry.metric_key, "value", format_value(value),
+                                            "timestamp", format_value(timestamp)});
+                        sent.push_back(Sent{&entry, value, timestamp});
+                    }
+                    if (first) {
+                        commands.push_back({"HSET", entry.meta_key, "original_key", entry.json,
+                                            "typ", file.type, "multiprocess_mode", file.mode});
+                    }
+                    if (ttl && (first || refresh)) {
+                        commands.push_back({"EXPIREAT", entry.metric_key, deadline});
+                        commands.push_back({"EXPIREAT", entry.meta_key, deadline});
+                    }
+                });
+            } catch (const FormatError& e) {
+                diagnostics.warn(concat("mirror skipped corrupt file ", path, ": ", e.what()));
+            }
+        }
+    }
+    // Files gone since the last pass: their processes were archived.
+    std::vector<std::string> deleting = s.deletions;
+    std::erase_if(s.files, [&](const auto& item) {
+        if (item.second.last_seen == s.passes) return false;
+        for (const auto& entry : item.second.entries) {
+            deleting.push_back(entry.metric_key);
+            deleting.push_back(entry.meta_key);
+        }
+        return true;
+    });
+    for (size_t i = 0; i < deleting.size(); i += 512) {
+        Command del{"DEL"};
+        for (size_t j = i; j < std::min(deleting.size(), i + 512); ++j) del.push_back(deleting[j]);
+        commands.push_back(std::move(del));
+    }
+    if (commands.size() == 1) return report;  // nothing to say
+    if (!deleting.empty()) commands.push_back({"INCR", folds_key(options_.prefix)});
+    commands.push_back({"EXEC"});
+
+    s.deletions = deleting;  // kept until a pass gets them through
+    const std::vector<Reply> replies = client_->pipeline(commands);  // throws on failure
+    const Reply& exec = replies.back();
+    if (exec.is_error() || exec.type != Reply::Type::kArray) {
+        throw Error(
+            Error::Kind::kServer,
+            "mirror transaction failed: " + (exec.is_error() ? exec.str : std::string("aborted")));
+    }
+    for (const Sent& item : sent) {
+        item.entry->value = item.value;
+        item.entry->timestamp = item.timestamp;
+        item.entry->sent = true;
+    }
+    s.deletions.clear();
+    report.written = sent.size();
+    report.deleted = deleting.size();
+    report.commands = commands.size();
+    report.refreshed = refresh;
+    const uint64_t epoch_after = client_->connection_epoch();
+    if (epoch_after == epoch_before || resend) {
+        // This pass reached Redis on a connection that already had everything.
+        s.epoch_sent = epoch_after;
+        if (refresh) {
+            s.next_refresh =
+                Clock::now() + std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3);
+        }
+    }
+    return report;
+}
+
+// ---- service ----
+
+MirrorService::MirrorService(std::shared_ptr<Client> client, MirrorOptions options,
+                             double interval_seconds, Logger logger)
+    : client_(client),
+      mirror_(std::move(client), std::move(options)),
+      interval_(interval_seconds),
+      logger_(std::move(logger)) {}
+
+MirrorService::~MirrorService() {
+    stop();
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+void MirrorService::log(const Messages& messages) {
+    if (!logger_) return;
+    for (const auto& [level, message] : messages) logger_(level, message);
+}
+
+bool MirrorService::try_lead() {
+    if (lock_fd_ >= 0) return true;
+    const std::string path = mirror_.options().directory + "/.gpe-mirror.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return false;
+    }
+    lock_fd_ = fd;
+    return true;
+}
+
+bool MirrorService::is_leader() const {
+    std::lock_guard lock(*mutex_);
+    return lock_fd_ >= 0;
+}
+
+bool MirrorService::pass_now() {
+    Messages messages;
+    {
+        std::lock_guard lock(*mutex_);
+        if (!try_lead()) return false;
+        Diagnostics diagnostics;
+        mirror_.pass(diagnostics);  // throws Error for the caller
+        for (auto& warning : diagnostics.warnings)
+            messages.emplace_back(kWarning, std::move(warning));
+    }
+    log(messages);
+    return true;
+}
+
+void MirrorService::start() {
+    std::lock_guard lock(*mutex_);
+    if (thread_) return;
+    stopping_ = false;
+    thread_ = std::make_unique<std::thread>([this] { run(); });
+}
+
+void MirrorService::run_pass(Messages& messages) {
+    Diagnostics diagnostics;
+    try {
+        const PassReport report = mirror_.pass(diagnostics);
+        if (failing_) {
+            failing_ = false;
+            messages.emplace_back(kInfo, "Redis reachable again at " +
+                                             describe(client_->options()) + "; sent " +
+                                             std::to_string(report.written) + " values");
+        }
+    } catch (const std::exception& e) {
+        if (!failing_) {
+            failing_ = true;
+            messages.emplace_back(
+                kWarning,
+                std::string("cannot mirror metrics to Redis (will retry; nothing is lost): ") +
+                    e.what());
+        }
+    }
+    for (auto& warning : diagnostics.warnings) messages.emplace_back(kWarning, std::move(warning));
+}
+
+void MirrorService::run() {
+    std::unique_lock lock(*mutex_);
+    while (!stopping_) {
+        Messages messages;
+        if (try_lead()) run_pass(messages);
+        lock.unlock();
+        log(messages);
+        lock.lock();
+        wake_->wait_for(lock, interval_, [this] { return stopping_; });
+    }
+    // A last pass on the way out, so that the values of the final moments arrive.
+    Messages messages;
+    if (lock_fd_ >= 0) run_pass(messages);
+    lock.unlock();
+    log(messages);
+}
+
+void MirrorService::stop() {
+    std::unique_ptr<std::thread> thread;
+    {
+        std::lock_guard lock(*mutex_);
+        stopping_ = true;
+        thread = std::move(thread_);
+    }
+    wake_->notify_all();
+    if (thread && thread->joinable()) thread->join();
+}
+
+void MirrorService::after_fork_in_child() {
+    // The thread does not exist in the child; its std::thread object must not
+    // be joined or destroyed (that would terminate), so it is leaked on
+    // purpose, as is a mutex it may have held.
+    (void)thread_.release();
+    (void)mutex_.release();
+    mutex_ = std::make_unique<std::mutex>();
+    (void)wake_.release();
+    wake_ = std::make_unique<std::condition_variable_any>();
+    // Closing our copy of the lock descriptor leaves the parent's lock alone.
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
+    failing_ = false;
+    client_->reset_after_fork();
+}
+
+}  // namespace gpe::redis

@@ -1,0 +1,236 @@
+#include "gpe/redis/reader.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "gpe/redis/layout.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe::redis {
+
+namespace {
+
+constexpr int kMaxAttempts = 3;
+constexpr const char* kScanCount = "1000";
+
+struct Found {
+    std::string key;
+    KeyParts parts;  // views into `key`
+};
+
+}  // namespace
+
+struct Reader::Impl {
+    std::shared_ptr<Client> client;
+    std::string prefix;
+    std::string match;
+    std::mutex mutex;
+    SeriesCache cache;
+    StringMap<std::string> json_by_hash;
+    struct Resolved {
+        SeriesCache::Key* key;
+        uint32_t pid_labels;
+        uint64_t generation;
+    };
+    StringMap<Resolved> resolved;  // metric key -> its series
+    ReadStats stats;
+    size_t last_series = 0;
+
+    std::vector<Reply> run(const std::vector<Command>& commands) {
+        stats.commands += commands.size();
+        return client->pipeline(commands);
+    }
+
+    std::vector<Found> scan(Diagnostics& diagnostics, long long& folds) {
+        std::vector<Found> found;
+        std::string cursor = "0";
+        bool first = true;
+        do {
+            std::vector<Command> commands;
+            if (first) commands.push_back({"GET", folds_key(prefix)});
+            commands.push_back({"SCAN", cursor, "MATCH", match, "COUNT", kScanCount});
+            std::vector<Reply> replies = run(commands);
+            if (first)
+                folds = replies.front().type == Reply::Type::kString
+                            ? std::stoll(replies.front().str)
+                            : 0;
+            first = false;
+            const Reply& page = replies.back();
+            if (page.is_error()) throw Error(Error::Kind::kServer, "SCAN failed: " + page.str);
+            if (page.type != Reply::Type::kArray || page.elements.size() != 2) {
+                throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
+            }
+            cursor = page.elements[0].str;
+            for (const Reply& element : page.elements[1].elements) {
+                Found item{element.str, {}};
+                const auto parts = parse_key(item.key, prefix);
+                const std::string_view store = parts ? parts->store : std::string_view();
+                const std::string_view type = store.substr(0, store.find('_'));
+                if (!parts || parts->data_type != kMetric || !is_metric_type(type) ||
+                    (type == "gauge" && store.size() <= type.size() + 1)) {
+                    diagnostics.warn(concat("skipped Redis key ", element.str,
+                                            ": not of the layout ", prefix,
+                                            ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
+                    continue;
+                }
+                found.push_back(std::move(item));
+            }
+        } while (cursor != "0");
+        // Views into the strings are taken once they stopped moving.
+        for (Found& item : found) item.parts = *parse_key(item.key, prefix);
+        return found;
+    }
+
+    MergeResult read(bool accumulate) {
+        stats = ReadStats{};
+        for (;;) {
+            ++stats.attempts;
+            cache.trim(last_series);
+            Diagnostics diagnostics;
+            long long folds_before = 0;
+            std::vector<Found> found = scan(diagnostics, folds_before);
+
+            std::vector<Command> commands;
+            commands.reserve(found.size() + 1);
+            for (const Found& item : found)
+                commands.push_back({"HMGET", item.key, "value", "timestamp"});
+            commands.push_back({"GET", folds_key(prefix)});
+            std::vector<Reply> values = run(commands);
+            const Reply& folds_reply = values.back();
+            const long long folds_after =
+                folds_reply.type == Reply::Type::kString ? std::stoll(folds_reply.str) : 0;
+            if (folds_after != folds_before && stats.attempts < kMaxAttempts) continue;
+            values.pop_back();
+
+            // Series keys of hashes not seen before, from their meta keys.
+            std::vector<Command> metas;
+            std::vector<std::string> meta_hashes;
+            for (const Found& item : found) {
+                const std::string_view hash = item.parts.hash;
+                if (json_by_hash.contains(hash) ||
+                    std::find(meta_hashes.begin(), meta_hashes.end(), hash) != meta_hashes.end()) {
+                    continue;
+                }
+                meta_hashes.emplace_back(hash);
+                metas.push_back(
+                    {"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
+                     "original_key"});
+            }
+            if (!metas.empty()) {
+                const std::vector<Reply> replies = run(metas);
+                for (size_t i = 0; i < replies.size(); ++i) {
+                    if (replies[i].type == Reply::Type::kString)
+                        json_by_hash[meta_hashes[i]] = replies[i].str;
+                }
+            }
+            return merge(found, values, diagnostics, accumulate);
+        }
+    }
+
+    MergeResult merge(const std::vector<Found>& found, const std::vector<Reply>& values,
+                      Diagnostics& diagnostics, bool accumulate) {
+        // One source per process store, in a stable order.
+        std::vector<size_t> order(found.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+            const KeyParts& x = found[a].parts;
+            const KeyParts& y = found[b].parts;
+            return std::tie(x.store, x.process) < std::tie(y.store, y.process);
+        });
+        Merger merger(cache);
+        merger.diagnostics() = std::move(diagnostics);
+        std::vector<SourceSample> samples;
+        size_t series = 0;
+        for (size_t at = 0; at < order.size();) {
+            const KeyParts& group = found[order[at]].parts;
+            const std::string_view type = group.store.substr(0, group.store.find('_'));
+            const std::string_view mode =
+                type == "gauge" ? group.store.substr(type.size() + 1) : std::string_view();
+            samples.clear();
+            size_t end = at;
+            for (; end < order.size(); ++end) {
+                const Found& item = found[order[end]];
+                if (item.parts.store != group.store || item.parts.process != group.process) break;
+                const Reply& reply = values[order[end]];
+                if (reply.type != Reply::Type::kArray || reply.elements.size() != 2 ||
+                    reply.elements[0].type != Reply::Type::kString) {
+                    continue;  // deleted since the SCAN
+                }
+                const auto value = parse_value(reply.elements[0].str);
+                const auto timestamp = reply.elements[1].type == Reply::Type::kString
+                                           ? parse_value(reply.elements[1].str)
+                                           : std::optional<double>(0.0);
+                if (!value || !timestamp) {
+                    diagnostics.warn(
+                        concat("skipped Redis key ", item.key, ": value is not a number"));
+                    continue;
+                }
+                const Resolved* resolution = resolve(item, type == "gauge", merger.diagnostics());
+                if (resolution == nullptr) continue;
+                samples.push_back(
+                    SourceSample{resolution->key, resolution->pid_labels, *value, *timestamp});
+            }
+            series += samples.size();
+            merger.add_source(type, mode, samples,
+                              concat("Redis ", prefix, ":", group.store, ":", group.process));
+            at = end;
+        }
+        last_series = series;
+        return merger.finish(accumulate);
+    }
+
+    const Resolved* resolve(const Found& item, bool gauge, Diagnostics& diagnostics) {
+        if (auto it = resolved.find(item.key);
+            it != resolved.end() && it->second.generation == cache.generation()) {
+            return &it->second;
+        }
+        auto json = json_by_hash.find(item.parts.hash);
+        if (json == json_by_hash.end()) {
+            diagnostics.warn(
+                concat("skipped Redis key ", item.key, ": its meta key has no original_key"));
+            return nullptr;
+        }
+        SeriesCache::Key* key = nullptr;
+        try {
+            key = cache.lookup(json->second);
+        } catch (const std::exception& e) {
+            diagnostics.warn(concat("skipped Redis key ", item.key, ": ", e.what()));
+            return nullptr;
+        }
+        const uint32_t pid_labels =
+            gauge ? cache.labels_with_pid(*key, item.parts.process) : kNoLabels;
+        Resolved& slot = resolved[item.key];
+        slot = Resolved{key, pid_labels, cache.generation()};
+        return &slot;
+    }
+};
+
+Reader::Reader(std::shared_ptr<Client> client, std::string prefix)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->client = std::move(client);
+    impl_->match = concat(glob_escape(prefix), ":*:metric:*");
+    impl_->prefix = std::move(prefix);
+}
+
+Reader::~Reader() = default;
+
+Collected Reader::collect(bool accumulate) {
+    std::unique_lock lock(impl_->mutex);
+    MergeResult result = impl_->read(accumulate);
+    return Collected{std::move(lock), std::move(result)};
+}
+
+std::string Reader::render(Format format, Diagnostics& diagnostics) {
+    Collected collected = collect();
+    std::string out;
+    gpe::render(collected.result, format, out);
+    diagnostics = std::move(collected.result.diagnostics);
+    return out;
+}
+
+ReadStats Reader::last_stats() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->stats;
+}
+
+}  // namespace gpe::redis

@@ -1,0 +1,303 @@
+#include "redis_bindings.hpp"
+
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "convert.hpp"
+#include "gpe/redis/client.hpp"
+#include "gpe/redis/layout.hpp"
+#include "gpe/redis/mirror.hpp"
+#include "gpe/redis/reader.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace redis = gpe::redis;
+
+namespace {
+
+// The Python exception types, created once when the module is imported and
+// read by the exception translator afterwards.
+struct ErrorTypes {
+    PyObject* base = nullptr;
+    PyObject* connection = nullptr;
+    PyObject* timeout = nullptr;
+    PyObject* authentication = nullptr;
+    PyObject* response = nullptr;
+};
+ErrorTypes error_types;
+
+PyObject* new_error_type(nb::module_& m, const char* name, PyObject* base, const char* doc) {
+    const std::string qualified = std::string("gunicorn_prometheus_exporter._native.") + name;
+    PyObject* type = PyErr_NewExceptionWithDoc(qualified.c_str(), doc, base, nullptr);
+    if (type == nullptr) throw nb::python_error();
+    m.attr(name) = nb::handle(type);
+    return type;
+}
+
+void translate(const std::exception_ptr& error, void*) {
+    try {
+        std::rethrow_exception(error);
+    } catch (const redis::Error& e) {
+        PyObject* type = error_types.response;
+        switch (e.kind()) {
+            case redis::Error::Kind::kConnection:
+                type = error_types.connection;
+                break;
+            case redis::Error::Kind::kTimeout:
+                type = error_types.timeout;
+                break;
+            case redis::Error::Kind::kAuthentication:
+                type = error_types.authentication;
+                break;
+            case redis::Error::Kind::kServer:
+            case redis::Error::Kind::kProtocol:
+                type = error_types.response;
+                break;
+        }
+        PyErr_SetString(type, e.what());
+    }
+}
+
+// Replies as redis-py returns them without decode_responses: bulk strings as
+// bytes, integers as int, nil as None, arrays as lists, status as str.
+nb::object to_python(const redis::Reply& reply) {
+    switch (reply.type) {
+        case redis::Reply::Type::kString:
+            return nb::bytes(reply.str.data(), reply.str.size());
+        case redis::Reply::Type::kStatus:
+            return nb::str(reply.str.c_str(), reply.str.size());
+        case redis::Reply::Type::kInteger:
+            return nb::int_(reply.integer);
+        case redis::Reply::Type::kNil:
+            return nb::none();
+        case redis::Reply::Type::kError: {
+            nb::object error =
+                nb::handle(error_types.response)(nb::str(reply.str.c_str(), reply.str.size()));
+            return error;
+        }
+        case redis::Reply::Type::kArray: {
+            nb::list items;
+            for (const auto& element : reply.elements) items.append(to_python(element));
+            return items;
+        }
+    }
+    return nb::none();
+}
+
+redis::Command to_command(nb::handle args) {
+    redis::Command command;
+    for (nb::handle arg : args) {
+        if (nb::isinstance<nb::bytes>(arg)) {
+            nb::bytes b = nb::borrow<nb::bytes>(arg);
+            command.emplace_back(b.c_str(), b.size());
+        } else if (nb::isinstance<nb::str>(arg)) {
+            command.emplace_back(nb::cast<std::string>(arg));
+        } else if (nb::isinstance<nb::float_>(arg)) {
+            command.emplace_back(redis::format_value(nb::cast<double>(arg)));
+        } else {
+            command.emplace_back(nb::cast<std::string>(nb::str(arg)));
+        }
+    }
+    if (command.empty()) throw nb::value_error("empty Redis command");
+    return command;
+}
+
+}  // namespace
+
+void bind_redis(nb::module_& m) {
+    error_types.base =
+        new_error_type(m, "RedisError", PyExc_Exception, "A Redis operation failed.");
+    error_types.connection = new_error_type(m, "RedisConnectionError", error_types.base,
+                                            "Redis cannot be reached (worth a retry).");
+    error_types.timeout = new_error_type(m, "RedisTimeoutError", error_types.base,
+                                         "Redis did not answer in time (worth a retry).");
+    error_types.authentication = new_error_type(m, "RedisAuthenticationError", error_types.base,
+                                                "Redis refused the credentials.");
+    error_types.response = new_error_type(m, "RedisResponseError", error_types.base,
+                                          "Redis answered a command with an error.");
+    nb::register_exception_translator(&translate);
+
+    m.def(
+        "parse_redis_url",
+        [](const std::string& url) {
+            const redis::Options o = redis::parse_url(url);
+            nb::dict out;
+            out["host"] = o.host;
+            out["port"] = o.port;
+            out["unix_socket_path"] = o.unix_socket;
+            out["db"] = o.db;
+            out["username"] = o.username;
+            out["password"] = o.password;
+            out["ssl"] = o.tls.enabled;
+            out["ssl_ca_certs"] = o.tls.ca_file;
+            out["ssl_ca_path"] = o.tls.ca_path;
+            out["ssl_certfile"] = o.tls.cert_file;
+            out["ssl_keyfile"] = o.tls.key_file;
+            out["ssl_verify"] = o.tls.verify;
+            return out;
+        },
+        "url"_a);
+
+    nb::class_<redis::Client>(m, "RedisClient",
+                              "Native Redis connection with reconnect and backoff.")
+        .def(
+            "__init__",
+            [](redis::Client* self, const std::string& host, int port, int db,
+               const std::string& username, const std::string& password,
+               const std::string& unix_socket_path, bool ssl, const std::string& ssl_ca_certs,
+               const std::string& ssl_ca_path, const std::string& ssl_certfile,
+               const std::string& ssl_keyfile, bool ssl_verify, double socket_timeout,
+               double socket_connect_timeout) {
+                redis::Options o;
+                o.host = host;
+                o.port = port;
+                o.db = db;
+                o.username = username;
+                o.password = password;
+                o.unix_socket = unix_socket_path;
+                o.tls = redis::TlsOptions{ssl,          ssl_ca_certs, ssl_ca_path,
+                                          ssl_certfile, ssl_keyfile,  ssl_verify};
+                o.socket_timeout = socket_timeout;
+                o.connect_timeout = socket_connect_timeout;
+                new (self) redis::Client(std::move(o));
+            },
+            "host"_a = "localhost", "port"_a = 6379, "db"_a = 0, "username"_a = "",
+            "password"_a = "", "unix_socket_path"_a = "", "ssl"_a = false, "ssl_ca_certs"_a = "",
+            "ssl_ca_path"_a = "", "ssl_certfile"_a = "", "ssl_keyfile"_a = "",
+            "ssl_verify"_a = true, "socket_timeout"_a = 5.0, "socket_connect_timeout"_a = 5.0)
+        .def(
+            "execute",
+            [](redis::Client& self, nb::handle args) {
+                const redis::Command command = to_command(args);
+                redis::Reply reply;
+                {
+                    nb::gil_scoped_release release;
+                    reply = self.command(command);
+                }
+                return to_python(reply);
+            },
+            "args"_a, "Runs one command; an error reply raises RedisResponseError.")
+        .def(
+            "pipeline",
+            [](redis::Client& self, nb::handle commands) {
+                std::vector<redis::Command> batch;
+                for (nb::handle args : commands) batch.push_back(to_command(args));
+                std::vector<redis::Reply> replies;
+                {
+                    nb::gil_scoped_release release;
+                    replies = self.pipeline(batch);
+                }
+                nb::list out;
+                for (const auto& reply : replies) out.append(to_python(reply));
+                return out;
+            },
+            "commands"_a,
+            "Runs commands in one round trip; error replies are returned as exceptions.")
+        .def("ping",
+             [](redis::Client& self) {
+                 nb::gil_scoped_release release;
+                 self.ping();
+             })
+        .def("server_time",
+             [](redis::Client& self) {
+                 nb::gil_scoped_release release;
+                 return self.server_time();
+             })
+        .def_prop_ro("connection_epoch", &redis::Client::connection_epoch)
+        .def_prop_ro("description",
+                     [](redis::Client& self) { return redis::describe(self.options()); })
+        .def("reset_after_fork", &redis::Client::reset_after_fork);
+
+    m.def("redis_key_for", [](const std::string& prefix, const std::string& store,
+                              const std::string& process, const std::string& data_type,
+                              const std::string& series_key) {
+        return redis::make_key(prefix, store, process, data_type, redis::series_hash(series_key));
+    });
+    m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
+    m.def("redis_glob_escape", &redis::glob_escape, "text"_a);
+    m.def("redis_format_value", &redis::format_value, "value"_a);
+    m.def(
+        "redis_parse_key",
+        [](const std::string& key, const std::string& prefix) -> std::optional<nb::tuple> {
+            const auto parts = redis::parse_key(key, prefix);
+            if (!parts) return std::nullopt;
+            return nb::make_tuple(std::string(parts->store), std::string(parts->process),
+                                  std::string(parts->data_type), std::string(parts->hash));
+        },
+        "key"_a, "prefix"_a);
+
+    nb::class_<redis::MirrorService>(m, "MirrorService",
+                                     "Mirrors a multiprocess directory into Redis on a thread.")
+        .def(
+            "__init__",
+            [](redis::MirrorService* self, std::shared_ptr<redis::Client> client,
+               const std::string& directory, const std::string& prefix, const std::string& instance,
+               int ttl_seconds, double interval, nb::object logger) {
+                // Called from the mirror thread: take the GIL, and never let a
+                // logging problem reach the thread.
+                auto log = [logger = std::make_shared<nb::object>(std::move(logger))](
+                               int level, const std::string& message) {
+                    if (!Py_IsInitialized()) return;
+                    nb::gil_scoped_acquire acquire;
+                    try {
+                        (*logger)(level, message);
+                    } catch (nb::python_error& e) {
+                        e.discard_as_unraisable("gunicorn_prometheus_exporter mirror logger");
+                    }
+                };
+                new (self) redis::MirrorService(
+                    std::move(client),
+                    redis::MirrorOptions{directory, prefix, instance, ttl_seconds}, interval,
+                    std::move(log));
+            },
+            "client"_a, "directory"_a, "prefix"_a, "instance"_a, "ttl_seconds"_a, "interval"_a,
+            "logger"_a)
+        .def("start", &redis::MirrorService::start, nb::call_guard<nb::gil_scoped_release>())
+        .def("stop", &redis::MirrorService::stop, nb::call_guard<nb::gil_scoped_release>())
+        .def("pass_now", &redis::MirrorService::pass_now, nb::call_guard<nb::gil_scoped_release>())
+        .def("is_leader", &redis::MirrorService::is_leader)
+        .def("after_fork_in_child", &redis::MirrorService::after_fork_in_child);
+
+    nb::class_<redis::Reader>(m, "RedisReader", "Reads and merges all series under a prefix.")
+        .def(nb::init<std::shared_ptr<redis::Client>, std::string>(), "client"_a, "prefix"_a)
+        .def(
+            "render",
+            [](redis::Reader& self, bool openmetrics) {
+                std::string body;
+                gpe::Diagnostics diagnostics;
+                {
+                    nb::gil_scoped_release release;
+                    body = self.render(openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText,
+                                       diagnostics);
+                }
+                return nb::make_tuple(nb::bytes(body.data(), body.size()), diagnostics.warnings);
+            },
+            "openmetrics"_a = false)
+        .def(
+            "collect",
+            [](redis::Reader& self, bool accumulate) {
+                std::optional<gpe::Collected> collected;
+                {
+                    nb::gil_scoped_release release;
+                    collected.emplace(self.collect(accumulate));
+                }
+                return nb::make_tuple(families_to_python(collected->result),
+                                      collected->result.diagnostics.warnings);
+            },
+            "accumulate"_a = true)
+        .def("stats", [](const redis::Reader& self) {
+            const redis::ReadStats stats = self.last_stats();
+            nb::dict out;
+            out["commands"] = stats.commands;
+            out["keys"] = stats.keys;
+            out["attempts"] = stats.attempts;
+            return out;
+        });
+}
