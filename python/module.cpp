@@ -46,6 +46,9 @@ std::vector<std::string> to_strings(nb::handle sequence, const char* what) {
 NB_MODULE(_native, m) {
     bind_redis(m);
     m.doc() = "Native core of gunicorn_prometheus_exporter";
+    // Metrics usually live in module globals until the interpreter exits;
+    // that is not a leak worth a report on every shutdown.
+    nb::set_leak_warnings(false);
 
     nb::class_<gpe::Value>(m, "NativeValue",
                            "A prometheus_client value stored in this process's mmap file.")
@@ -105,6 +108,8 @@ NB_MODULE(_native, m) {
         },
         "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a);
     m.def("go_float", &gpe::go_float, "value"_a);
+    m.def("file_prefix_for", &gpe::file_prefix_for, "type"_a, "multiprocess_mode"_a = "",
+          "File name prefix ({type} or gauge_{mode}); ValueError for a bad type or mode.");
 
     nb::class_<gpe::MultiprocessReader>(m, "MultiprocessReader")
         .def(nb::init<>())

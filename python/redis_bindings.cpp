@@ -12,6 +12,7 @@
 
 #include "convert.hpp"
 #include "gpe/redis/client.hpp"
+#include "gpe/redis/fold.hpp"
 #include "gpe/redis/layout.hpp"
 #include "gpe/redis/mirror.hpp"
 #include "gpe/redis/reader.hpp"
@@ -220,6 +221,18 @@ void bind_redis(nb::module_& m) {
                               const std::string& series_key) {
         return redis::make_key(prefix, store, process, data_type, redis::series_hash(series_key));
     });
+    m.def(
+        "redis_fold_process",
+        [](redis::Client& client, const std::string& prefix, const std::string& process,
+           const std::string& archive) {
+            redis::FoldReport report;
+            {
+                nb::gil_scoped_release release;
+                report = redis::fold_process(client, prefix, process, archive);
+            }
+            return nb::make_tuple(report.folded, report.deleted);
+        },
+        "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
     m.def("redis_glob_escape", &redis::glob_escape, "text"_a);
     m.def("redis_format_value", &redis::format_value, "value"_a);

@@ -4,7 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-packages=(g++ cmake make python3-venv libgtest-dev nlohmann-json3-dev)
+packages=(g++ cmake make pkg-config python3-venv libgtest-dev nlohmann-json3-dev libhiredis-dev
+          libssl-dev openssl redis-server)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -101,6 +101,7 @@ struct Reader::Impl {
                 folds_reply.type == Reply::Type::kString ? std::stoll(folds_reply.str) : 0;
             if (folds_after != folds_before && stats.attempts < kMaxAttempts) continue;
             values.pop_back();
+            stats.keys = found.size();
 
             // Series keys of hashes not seen before, from their meta keys.
             std::vector<Command> metas;
