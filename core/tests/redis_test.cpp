@@ -1,0 +1,306 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+#include <thread>
+
+#include "gpe/archive.hpp"
+#include "gpe/exposition.hpp"
+#include "gpe/mmap_file.hpp"
+#include "gpe/multiprocess.hpp"
+#include "gpe/redis/client.hpp"
+#include "gpe/redis/fold.hpp"
+#include "gpe/redis/layout.hpp"
+#include "gpe/redis/mirror.hpp"
+#include "gpe/redis/options.hpp"
+#include "gpe/redis/reader.hpp"
+#include "gpe/series_key.hpp"
+#include "redis_server.hpp"
+#include "temp_dir.hpp"
+
+namespace gpe::redis {
+namespace {
+
+using gpe::testing::RedisServer;
+using gpe::testing::TempDir;
+
+#define REQUIRE_REDIS() \
+    if (!gpe::testing::redis_server_installed()) GTEST_SKIP() << "redis-server is not installed"
+
+Options local(int port) {
+    Options o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    o.connect_timeout = 1;
+    o.socket_timeout = 2;
+    return o;
+}
+
+TEST(RedisUrl, ParsesTheThreeSchemes) {
+    Options o = parse_url("redis://alice:p%40ss@cache.internal:6380/3");
+    EXPECT_EQ(o.host, "cache.internal");
+    EXPECT_EQ(o.port, 6380);
+    EXPECT_EQ(o.db, 3);
+    EXPECT_EQ(o.username, "alice");
+    EXPECT_EQ(o.password, "p@ss");
+    EXPECT_FALSE(o.tls.enabled);
+
+    o = parse_url("rediss://:secret@[::1]/1?ssl_ca_certs=/ca.pem&ssl_cert_reqs=none");
+    EXPECT_TRUE(o.tls.enabled);
+    EXPECT_EQ(o.host, "::1");
+    EXPECT_EQ(o.port, 6379);
+    EXPECT_EQ(o.password, "secret");
+    EXPECT_EQ(o.tls.ca_file, "/ca.pem");
+    EXPECT_FALSE(o.tls.verify);
+
+    o = parse_url("unix:///run/redis.sock?db=2&password=pw");
+    EXPECT_EQ(o.unix_socket, "/run/redis.sock");
+    EXPECT_EQ(o.db, 2);
+    EXPECT_EQ(o.password, "pw");
+}
+
+TEST(RedisUrl, BadUrlsNameTheProblemButNotThePassword) {
+    EXPECT_THROW(parse_url("localhost:6379"), std::invalid_argument);
+    EXPECT_THROW(parse_url("http://x"), std::invalid_argument);
+    try {
+        parse_url("redis://u:hunter2@host:99999/0");
+        FAIL();
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("port"), std::string::npos);
+        EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos);
+    }
+}
+
+TEST(RedisLayout, KeysRoundTripAndForeignKeysAreRejected) {
+    const std::string hash = series_hash("[\"m\", \"m_total\", {}, \"h\"]");
+    EXPECT_EQ(hash.size(), 32u);
+    const std::string key = make_key("app:metrics", "gauge_livesum", "12@web-1", kMetric, hash);
+    EXPECT_EQ(key, "app:metrics:gauge_livesum:12@web-1:metric:" + hash);
+    const auto parts = parse_key(key, "app:metrics");
+    ASSERT_TRUE(parts.has_value());
+    EXPECT_EQ(parts->store, "gauge_livesum");
+    EXPECT_EQ(parts->process, "12@web-1");
+    EXPECT_EQ(parts->hash, hash);
+    EXPECT_FALSE(parse_key("app:metrics:foo", "app:metrics"));
+    EXPECT_FALSE(parse_key("app:metrics:counter:1@x:metric", "app:metrics"));
+    EXPECT_FALSE(parse_key("app:metrics:counter:1@x:other:abc", "app:metrics"));
+    EXPECT_FALSE(parse_key("other:counter:1@x:metric:abc", "app:metrics"));
+    EXPECT_EQ(process_id("12", "pod:a*b"), "12@pod_a_b");
+    EXPECT_EQ(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
+}
+
+TEST(RedisLayout, ValuesReadBackExactly) {
+    for (double v : {0.0, -0.0, 0.1, 1e300, -5e-324, 123456789.125}) {
+        EXPECT_EQ(*parse_value(format_value(v)), v);
+    }
+    EXPECT_EQ(format_value(HUGE_VAL), "inf");
+    EXPECT_TRUE(std::isnan(*parse_value(format_value(std::nan("")))));
+}
+
+TEST(RedisClient, PipelinesAndReportsErrorsByKind) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    Client client(local(server.port()));
+    const auto replies =
+        client.pipeline({{"SET", "k", "v"}, {"GET", "k"}, {"INCR", "k"}, {"GET", "missing"}});
+    ASSERT_EQ(replies.size(), 4u);
+    EXPECT_EQ(replies[0].str, "OK");
+    EXPECT_EQ(replies[1].str, "v");
+    EXPECT_TRUE(replies[2].is_error());
+    EXPECT_EQ(replies[3].type, Reply::Type::kNil);
+    try {
+        client.command({"NOSUCHCOMMAND"});
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), Error::Kind::kServer);
+    }
+    EXPECT_NO_THROW(client.ping());  // the connection survived the error reply
+}
+
+TEST(RedisClient, WrongPasswordIsAnAuthenticationError) {
+    REQUIRE_REDIS();
+    RedisServer server({"--requirepass", "right"});
+    Options o = local(server.port());
+    o.password = "wrong";
+    Client client(o);
+    try {
+        client.ping();
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), Error::Kind::kAuthentication);
+        EXPECT_EQ(std::string(e.what()).find("wrong"), std::string::npos);
+    }
+    o.password = "right";
+    Client good(o);
+    EXPECT_NO_THROW(good.ping());
+}
+
+TEST(RedisClient, ReconnectsAfterARestartWithANewEpoch) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    Client client(local(server.port()));
+    client.ping();
+    const uint64_t first = client.connection_epoch();
+    server.stop();
+    EXPECT_THROW(client.ping(), Error);
+    EXPECT_THROW(client.ping(), Error);  // during backoff: at once, no network
+    server.start();
+    bool back = false;
+    for (int i = 0; i < 100 && !back; ++i) {
+        try {
+            client.ping();
+            back = true;
+        } catch (const Error&) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+    EXPECT_TRUE(back);
+    EXPECT_GT(client.connection_epoch(), first);
+    EXPECT_GT(client.server_time(), 1.6e9);
+}
+
+void put(const TempDir& dir, const std::string& file, const std::string& metric,
+         const std::string& sample, std::vector<std::string> names, std::vector<std::string> values,
+         double value) {
+    MmapFile f(dir.file(file));
+    f.slot(encode_series_key(metric, sample, names, values, "help"))[0] = value;
+}
+
+std::string render_redis(const std::shared_ptr<Client>& client, const std::string& prefix) {
+    Reader reader(client, prefix);
+    Diagnostics diagnostics;
+    return reader.render(Format::kText, diagnostics);
+}
+
+TEST(RedisMirror, RedisShowsWhatTheDirectoryShows) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {"m"}, {"GET"}, 2);
+    put(dir, "counter_2.db", "reqs", "reqs_total", {"m"}, {"GET"}, 3);
+    put(dir, "gauge_livesum_1.db", "busy", "busy", {}, {}, 1);
+    put(dir, "gauge_livesum_2.db", "busy", "busy", {}, {}, 1);
+    Mirror mirror(client, MirrorOptions{dir.path(), "app:m", "host", 300});
+    Diagnostics diagnostics;
+    const PassReport first = mirror.pass(diagnostics);
+    EXPECT_EQ(first.written, 4u);
+    EXPECT_TRUE(first.refreshed);
+    EXPECT_EQ(mirror.pass(diagnostics).written, 0u);  // nothing changed
+
+    const std::string out = render_redis(client, "app:m");
+    EXPECT_NE(out.find("reqs_total{m=\"GET\"} 5.0"), std::string::npos) << out;
+    EXPECT_NE(out.find("busy 2.0"), std::string::npos) << out;
+
+    // Every key of the instance expires at the same moment.
+    std::set<long long> deadlines;
+    for (const auto& reply : client->command({"KEYS", "app:m:*"}).elements) {
+        deadlines.insert(client->command({"EXPIRETIME", reply.str}).integer);
+    }
+    EXPECT_EQ(deadlines.size(), 1u);
+    EXPECT_GT(*deadlines.begin(), 0);
+}
+
+TEST(RedisMirror, ArchivedProcessMovesInOneTransaction) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 2);
+    put(dir, "counter_2.db", "reqs", "reqs_total", {}, {}, 3);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 0});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    EXPECT_EQ(client->command({"GET", folds_key("gunicorn")}).type, Reply::Type::kNil);
+    mark_process_dead(dir.path(), "2", diagnostics);
+    const PassReport report = mirror.pass(diagnostics);
+    EXPECT_EQ(report.deleted, 2u);  // metric and meta key of process 2
+    EXPECT_EQ(client->command({"GET", folds_key("gunicorn")}).str, "1");
+    EXPECT_EQ(client->command({"KEYS", "gunicorn:counter:2@h:*"}).elements.size(), 0u);
+    EXPECT_NE(render_redis(client, "gunicorn").find("reqs_total 5.0"), std::string::npos);
+    EXPECT_EQ(client
+                  ->command({"TTL", make_key("gunicorn", "counter", "1@h", kMetric,
+                                             series_hash(encode_series_key("reqs", "reqs_total", {},
+                                                                           {}, "help")))})
+                  .integer,
+              -1);  // ttl 0: no expiry
+}
+
+TEST(RedisMirror, EverythingIsSentAgainAfterRedisLostItsData) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 7);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 300});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    server.stop();
+    server.start();  // empty
+    for (int i = 0; i < 100; ++i) {
+        try {
+            mirror.pass(diagnostics);
+            if (render_redis(client, "gunicorn").find("reqs_total 7.0") != std::string::npos) break;
+        } catch (const Error&) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_NE(render_redis(client, "gunicorn").find("reqs_total 7.0"), std::string::npos);
+}
+
+TEST(RedisReader, ForeignAndBrokenKeysAreSkippedWithWarnings) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 4);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 0});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    client->pipeline(
+        {{"HSET", "gunicorn:weird:metric:x", "value", "1"},
+         {"HSET", "gunicorn:counter:9@h:metric:nometa", "value", "1", "timestamp", "0"},
+         {"HSET", "gunicorn:info:9@h:metric:abc", "value", "1"}});
+    Reader reader(client, "gunicorn");
+    const std::string out = reader.render(Format::kText, diagnostics);
+    EXPECT_EQ(out, "# HELP reqs_total help\n# TYPE reqs_total counter\nreqs_total 4.0\n");
+    EXPECT_EQ(diagnostics.warnings.size(), 3u);
+}
+
+TEST(RedisFold, FoldsADeadProcessServerSide) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    Client client(local(server.port()));
+    const std::string counter = encode_series_key("reqs", "reqs_total", {}, {}, "h");
+    const std::string gauge = encode_series_key("peak", "peak", {}, {}, "h");
+    auto write = [&](const std::string& store, const std::string& process, const std::string& json,
+                     const std::string& value) {
+        const std::string hash = series_hash(json);
+        client.pipeline(
+            {{"HSET", make_key("g", store, process, kMetric, hash), "value", value, "timestamp",
+              "0"},
+             {"HSET", make_key("g", store, process, kMeta, hash), "original_key", json}});
+    };
+    write("counter", "1@h", counter, "2");
+    write("counter", "archive@h", counter, "5");
+    write("gauge_max", "1@h", gauge, "9");
+    write("gauge_livesum", "1@h", gauge, "1");
+    const FoldReport report = fold_process(client, "g", "1@h", "archive@h");
+    EXPECT_EQ(report.folded, 2);
+    EXPECT_EQ(client.command({"KEYS", "g:*:1@h:*"}).elements.size(), 0u);
+    EXPECT_EQ(
+        client
+            .command({"HGET", make_key("g", "counter", "archive@h", kMetric, series_hash(counter)),
+                      "value"})
+            .str,
+        "7");
+    EXPECT_EQ(
+        client
+            .command({"HGET", make_key("g", "gauge_max", "archive@h", kMetric, series_hash(gauge)),
+                      "value"})
+            .str,
+        "9");
+}
+
+}  // namespace
+}  // namespace gpe::redis
