@@ -22,6 +22,7 @@
 #include "gpe/series_key.hpp"
 #include "gpe/value_store.hpp"
 #include "redis_bindings.hpp"
+#include "worker_bindings.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -45,6 +46,7 @@ std::vector<std::string> to_strings(nb::handle sequence, const char* what) {
 
 NB_MODULE(_native, m) {
     bind_redis(m);
+    bind_worker_metrics(m);
     m.doc() = "Native core of gunicorn_prometheus_exporter";
     // Metrics usually live in module globals until the interpreter exits;
     // that is not a leak worth a report on every shutdown.

@@ -63,6 +63,63 @@ def _text(name: str, default: str = "") -> str:
 class ExporterConfig:
     """The exporter's settings, from environment variables."""
 
+    # -- the /metrics endpoint (served by the agent) --
+    @property
+    def prometheus_bind_address(self) -> str:
+        return _text("PROMETHEUS_BIND_ADDRESS", "0.0.0.0") or "0.0.0.0"
+
+    @property
+    def prometheus_metrics_port(self) -> int:
+        return parse_int("PROMETHEUS_METRICS_PORT", 9091, 1, 65535)
+
+    @property
+    def prometheus_multiproc_dir(self) -> str | None:
+        return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+    @property
+    def prometheus_ssl_certfile(self) -> str:
+        return self._existing_file("PROMETHEUS_SSL_CERTFILE")
+
+    @property
+    def prometheus_ssl_keyfile(self) -> str:
+        return self._existing_file("PROMETHEUS_SSL_KEYFILE")
+
+    @property
+    def prometheus_ssl_client_cafile(self) -> str:
+        return self._existing_file("PROMETHEUS_SSL_CLIENT_CAFILE")
+
+    @property
+    def prometheus_ssl_client_capath(self) -> str:
+        return _text("PROMETHEUS_SSL_CLIENT_CAPATH")
+
+    @property
+    def prometheus_ssl_client_auth_required(self) -> bool:
+        return parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED", False)
+
+    @property
+    def resource_sample_interval(self) -> float:
+        """Seconds between two refreshes of the worker resource gauges."""
+        return parse_float("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL", 5.0)
+
+    @staticmethod
+    def _existing_file(name: str) -> str:
+        path = _text(name)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{name}={path!r} is not a file")
+        return path
+
+    def validate(self) -> None:
+        """Reads every setting once: the first invalid one raises ValueError
+        naming its variable (at start, not at the first scrape)."""
+        for name in dir(type(self)):
+            if isinstance(getattr(type(self), name), property):
+                getattr(self, name)
+        if bool(self.prometheus_ssl_certfile) != bool(self.prometheus_ssl_keyfile):
+            raise ValueError("PROMETHEUS_SSL_CERTFILE and PROMETHEUS_SSL_KEYFILE go together")
+        if self.prometheus_ssl_client_auth_required and not (
+                self.prometheus_ssl_client_cafile or self.prometheus_ssl_client_capath):
+            raise ValueError("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED needs PROMETHEUS_SSL_CLIENT_CAFILE or _CAPATH")
+
     # -- Redis (the seed's variables) --
     @property
     def redis_enabled(self) -> bool:

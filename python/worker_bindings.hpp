@@ -1,0 +1,6 @@
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+// Binds RequestRecorder and ResourceSampler (gpe/worker_metrics.hpp).
+void bind_worker_metrics(nanobind::module_& m);

@@ -1,0 +1,84 @@
+"""The agent: the C++ executable that serves /metrics, started and supervised
+by the Gunicorn master (or run by hand as a sidecar: ``gunicorn-prometheus-agent
+--help``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+logger = logging.getLogger("gunicorn_prometheus_exporter")
+
+BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
+
+
+def main() -> None:
+    """Console script: run the agent with these arguments."""
+    os.execv(BINARY, [str(BINARY), *sys.argv[1:]])
+
+
+class AgentSupervisor:
+    """Runs the agent and restarts it (backoff 0.5 s doubling to 30 s) when it
+    dies; the agent also exits by itself when the master is gone."""
+
+    def __init__(self, args: list[str], env: dict[str, str], redis_password: str | None = None) -> None:
+        self._args = [str(BINARY), *args]
+        self._env = env
+        self._password = redis_password
+        if redis_password is not None:
+            self._args.append("--redis-password-stdin")
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="gunicorn-prometheus-agent", daemon=True)
+        self.starts = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._process.pid if self._process is not None else None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            self._args, env=self._env, stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL,
+            close_fds=True)
+        if self._password is not None and process.stdin is not None:
+            # The secret goes through a pipe: never on a command line or in an environment.
+            process.stdin.write(self._password.encode() + b"\n")
+            process.stdin.close()
+        return process
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = self._spawn()
+                self.starts += 1
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            logger.warning("metrics agent exited with code %s; restarting in %.1f s", code, delay)
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self._thread.is_alive():
+            self._thread.join(5)

@@ -1,0 +1,401 @@
+"""Gunicorn server hooks: metrics for every worker type, the agent, dead
+worker bookkeeping.
+
+Use them through ``gunicorn_prometheus_exporter.gunicorn_config`` (see the
+README); to keep hooks of your own, call ours from yours. Master-side hooks
+(on_starting, when_ready, child_exit, nworkers_changed, on_reload, on_exit)
+and worker-side hooks (post_fork, pre_request, post_request, worker_exit,
+worker_abort) share this module's state, which is per process by nature.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _native
+from .agent import AgentSupervisor
+from .config import config
+from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, create
+from .multiprocess import mark_process_dead
+from .native_values import enable_native_values
+
+logger = logging.getLogger("gunicorn_prometheus_exporter")
+
+COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
+
+
+@dataclass
+class _State:
+    """What the hooks of one process share (hooks are plain functions)."""
+
+    metrics: Metrics | None = None
+    directory: str | None = None
+    owned_directory: str | None = None
+    redis_password: str | None = None
+    supervisor: AgentSupervisor | None = None
+    stopping: bool = False
+    reload_pids: set[int] = field(default_factory=set)
+    scale_down_pids: set[int] = field(default_factory=set)
+    # worker side
+    recorder: Any = None
+    sampler: Any = None
+    aborted: bool = False
+
+
+_state = _State()
+
+
+def _exit_marker(pid: int) -> Path:
+    assert _state.directory is not None
+    return Path(_state.directory) / f".exit-{pid}"
+
+
+# ---------------------------------------------------------------- master ----
+
+def _prepare_directory(upgrade: bool) -> str:
+    directory = config.prometheus_multiproc_dir
+    if directory is None:
+        # Private and in memory unless the user chose a place.
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        directory = tempfile.mkdtemp(prefix="gunicorn-prometheus-", dir=base)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        _state.owned_directory = directory
+    os.makedirs(directory, exist_ok=True)
+    if not upgrade:
+        # Files of an earlier run would add its counts to ours. During a USR2
+        # upgrade the old master's workers still write here: keep them.
+        for name in os.listdir(directory):
+            if name.endswith(".db") or name.startswith(".exit-"):
+                os.unlink(os.path.join(directory, name))
+    return directory
+
+
+def on_starting(server: Any) -> None:
+    """Master, before anything: settings checked, directory ready, values native."""
+    config.validate()  # an invalid setting stops Gunicorn here, named
+    upgrade = "GUNICORN_PID" in os.environ
+    _state.directory = _prepare_directory(upgrade)
+    enable_native_values(_state.directory)
+    _state.metrics = create()
+    # Workers and the agent must not inherit the Redis password.
+    _state.redis_password = os.environ.pop("REDIS_PASSWORD", None)
+    logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
+
+
+def _count_signals(server: Any) -> None:
+    metrics = _state.metrics
+    assert metrics is not None
+    for name in COUNTED_SIGNALS:
+        original = getattr(server, f"handle_{name}", None)
+        if original is None or getattr(original, "_gpe_counted", False):
+            continue
+
+        def handler(original: Any = original, name: str = name) -> Any:
+            metrics.master_signals.labels(name.upper()).inc()
+            if name in ("term", "int", "quit"):
+                _state.stopping = True
+            if name == "ttou":
+                before = set(server.WORKERS)
+                result = original()
+                _state.scale_down_pids |= before - set(server.WORKERS) | _killed_oldest(server, before)
+                return result
+            return original()
+
+        handler._gpe_counted = True  # type: ignore[attr-defined]
+        setattr(server, f"handle_{name}", handler)
+
+
+def _killed_oldest(server: Any, before: set[int]) -> set[int]:
+    # TTOU kills the oldest workers beyond num_workers (they exit later).
+    excess = len(before) - server.num_workers
+    if excess <= 0:
+        return set()
+    workers = sorted(server.WORKERS.items(), key=lambda item: item[1].age)
+    return {pid for pid, _ in workers[:excess]}
+
+
+def _agent_args(server: Any) -> tuple[list[str], dict[str, str]]:
+    args = ["--directory", _state.directory or "", "--source", "files",
+            "--bind", config.prometheus_bind_address, "--port", str(config.prometheus_metrics_port),
+            "--parent-pid", str(os.getpid())]
+    for flag, value in (("--certfile", config.prometheus_ssl_certfile),
+                        ("--keyfile", config.prometheus_ssl_keyfile),
+                        ("--client-cafile", config.prometheus_ssl_client_cafile),
+                        ("--client-capath", config.prometheus_ssl_client_capath)):
+        if value:
+            args += [flag, value]
+    if config.prometheus_ssl_client_auth_required:
+        args.append("--client-auth-required")
+    if "GUNICORN_PID" in os.environ:
+        args.append("--upgrade")
+    if config.redis_enabled:
+        args += ["--mirror", "--redis-prefix", config.redis_key_prefix,
+                 "--redis-instance", config.redis_instance_id,
+                 "--redis-ttl", "0" if config.redis_ttl_disabled else str(config.redis_ttl_seconds),
+                 "--flush-interval", str(config.redis_flush_interval)]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
+    return args, env
+
+
+def when_ready(server: Any) -> None:
+    """Master, listening: count signals, start the agent."""
+    metrics = _state.metrics
+    if metrics is None:  # on_starting was not configured
+        on_starting(server)
+        metrics = _state.metrics
+    assert metrics is not None
+    _count_signals(server)
+    metrics.master_workers.set(len(server.WORKERS))
+    args, env = _agent_args(server)
+    password = _state.redis_password if config.redis_enabled else None
+    _state.supervisor = AgentSupervisor(args, env, password)
+    _state.supervisor.start()
+    if "GUNICORN_PID" in os.environ:
+        _watch_old_master(int(os.environ["GUNICORN_PID"]))
+
+
+def _watch_old_master(pid: int) -> None:
+    """After a USR2 upgrade: when the old master is gone, its live gauges go."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(1)
+        if _state.directory:
+            mark_process_dead(pid, _state.directory)
+
+    threading.Thread(target=watch, name="gunicorn-prometheus-old-master", daemon=True).start()
+
+
+def _restart_reason(server: Any, worker: Any) -> str | None:
+    pid = worker.pid
+    marker = _exit_marker(pid)
+    reported = None
+    try:
+        reported = marker.read_text().strip() or None
+        marker.unlink()
+    except OSError:
+        pass
+    if _state.stopping:
+        return None  # shutting down: not a restart
+    if getattr(worker, "aborted", False) or reported == "timeout":
+        return "timeout"
+    if pid in _state.reload_pids:
+        return "reload"
+    if pid in _state.scale_down_pids:
+        return "scale_down"
+    if reported in ("max_requests", "graceful"):
+        return reported
+    return "crash"  # killed (e.g. out of memory) or died without a word
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, a worker is gone: count the restart, archive its metrics."""
+    metrics = _state.metrics
+    if metrics is None or _state.directory is None:
+        return
+    reason = _restart_reason(server, worker)
+    if reason is not None:
+        metrics.master_worker_restart.labels(reason).inc()
+    _state.reload_pids.discard(worker.pid)
+    _state.scale_down_pids.discard(worker.pid)
+    mark_process_dead(worker.pid, _state.directory)
+
+
+def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+    if _state.metrics is not None:
+        _state.metrics.master_workers.set(new_value)
+
+
+def on_reload(server: Any) -> None:
+    """Master, HUP: the workers running now will be replaced."""
+    _state.reload_pids |= set(server.WORKERS)
+
+
+def on_exit(server: Any) -> None:
+    """Master, leaving: stop the agent, remove a directory of ours."""
+    _state.stopping = True
+    if _state.supervisor is not None:
+        _state.supervisor.stop()
+        _state.supervisor = None
+    successor = getattr(server, "reexec_pid", 0)
+    if _state.owned_directory and not successor:
+        shutil.rmtree(_state.owned_directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- worker ----
+
+def _histogram_spec(child: Any) -> tuple[list[float], list[Any], Any]:
+    return list(child._upper_bounds), list(child._buckets), child._sum
+
+
+def _set_state(state: str) -> None:
+    metrics = _state.metrics
+    if metrics is not None:
+        for name in WORKER_STATES:
+            metrics.worker_state.labels(name).set(1 if name == state else 0)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, after fork: request recorder, resource sampler, error counter."""
+    metrics = _state.metrics
+    if metrics is None:
+        return
+    _state.aborted = False
+    methods = []
+    for method in METHODS:
+        methods.append((
+            method,
+            [metrics.worker_requests.labels(method, status)._value for status in STATUS_CLASSES],
+            metrics.worker_failed_requests.labels(method)._value,
+            _histogram_spec(metrics.worker_request_duration.labels(method)),
+        ))
+    _state.recorder = _native.RequestRecorder(
+        methods, _histogram_spec(metrics.worker_request_size), _histogram_spec(metrics.worker_response_size))
+    _state.sampler = _native.ResourceSampler(
+        metrics.worker_memory._value, metrics.worker_cpu._value, metrics.worker_open_fds._value,
+        metrics.worker_threads._value, metrics.worker_uptime._value, config.resource_sample_interval)
+    _set_state("running")
+    _wrap_handle_error(worker)
+
+
+def _wrap_handle_error(worker: Any) -> None:
+    original = worker.handle_error
+    errors = _state.metrics.worker_error_handling if _state.metrics else None
+
+    def handle_error(req: Any, client: Any, addr: Any, exc: BaseException) -> Any:
+        try:
+            status = _error_status(exc)
+            if errors is not None:
+                errors.labels(str(status)).inc()
+            if req is None and _state.recorder is not None:
+                # Answered before any hook saw a request (a malformed one).
+                _state.recorder.record("other", status, 0.0, 0.0, 0.0, status >= 500)
+        except Exception:  # metrics never break error handling
+            logger.debug("could not count an error", exc_info=True)
+        return original(req, client, addr, exc)
+
+    worker.handle_error = handle_error
+
+
+def _error_status(exc: BaseException) -> int:
+    from gunicorn.http import errors
+
+    for name, status in (("LimitRequestLine", 414), ("LimitRequestHeaders", 431),
+                         ("ForbiddenProxyRequest", 403), ("UnsupportedTransferCoding", 501),
+                         ("ExpectationFailed", 417)):
+        cls = getattr(errors, name, None)
+        if cls is not None and isinstance(exc, cls):
+            return status
+    client_errors = tuple(getattr(errors, n) for n in (
+        "InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion", "InvalidHeader",
+        "InvalidHeaderName", "InvalidProxyLine", "InvalidSchemeHeaders", "ObsoleteFolding",
+        "InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension") if hasattr(errors, n))
+    return 400 if isinstance(exc, client_errors) else 500
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    try:
+        req._gpe_start = time.perf_counter()
+    except AttributeError:  # a request object without attributes of ours
+        pass
+
+
+def _status_code(resp: Any) -> int:
+    code = getattr(resp, "status_code", None)
+    if isinstance(code, int):
+        return code
+    status = getattr(resp, "status", None)
+    if isinstance(status, int):
+        return status
+    if isinstance(status, (str, bytes)):
+        text = status.decode() if isinstance(status, bytes) else status
+        head = text.split(None, 1)[0] if text.strip() else ""
+        if head.isdigit():
+            return int(head)
+    return 0
+
+
+def _request_bytes(req: Any, environ: Any) -> float:
+    length = environ.get("CONTENT_LENGTH") if isinstance(environ, dict) else None
+    if length is None:
+        for name, value in getattr(req, "headers", ()) or ():
+            if str(name).upper() == "CONTENT-LENGTH":
+                length = value
+                break
+    try:
+        return float(length) if length else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Worker, a request is done: one native call records it."""
+    recorder = _state.recorder
+    if recorder is None:
+        return
+    start = getattr(req, "_gpe_start", None)
+    duration = time.perf_counter() - start if start is not None else 0.0
+    raised = sys.exc_info()[0] is not None  # the application raised: Gunicorn answers 500
+    status = 500 if raised else _status_code(resp)
+    sent = getattr(resp, "sent", None) or getattr(resp, "response_length", None) or 0
+    recorder.record(getattr(req, "method", "other") or "other", status or 500, duration,
+                    _request_bytes(req, environ), float(sent), raised)
+
+
+def worker_abort(worker: Any) -> None:
+    """Worker, killed for a timeout (SIGABRT)."""
+    _state.aborted = True
+    _report_exit(worker, "timeout")
+
+
+def _report_exit(worker: Any, reason: str) -> None:
+    if _state.directory is None:
+        return
+    try:
+        _exit_marker(os.getpid()).write_text(reason)
+    except OSError:
+        pass
+    if _state.metrics is not None:
+        _state.metrics.worker_restart.labels(reason).inc()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Worker, leaving: say why, for the master's restart count."""
+    _set_state("stopping")
+    if _state.sampler is not None:
+        _state.sampler.stop()
+    if _state.aborted:
+        return  # already reported by worker_abort
+    max_requests = getattr(worker, "max_requests", 0) or 0
+    reached = max_requests and getattr(worker, "nr", 0) >= max_requests
+    _report_exit(worker, "max_requests" if reached else "graceful")
+
+
+HOOKS = {
+    "on_starting": on_starting,
+    "when_ready": when_ready,
+    "child_exit": child_exit,
+    "nworkers_changed": nworkers_changed,
+    "on_reload": on_reload,
+    "on_exit": on_exit,
+    "post_fork": post_fork,
+    "pre_request": pre_request,
+    "post_request": post_request,
+    "worker_abort": worker_abort,
+    "worker_exit": worker_exit,
+}

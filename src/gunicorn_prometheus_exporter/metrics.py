@@ -1,0 +1,93 @@
+"""The exporter's metrics: names of gunicorn-prometheus-exporter 0.2.x with
+their meaning, plus what operators need. Every label has a bounded set of
+values (methods and status classes are fixed lists; no paths, pids, times).
+
+They live in their own registry (not prometheus_client's default one): the
+agent renders them from the multiprocess files together with the app's own
+metrics. Create them with ``create()`` once native values are on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other")
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+WORKER_STATES = ("booting", "running", "stopping")
+RESTART_REASONS = ("graceful", "timeout", "crash", "max_requests", "reload", "scale_down")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    worker_requests: Counter
+    worker_failed_requests: Counter
+    worker_request_duration: Histogram
+    worker_request_size: Histogram
+    worker_response_size: Histogram
+    worker_error_handling: Counter
+    worker_memory: Gauge
+    worker_cpu: Gauge
+    worker_uptime: Gauge
+    worker_open_fds: Gauge
+    worker_threads: Gauge
+    worker_state: Gauge
+    worker_restart: Counter
+    master_worker_restart: Counter
+    master_workers: Gauge
+    master_signals: Counter
+
+
+def create() -> Metrics:
+    r = CollectorRegistry()
+    return Metrics(
+        registry=r,
+        worker_requests=Counter(
+            "gunicorn_worker_requests", "Requests handled by workers, by method and status class",
+            ["method", "status"], registry=r),
+        worker_failed_requests=Counter(
+            "gunicorn_worker_failed_requests", "Requests whose handler raised or that were answered 5xx",
+            ["method"], registry=r),
+        worker_request_duration=Histogram(
+            "gunicorn_worker_request_duration_seconds", "Time to handle a request", ["method"],
+            buckets=DURATION_BUCKETS, registry=r),
+        worker_request_size=Histogram(
+            "gunicorn_worker_request_size_bytes", "Request body sizes (Content-Length)",
+            buckets=SIZE_BUCKETS, registry=r),
+        worker_response_size=Histogram(
+            "gunicorn_worker_response_size_bytes", "Response body sizes", buckets=SIZE_BUCKETS, registry=r),
+        worker_error_handling=Counter(
+            "gunicorn_worker_error_handling", "Errors answered by Gunicorn itself, by status", ["status"],
+            registry=r),
+        worker_memory=Gauge(
+            "gunicorn_worker_memory_bytes", "Resident memory of each worker", multiprocess_mode="liveall",
+            registry=r),
+        worker_cpu=Gauge(
+            "gunicorn_worker_cpu_percent", "CPU use of each worker since the last sample, in percent",
+            multiprocess_mode="liveall", registry=r),
+        worker_uptime=Gauge(
+            "gunicorn_worker_uptime_seconds", "Seconds since each worker started",
+            multiprocess_mode="liveall", registry=r),
+        worker_open_fds=Gauge(
+            "gunicorn_worker_open_fds", "Open file descriptors of each worker", multiprocess_mode="liveall",
+            registry=r),
+        worker_threads=Gauge(
+            "gunicorn_worker_threads", "Threads of each worker", multiprocess_mode="liveall", registry=r),
+        worker_state=Gauge(
+            "gunicorn_worker_state", "1 for the state each worker is in", ["state"],
+            multiprocess_mode="liveall", registry=r),
+        worker_restart=Counter(
+            "gunicorn_worker_restart", "Worker exits as the worker saw them, by reason", ["reason"],
+            registry=r),
+        master_worker_restart=Counter(
+            "gunicorn_master_worker_restart", "Worker restarts seen by the master, by reason", ["reason"],
+            registry=r),
+        master_workers=Gauge(
+            "gunicorn_master_workers", "Workers alive", multiprocess_mode="livesum", registry=r),
+        master_signals=Counter(
+            "gunicorn_master_signals", "Signals handled by the master", ["signal"], registry=r),
+    )
