@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the demo: several worker processes record metrics natively, and one
-# endpoint serves their combined view. Prints the /metrics URL.
+# Runs the demo: a WSGI app under Gunicorn (4 workers) with the exporter, some
+# traffic, and the /metrics URL with an excerpt of what it serves.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
-exec "$root/.venv/bin/python" "$root/demo/multiprocess_demo.py" "$@"
+exec "$root/.venv/bin/python" "$root/demo/run_demo.py" "$@"

@@ -5,6 +5,7 @@ prometheus_client's multiprocess values to the native ones (see
 :mod:`gunicorn_prometheus_exporter.native_values`).
 """
 
+from .config import load_yaml_config
 from .multiprocess import MultiProcessCollector, mark_process_dead, render_directory
 from .native_values import (
     disable_native_values,
@@ -15,6 +16,11 @@ from .native_values import (
 
 __all__ = [
     "MultiProcessCollector",
+    "PrometheusEventletWorker",
+    "PrometheusGeventWorker",
+    "PrometheusThreadWorker",
+    "PrometheusWorker",
+    "load_yaml_config",
     "disable_native_values",
     "enable_native_values",
     "mark_process_dead",
@@ -23,3 +29,12 @@ __all__ = [
 ]
 
 enable_from_environment()
+
+
+def __getattr__(name: str) -> object:
+    # The worker classes import Gunicorn (and gevent/eventlet): only on use.
+    if name.startswith("Prometheus") and name.endswith("Worker"):
+        from . import workers
+
+        return getattr(workers, name)
+    raise AttributeError(name)

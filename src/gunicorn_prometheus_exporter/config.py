@@ -97,6 +97,16 @@ class ExporterConfig:
         return parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED", False)
 
     @property
+    def cleanup_db_files(self) -> bool:
+        """Remove files of an earlier run at start (never during a USR2 upgrade)."""
+        return parse_bool("CLEANUP_DB_FILES", True)
+
+    @property
+    def config_file(self) -> str | None:
+        """A YAML configuration file to apply at start."""
+        return os.environ.get("GUNICORN_PROMETHEUS_CONFIG") or None
+
+    @property
     def resource_sample_interval(self) -> float:
         """Seconds between two refreshes of the worker resource gauges."""
         return parse_float("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL", 5.0)
@@ -250,3 +260,74 @@ class ExporterConfig:
 
 
 config = ExporterConfig()
+
+
+# YAML file (the schema of gunicorn-prometheus-exporter 0.2.x) -> variables.
+_YAML_SETTINGS = {
+    ("prometheus", "metrics_port"): "PROMETHEUS_METRICS_PORT",
+    ("prometheus", "bind_address"): "PROMETHEUS_BIND_ADDRESS",
+    ("prometheus", "multiproc_dir"): "PROMETHEUS_MULTIPROC_DIR",
+    ("ssl", "certfile"): "PROMETHEUS_SSL_CERTFILE",
+    ("ssl", "keyfile"): "PROMETHEUS_SSL_KEYFILE",
+    ("ssl", "client_cafile"): "PROMETHEUS_SSL_CLIENT_CAFILE",
+    ("ssl", "client_capath"): "PROMETHEUS_SSL_CLIENT_CAPATH",
+    ("ssl", "client_auth_required"): "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED",
+    ("gunicorn", "workers"): "GUNICORN_WORKERS",
+    ("gunicorn", "timeout"): "GUNICORN_TIMEOUT",
+    ("gunicorn", "keepalive"): "GUNICORN_KEEPALIVE",
+    ("redis", "enabled"): "REDIS_ENABLED",
+    ("redis", "host"): "REDIS_HOST",
+    ("redis", "port"): "REDIS_PORT",
+    ("redis", "db"): "REDIS_DB",
+    ("redis", "password"): "REDIS_PASSWORD",
+    ("redis", "username"): "REDIS_USERNAME",
+    ("redis", "key_prefix"): "REDIS_KEY_PREFIX",
+    ("redis", "ttl_seconds"): "REDIS_TTL_SECONDS",
+    ("redis", "ttl_disabled"): "REDIS_TTL_DISABLED",
+    ("redis", "ssl"): "REDIS_SSL",
+    ("redis", "instance_id"): "REDIS_INSTANCE_ID",
+    ("cleanup", "db_files"): "CLEANUP_DB_FILES",
+}
+
+
+def load_yaml_config(path: str) -> None:
+    """Apply a YAML configuration file with the ``exporter:`` schema
+    (``prometheus``, ``gunicorn``, ``redis``, ``ssl``, ``cleanup``; ``ssl`` may
+    also sit under ``prometheus``). Variables already set in the environment
+    win. Raises ValueError naming the file and the key for anything unknown."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ValueError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
+    root = document.get("exporter") if isinstance(document, dict) else None
+    if not isinstance(root, dict):
+        raise ValueError(f"{path}: the configuration must sit under a top-level 'exporter:' key")
+    values: dict[str, Any] = {}
+    for section, body in root.items():
+        if not isinstance(body, dict):
+            raise ValueError(f"{path}: exporter.{section} must be a mapping")
+        for key, value in body.items():
+            if section == "prometheus" and key == "ssl" and isinstance(value, dict):
+                for ssl_key, ssl_value in value.items():
+                    if ssl_key != "enabled":
+                        values[_yaml_variable(path, "ssl", ssl_key)] = ssl_value
+                continue
+            if section == "ssl" and key == "enabled":
+                continue
+            values[_yaml_variable(path, section, key)] = value
+    for name, value in values.items():
+        if value is None or name in os.environ:
+            continue
+        os.environ[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _yaml_variable(path: str, section: str, key: str) -> str:
+    name = _YAML_SETTINGS.get((section, key))
+    if name is None:
+        raise ValueError(f"{path}: unknown setting exporter.{section}.{key}")
+    return name

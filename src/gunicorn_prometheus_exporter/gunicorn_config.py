@@ -14,6 +14,10 @@ To keep a hook of your own, call ours from it::
         ...  # yours
 """
 
+import os as _os
+
+from gunicorn_prometheus_exporter.config import config as _config
+from gunicorn_prometheus_exporter.config import load_yaml_config as _load_yaml_config
 from gunicorn_prometheus_exporter.hooks import (
     child_exit,
     nworkers_changed,
@@ -28,6 +32,18 @@ from gunicorn_prometheus_exporter.hooks import (
     worker_exit,
 )
 
+# A YAML file named by GUNICORN_PROMETHEUS_CONFIG (schema of the 0.2.x
+# exporter) fills in what the environment does not set; its gunicorn section
+# sets the Gunicorn settings below (the command line still wins).
+if _config.config_file:
+    _load_yaml_config(_config.config_file)
+if "GUNICORN_WORKERS" in _os.environ:
+    workers = int(_os.environ["GUNICORN_WORKERS"])
+if "GUNICORN_TIMEOUT" in _os.environ:
+    timeout = int(_os.environ["GUNICORN_TIMEOUT"])
+if "GUNICORN_KEEPALIVE" in _os.environ:
+    keepalive = int(_os.environ["GUNICORN_KEEPALIVE"])
+
 __all__ = [
     "child_exit",
     "nworkers_changed",
@@ -41,3 +57,4 @@ __all__ = [
     "worker_abort",
     "worker_exit",
 ]
+__all__ += [name for name in ("workers", "timeout", "keepalive") if name in globals()]

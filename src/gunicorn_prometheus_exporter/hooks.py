@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -70,7 +69,7 @@ def _prepare_directory(upgrade: bool) -> str:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         _state.owned_directory = directory
     os.makedirs(directory, exist_ok=True)
-    if not upgrade:
+    if not upgrade and config.cleanup_db_files:
         # Files of an earlier run would add its counts to ours. During a USR2
         # upgrade the old master's workers still write here: keep them.
         for name in os.listdir(directory):
@@ -350,8 +349,9 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
         return
     start = getattr(req, "_gpe_start", None)
     duration = time.perf_counter() - start if start is not None else 0.0
-    raised = sys.exc_info()[0] is not None  # the application raised: Gunicorn answers 500
-    status = 500 if raised else _status_code(resp)
+    # No status: the application raised before answering, Gunicorn answers 500.
+    status = _status_code(resp) if resp is not None else 0
+    raised = status == 0
     sent = getattr(resp, "sent", None) or getattr(resp, "response_length", None) or 0
     recorder.record(getattr(req, "method", "other") or "other", status or 500, duration,
                     _request_bytes(req, environ), float(sent), raised)
@@ -399,3 +399,24 @@ HOOKS = {
     "worker_abort": worker_abort,
     "worker_exit": worker_exit,
 }
+
+
+def instrument_worker(worker: Any) -> None:
+    """For the 0.2.x worker classes: what post_fork and the request hooks do,
+    when the Gunicorn config did not install our hooks."""
+    if _state.recorder is not None:
+        return  # post_fork ran
+    if _state.metrics is None:
+        directory = config.prometheus_multiproc_dir
+        if directory is None or not os.path.isdir(directory):
+            logger.warning("worker metrics off: PROMETHEUS_MULTIPROC_DIR is not set to a directory")
+            return
+        _state.directory = directory
+        enable_native_values(directory)
+        _state.metrics = create()
+    post_fork(None, worker)
+    settings = getattr(worker.cfg, "settings", {})
+    for name, hook in (("pre_request", pre_request), ("post_request", post_request)):
+        setting = settings.get(name)
+        if setting is not None and getattr(worker.cfg, name) is setting.default:
+            worker.cfg.set(name, hook)

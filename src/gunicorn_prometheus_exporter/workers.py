@@ -1,0 +1,42 @@
+"""Worker classes with the names of gunicorn-prometheus-exporter 0.2.x, for
+configurations that name them (``worker_class =
+"gunicorn_prometheus_exporter.PrometheusWorker"``). With our Gunicorn config
+they are Gunicorn's own workers; without it they install the worker-side
+instrumentation themselves (PROMETHEUS_MULTIPROC_DIR must then be set)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_BASES = {
+    "PrometheusWorker": ("gunicorn.workers.sync", "SyncWorker"),
+    "PrometheusThreadWorker": ("gunicorn.workers.gthread", "ThreadWorker"),
+    "PrometheusGeventWorker": ("gunicorn.workers.ggevent", "GeventWorker"),
+    "PrometheusEventletWorker": ("gunicorn.workers.geventlet", "EventletWorker"),
+}
+_classes: dict[str, type] = {}
+
+
+def _make(name: str) -> type:
+    module, base_name = _BASES[name]
+    try:
+        base = getattr(importlib.import_module(module), base_name)
+    except ImportError as e:
+        raise ImportError(f"{name} needs {module}.{base_name}, which this Gunicorn does not have: {e}") from None
+
+    def init_process(self: Any) -> None:
+        from . import hooks
+
+        hooks.instrument_worker(self)
+        base.init_process(self)
+
+    return type(name, (base,), {"init_process": init_process, "__module__": __name__})
+
+
+def __getattr__(name: str) -> type:
+    if name not in _BASES:
+        raise AttributeError(name)
+    if name not in _classes:
+        _classes[name] = _make(name)
+    return _classes[name]
