@@ -194,7 +194,7 @@ TEST(RedisMirror, RedisShowsWhatTheDirectoryShows) {
 
     // Every key of the instance expires at the same moment.
     std::set<long long> deadlines;
-    for (const auto& reply : client->command({"KEYS", "app:m:*"}).elements) {
+    for (const auto& reply : client->command({"KEYS", "app:m:*:*:*:*"}).elements) {
         deadlines.insert(client->command({"EXPIRETIME", reply.str}).integer);
     }
     EXPECT_EQ(deadlines.size(), 1u);
@@ -211,11 +211,11 @@ TEST(RedisMirror, ArchivedProcessMovesInOneTransaction) {
     Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 0});
     Diagnostics diagnostics;
     mirror.pass(diagnostics);
-    EXPECT_EQ(client->command({"GET", folds_key("gunicorn")}).type, Reply::Type::kNil);
+    EXPECT_EQ(client->command({"GET", keyset_key("gunicorn")}).str, "1");  // keys created
     mark_process_dead(dir.path(), "2", diagnostics);
     const PassReport report = mirror.pass(diagnostics);
     EXPECT_EQ(report.deleted, 2u);  // metric and meta key of process 2
-    EXPECT_EQ(client->command({"GET", folds_key("gunicorn")}).str, "1");
+    EXPECT_EQ(client->command({"GET", keyset_key("gunicorn")}).str, "2");  // keys deleted
     EXPECT_EQ(client->command({"KEYS", "gunicorn:counter:2@h:*"}).elements.size(), 0u);
     EXPECT_NE(render_redis(client, "gunicorn").find("reqs_total 5.0"), std::string::npos);
     EXPECT_EQ(client
@@ -246,6 +246,26 @@ TEST(RedisMirror, EverythingIsSentAgainAfterRedisLostItsData) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     EXPECT_NE(render_redis(client, "gunicorn").find("reqs_total 7.0"), std::string::npos);
+}
+
+TEST(RedisReader, SteadyScrapeIsTwoCommandsAndSeesNewSeries) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {"m"}, {"GET"}, 1);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 0});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    Reader reader(client, "gunicorn");
+    reader.render(Format::kText, diagnostics);
+    reader.render(Format::kText, diagnostics);
+    EXPECT_EQ(reader.last_stats().commands, 2u);  // GET version + one read script
+    put(dir, "counter_2.db", "reqs", "reqs_total", {"m"}, {"PUT"}, 5);
+    mirror.pass(diagnostics);
+    const std::string out = reader.render(Format::kText, diagnostics);
+    EXPECT_NE(out.find("reqs_total{m=\"PUT\"} 5.0"), std::string::npos) << out;
+    EXPECT_GT(reader.last_stats().commands, 2u);  // listed the keys again
 }
 
 TEST(RedisReader, ForeignAndBrokenKeysAreSkippedWithWarnings) {

@@ -84,7 +84,7 @@ FoldReport fold_process(Client& client, const std::string& prefix, const std::st
     const std::string pattern =
         concat(glob_escape(prefix), ":*:", glob_escape(process), ":metric:*");
     const Reply reply = client.command(
-        {"EVAL", kScript, "0", prefix, process, archive, pattern, folds_key(prefix)});
+        {"EVAL", kScript, "0", prefix, process, archive, pattern, keyset_key(prefix)});
     FoldReport report;
     if (reply.type == Reply::Type::kArray && reply.elements.size() == 2) {
         report.folded = reply.elements[0].integer;

@@ -28,7 +28,7 @@ std::string make_key(std::string_view prefix, std::string_view store, std::strin
     return concat(prefix, ":", store, ":", process, ":", data_type, ":", hash);
 }
 
-std::string folds_key(std::string_view prefix) { return concat(prefix, ":folds"); }
+std::string keyset_key(std::string_view prefix) { return concat(prefix, ":keyset"); }
 
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix) {
     if (key.size() <= prefix.size() + 1 || !key.starts_with(prefix) || key[prefix.size()] != ':') {

@@ -68,11 +68,15 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
 
     std::vector<Command> commands;
     commands.push_back({"MULTI"});
+    // Entries are found again by file and index after the transaction: the
+    // entry vectors may grow (and move) while the pass reads later entries.
     struct Sent {
-        State::Entry* entry;
+        State::File* file;
+        size_t index;
         double value;
         double timestamp;
     };
+    bool keys_created = false;
     std::vector<Sent> sent;
     {
         const DirectoryLock lock(options_.directory, DirectoryLock::Mode::kShared);
@@ -115,9 +119,10 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
                         !same_bits(timestamp, entry.timestamp)) {
                         commands.push_back({"HSET", entry.metric_key, "value", format_value(value),
                                             "timestamp", format_value(timestamp)});
-                        sent.push_back(Sent{&entry, value, timestamp});
+                        sent.push_back(Sent{&file, index - 1, value, timestamp});
                     }
                     if (first) {
+                        keys_created = true;
                         commands.push_back({"HSET", entry.meta_key, "original_key", entry.json,
                                             "typ", file.type, "multiprocess_mode", file.mode});
                     }
@@ -147,7 +152,8 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         commands.push_back(std::move(del));
     }
     if (commands.size() == 1) return report;  // nothing to say
-    if (!deleting.empty()) commands.push_back({"INCR", folds_key(options_.prefix)});
+    // Readers keep the key list while this version stays the same.
+    if (keys_created || !deleting.empty()) commands.push_back({"INCR", keyset_key(options_.prefix)});
     commands.push_back({"EXEC"});
 
     s.deletions = deleting;  // kept until a pass gets them through
@@ -159,9 +165,10 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
             "mirror transaction failed: " + (exec.is_error() ? exec.str : std::string("aborted")));
     }
     for (const Sent& item : sent) {
-        item.entry->value = item.value;
-        item.entry->timestamp = item.timestamp;
-        item.entry->sent = true;
+        State::Entry& entry = item.file->entries[item.index];
+        entry.value = item.value;
+        entry.timestamp = item.timestamp;
+        entry.sent = true;
     }
     s.deletions.clear();
     report.written = sent.size();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "gpe/redis/layout.hpp"
 #include "gpe/strings.hpp"
@@ -12,6 +13,31 @@ namespace {
 
 constexpr int kMaxAttempts = 3;
 constexpr const char* kScanCount = "1000";
+constexpr size_t kKeysPerScript = 10000;
+
+// KEYS: metric keys, then the key set version key; ARGV[1]: how many of the
+// keys (the first ones) need no timestamp. Returns the version, then each
+// key's value (and timestamp, for the others), all read at one moment.
+constexpr const char* kReadScript = R"lua(
+local plain = tonumber(ARGV[1])
+local n = #KEYS - 1
+local out = {redis.call('GET', KEYS[n + 1])}
+local j = 1
+for i = 1, plain do
+  j = j + 1
+  out[j] = redis.call('HGET', KEYS[i], 'value')
+end
+for i = plain + 1, n do
+  local pair = redis.call('HMGET', KEYS[i], 'value', 'timestamp')
+  out[j + 1] = pair[1]
+  out[j + 2] = pair[2]
+  j = j + 2
+end
+return out
+)lua";
+
+// Only mostrecent gauges need their timestamps to be merged.
+bool needs_timestamp(std::string_view store) { return store.ends_with("mostrecent"); }
 
 struct Found {
     std::string key;
@@ -35,27 +61,23 @@ struct Reader::Impl {
     StringMap<Resolved> resolved;  // metric key -> its series
     ReadStats stats;
     size_t last_series = 0;
+    // The metric keys as listed by the last SCAN, valid while the key set
+    // version stays `keys_version`.
+    std::vector<Found> keys;
+    std::vector<std::string> scan_warnings;
+    std::string keys_version;
+    bool keys_valid = false;
 
     std::vector<Reply> run(const std::vector<Command>& commands) {
         stats.commands += commands.size();
         return client->pipeline(commands);
     }
 
-    std::vector<Found> scan(Diagnostics& diagnostics, long long& folds) {
+    std::vector<Found> scan(Diagnostics& diagnostics) {
         std::vector<Found> found;
         std::string cursor = "0";
-        bool first = true;
         do {
-            std::vector<Command> commands;
-            if (first) commands.push_back({"GET", folds_key(prefix)});
-            commands.push_back({"SCAN", cursor, "MATCH", match, "COUNT", kScanCount});
-            std::vector<Reply> replies = run(commands);
-            if (first)
-                folds = replies.front().type == Reply::Type::kString
-                            ? std::stoll(replies.front().str)
-                            : 0;
-            first = false;
-            const Reply& page = replies.back();
+            const Reply page = run({{"SCAN", cursor, "MATCH", match, "COUNT", kScanCount}}).front();
             if (page.is_error()) throw Error(Error::Kind::kServer, "SCAN failed: " + page.str);
             if (page.type != Reply::Type::kArray || page.elements.size() != 2) {
                 throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
@@ -68,9 +90,8 @@ struct Reader::Impl {
                 const std::string_view type = store.substr(0, store.find('_'));
                 if (!parts || parts->data_type != kMetric || !is_metric_type(type) ||
                     (type == "gauge" && store.size() <= type.size() + 1)) {
-                    diagnostics.warn(concat("skipped Redis key ", element.str,
-                                            ": not of the layout ", prefix,
-                                            ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
+                    diagnostics.warn(concat("skipped Redis key ", element.str, ": not of the layout ",
+                                            prefix, ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
                     continue;
                 }
                 found.push_back(std::move(item));
@@ -81,50 +102,104 @@ struct Reader::Impl {
         return found;
     }
 
+    static std::string version_of(const Reply& reply) {
+        return reply.type == Reply::Type::kString ? reply.str : std::string("0");
+    }
+
+    // [value, timestamp] of every key (timestamp nil where not needed), read
+    // by scripts so that each batch is one consistent snapshot; nullopt if
+    // the key set version is no longer `version`.
+    std::optional<std::vector<Reply>> read_values(const std::vector<Found>& found,
+                                                  const std::string& version) {
+        std::vector<Command> batches;
+        std::vector<std::vector<size_t>> orders;  // key indexes of each batch, in script order
+        size_t start = 0;
+        do {  // at least one batch: it also reads the version
+            const size_t end = std::min(found.size(), start + kKeysPerScript);
+            std::vector<size_t> order;
+            for (size_t i = start; i < end; ++i) {
+                if (!needs_timestamp(found[i].parts.store)) order.push_back(i);
+            }
+            const size_t plain = order.size();
+            for (size_t i = start; i < end; ++i) {
+                if (needs_timestamp(found[i].parts.store)) order.push_back(i);
+            }
+            Command eval{"EVAL", kReadScript, std::to_string(order.size() + 1)};
+            for (size_t i : order) eval.push_back(found[i].key);
+            eval.push_back(keyset_key(prefix));
+            eval.push_back(std::to_string(plain));
+            batches.push_back(std::move(eval));
+            orders.push_back(std::move(order));
+            start = end;
+        } while (start < found.size());
+
+        std::vector<Reply> values(found.size());
+        std::vector<Reply> replies = run(batches);
+        for (size_t b = 0; b < replies.size(); ++b) {
+            Reply& batch = replies[b];
+            if (batch.is_error()) throw Error(Error::Kind::kServer, "reading values failed: " + batch.str);
+            if (batch.type != Reply::Type::kArray || batch.elements.empty()) {
+                throw Error(Error::Kind::kProtocol, "unexpected reply to the read script");
+            }
+            if (version_of(batch.elements[0]) != version) return std::nullopt;
+            size_t at = 1;
+            for (size_t i : orders[b]) {
+                Reply& pair = values[i];
+                pair.type = Reply::Type::kArray;
+                pair.elements.resize(2);
+                if (at < batch.elements.size()) pair.elements[0] = std::move(batch.elements[at++]);
+                if (needs_timestamp(found[i].parts.store) && at < batch.elements.size()) {
+                    pair.elements[1] = std::move(batch.elements[at++]);
+                }
+            }
+        }
+        return values;
+    }
+
     MergeResult read(bool accumulate) {
         stats = ReadStats{};
         for (;;) {
             ++stats.attempts;
             cache.trim(last_series);
             Diagnostics diagnostics;
-            long long folds_before = 0;
-            std::vector<Found> found = scan(diagnostics, folds_before);
-
-            std::vector<Command> commands;
-            commands.reserve(found.size() + 1);
-            for (const Found& item : found)
-                commands.push_back({"HMGET", item.key, "value", "timestamp"});
-            commands.push_back({"GET", folds_key(prefix)});
-            std::vector<Reply> values = run(commands);
-            const Reply& folds_reply = values.back();
-            const long long folds_after =
-                folds_reply.type == Reply::Type::kString ? std::stoll(folds_reply.str) : 0;
-            if (folds_after != folds_before && stats.attempts < kMaxAttempts) continue;
-            values.pop_back();
-            stats.keys = found.size();
+            const std::string version = version_of(run({{"GET", keyset_key(prefix)}}).front());
+            if (!keys_valid || version != keys_version) {
+                keys = scan(diagnostics);
+                scan_warnings = diagnostics.warnings;
+                keys_version = version;
+                keys_valid = true;
+            } else {
+                diagnostics.warnings = scan_warnings;  // the same foreign keys are still there
+            }
+            std::optional<std::vector<Reply>> values = read_values(keys, version);
+            if (!values) {  // keys were created or deleted meanwhile: list them again
+                keys_valid = false;
+                if (stats.attempts < kMaxAttempts) continue;
+                values = read_values(keys = scan(diagnostics), version_of(run({{"GET", keyset_key(prefix)}}).front()));
+                if (!values) throw Error(Error::Kind::kServer, "the key set keeps changing; try again");
+            }
+            stats.keys = keys.size();
 
             // Series keys of hashes not seen before, from their meta keys.
             std::vector<Command> metas;
             std::vector<std::string> meta_hashes;
-            for (const Found& item : found) {
+            for (const Found& item : keys) {
                 const std::string_view hash = item.parts.hash;
                 if (json_by_hash.contains(hash) ||
                     std::find(meta_hashes.begin(), meta_hashes.end(), hash) != meta_hashes.end()) {
                     continue;
                 }
                 meta_hashes.emplace_back(hash);
-                metas.push_back(
-                    {"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
-                     "original_key"});
+                metas.push_back({"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
+                                 "original_key"});
             }
             if (!metas.empty()) {
                 const std::vector<Reply> replies = run(metas);
                 for (size_t i = 0; i < replies.size(); ++i) {
-                    if (replies[i].type == Reply::Type::kString)
-                        json_by_hash[meta_hashes[i]] = replies[i].str;
+                    if (replies[i].type == Reply::Type::kString) json_by_hash[meta_hashes[i]] = replies[i].str;
                 }
             }
-            return merge(found, values, diagnostics, accumulate);
+            return merge(keys, *values, diagnostics, accumulate);
         }
     }
 

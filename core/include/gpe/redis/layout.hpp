@@ -34,10 +34,12 @@ struct KeyParts {
     std::string_view hash;
 };
 
-// Incremented in every mirror transaction that deletes keys (folds dead
-// processes into archives): a reader that saw it change while it read
-// reads again, so that it never counts a dead process twice or not at all.
-std::string folds_key(std::string_view prefix);
+// The version of the set of keys under a prefix: incremented in every
+// transaction that creates or deletes keys (new series, folded dead
+// processes). A reader keeps its key list while it stays the same, and reads
+// again when it changed under a read, so that it never counts a dead process
+// twice or not at all.
+std::string keyset_key(std::string_view prefix);
 
 // The parts of one of our keys under `prefix`; nullopt for anything else.
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix);
