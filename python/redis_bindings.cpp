@@ -4,6 +4,7 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/string_view.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
@@ -234,6 +235,7 @@ void bind_redis(nb::module_& m) {
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
+    m.def("redis_keyset_key", &redis::keyset_key, "prefix"_a);
     m.def("redis_glob_escape", &redis::glob_escape, "text"_a);
     m.def("redis_format_value", &redis::format_value, "value"_a);
     m.def(

@@ -40,6 +40,10 @@ bool is_aggregated_gauge_mode(std::string_view mode) {
 
 }  // namespace
 
+bool is_gauge_mode(std::string_view mode) {
+    return mode == "all" || mode == "liveall" || is_aggregated_gauge_mode(mode);
+}
+
 bool is_metric_type(std::string_view type) {
     return type == "counter" || type == "gauge" || type == "histogram" || type == "summary";
 }

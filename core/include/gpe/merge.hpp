@@ -161,5 +161,6 @@ class Merger {
 };
 
 bool is_metric_type(std::string_view type);
+bool is_gauge_mode(std::string_view mode);  // all, liveall, min, ..., livemostrecent
 
 }  // namespace gpe

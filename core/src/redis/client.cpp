@@ -28,7 +28,9 @@ Connection& Client::connection() {
     const auto now = Clock::now();
     if (now < next_attempt_) {
         const double wait = std::chrono::duration<double>(next_attempt_ - now).count();
-        throw Error(Error::Kind::kConnection,
+        // The same kind as the failure that started the wait: a wrong
+        // password stays an authentication error.
+        throw Error(last_kind_,
                     last_error_ + "; next attempt in " + std::to_string(wait).substr(0, 4) + " s");
     }
     try {
@@ -38,6 +40,7 @@ Connection& Client::connection() {
             std::clamp(backoff_.count() * 2, kFirstBackoff, kMaxBackoff));
         next_attempt_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(backoff_);
         last_error_ = e.what();
+        last_kind_ = e.kind();
         throw;
     }
     backoff_ = std::chrono::duration<double>(0.0);
@@ -46,9 +49,12 @@ Connection& Client::connection() {
 }
 
 void Client::disconnect_after(const Error& error) {
-    if (error.kind() == Error::Kind::kServer) return;  // the connection is fine
+    // A server error leaves the connection fine; a failed or refused
+    // connection attempt was recorded by connection().
+    if (error.kind() == Error::Kind::kServer || !connection_) return;
     connection_.reset();
     last_error_ = error.what();
+    last_kind_ = error.kind();
 }
 
 std::vector<Reply> Client::pipeline(const std::vector<Command>& commands) {

@@ -8,10 +8,10 @@ namespace gpe::redis {
 namespace {
 
 // ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
-// folds key. Values are kept as the strings the mirror writes; Lua's
+// key set version key and its new version. Values are kept as the strings the mirror writes; Lua's
 // tonumber() does not read inf/nan, so those are taken over as they are.
 constexpr const char* kScript = R"lua(
-local prefix, process, archive, pattern, folds = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, process, archive, pattern, keyset = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local folded, deleted = 0, 0
 local cursor = '0'
 local keys = {}
@@ -73,7 +73,7 @@ for _, key in ipairs(keys) do
     end
   end
 end
-redis.call('INCR', folds)
+redis.call('SET', keyset, ARGV[6])
 return {folded, deleted}
 )lua";
 
@@ -83,8 +83,8 @@ FoldReport fold_process(Client& client, const std::string& prefix, const std::st
                         const std::string& archive) {
     const std::string pattern =
         concat(glob_escape(prefix), ":*:", glob_escape(process), ":metric:*");
-    const Reply reply = client.command(
-        {"EVAL", kScript, "0", prefix, process, archive, pattern, keyset_key(prefix)});
+    const Reply reply = client.command({"EVAL", kScript, "0", prefix, process, archive, pattern,
+                                        keyset_key(prefix), new_keyset_version()});
     FoldReport report;
     if (reply.type == Reply::Type::kArray && reply.elements.size() == 2) {
         report.folded = reply.elements[0].integer;

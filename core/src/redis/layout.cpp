@@ -4,6 +4,8 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <random>
 
 #include "gpe/float_format.hpp"
 #include "gpe/strings.hpp"
@@ -29,6 +31,14 @@ std::string make_key(std::string_view prefix, std::string_view store, std::strin
 }
 
 std::string keyset_key(std::string_view prefix) { return concat(prefix, ":keyset"); }
+
+std::string new_keyset_version() {
+    static thread_local std::mt19937_64 random{std::random_device{}()};  // per thread: no locking
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(random()),
+                  static_cast<unsigned long long>(random()));
+    return buf;
+}
 
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix) {
     if (key.size() <= prefix.size() + 1 || !key.starts_with(prefix) || key[prefix.size()] != ':') {

@@ -42,7 +42,7 @@ struct Mirror::State {
     uint64_t passes = 0;
     uint64_t epoch_sent = UINT64_MAX;  // connection epoch of the last full pass
     Clock::time_point next_refresh{};
-    long long deadline = 0;  // unix seconds at which this instance's keys expire
+    long long deadline = 0;  // unix milliseconds at which this instance's keys expire
     std::string buffer;
 };
 
@@ -61,7 +61,8 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
     const bool ttl = options_.ttl_seconds > 0;
     const bool refresh = ttl && (resend || Clock::now() >= s.next_refresh);
     if (refresh) {
-        s.deadline = static_cast<long long>(client_->server_time()) + options_.ttl_seconds;
+        s.deadline =
+            static_cast<long long>(client_->server_time() * 1000) + options_.ttl_seconds * 1000LL;
     }
     const std::string deadline = std::to_string(s.deadline);
     ++s.passes;
@@ -77,6 +78,14 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         double timestamp;
     };
     bool keys_created = false;
+    // PEXPIREAT of meta keys in a refresh: a series whose keys are gone
+    // (expired while the mirror stalled) is sent again next pass.
+    struct Refreshed {
+        size_t command;
+        State::File* file;
+        size_t index;
+    };
+    std::vector<Refreshed> refreshed;
     std::vector<Sent> sent;
     {
         const DirectoryLock lock(options_.directory, DirectoryLock::Mode::kShared);
@@ -127,8 +136,12 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
                                             "typ", file.type, "multiprocess_mode", file.mode});
                     }
                     if (ttl && (first || refresh)) {
-                        commands.push_back({"EXPIREAT", entry.metric_key, deadline});
-                        commands.push_back({"EXPIREAT", entry.meta_key, deadline});
+                        commands.push_back({"PEXPIREAT", entry.metric_key, deadline});
+                        // The meta key, which a changed value does not recreate, tells
+                        // whether the series' keys are still there.
+                        if (!first)
+                            refreshed.push_back(Refreshed{commands.size(), &file, index - 1});
+                        commands.push_back({"PEXPIREAT", entry.meta_key, deadline});
                     }
                 });
             } catch (const FormatError& e) {
@@ -153,7 +166,9 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
     }
     if (commands.size() == 1) return report;  // nothing to say
     // Readers keep the key list while this version stays the same.
-    if (keys_created || !deleting.empty()) commands.push_back({"INCR", keyset_key(options_.prefix)});
+    if (keys_created || !deleting.empty()) {
+        commands.push_back({"SET", keyset_key(options_.prefix), new_keyset_version()});
+    }
     commands.push_back({"EXEC"});
 
     s.deletions = deleting;  // kept until a pass gets them through
@@ -169,6 +184,13 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         entry.value = item.value;
         entry.timestamp = item.timestamp;
         entry.sent = true;
+    }
+    // EXEC's replies follow MULTI's order: command i is exec.elements[i - 1].
+    for (const Refreshed& item : refreshed) {
+        const Reply& reply = exec.elements[item.command - 1];
+        if (reply.type == Reply::Type::kInteger && reply.integer == 0) {
+            item.file->entries[item.index].sent = false;
+        }
     }
     s.deletions.clear();
     report.written = sent.size();
@@ -193,7 +215,10 @@ MirrorService::MirrorService(std::shared_ptr<Client> client, MirrorOptions optio
                              double interval_seconds, Logger logger)
     : client_(client),
       mirror_(std::move(client), std::move(options)),
-      interval_(interval_seconds),
+      // Deadlines are renewed every third of the TTL: passes must come at least that often.
+      interval_(mirror_.options().ttl_seconds > 0
+                    ? std::min(interval_seconds, mirror_.options().ttl_seconds / 3.0)
+                    : interval_seconds),
       logger_(std::move(logger)) {}
 
 MirrorService::~MirrorService() {

@@ -1,6 +1,7 @@
 #include "gpe/redis/reader.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <optional>
 
@@ -14,6 +15,7 @@ namespace {
 constexpr int kMaxAttempts = 3;
 constexpr const char* kScanCount = "1000";
 constexpr size_t kKeysPerScript = 10000;
+constexpr std::chrono::seconds kKeyListMaxAge{5};
 
 // KEYS: metric keys, then the key set version key; ARGV[1]: how many of the
 // keys (the first ones) need no timestamp. Returns the version, then each
@@ -25,16 +27,22 @@ local out = {redis.call('GET', KEYS[n + 1])}
 local j = 1
 for i = 1, plain do
   j = j + 1
-  out[j] = redis.call('HGET', KEYS[i], 'value')
+  local value = redis.pcall('HGET', KEYS[i], 'value')
+  if type(value) == 'table' then value = '\1wrongtype' end
+  out[j] = value
 end
 for i = plain + 1, n do
-  local pair = redis.call('HMGET', KEYS[i], 'value', 'timestamp')
+  local pair = redis.pcall('HMGET', KEYS[i], 'value', 'timestamp')
+  if pair.err then pair = {'\1wrongtype', false} end
   out[j + 1] = pair[1]
   out[j + 2] = pair[2]
   j = j + 2
 end
 return out
 )lua";
+
+// What the read script answers for a key that is not a hash.
+constexpr std::string_view kWrongType = "\1wrongtype";
 
 // Only mostrecent gauges need their timestamps to be merged.
 bool needs_timestamp(std::string_view store) { return store.ends_with("mostrecent"); }
@@ -66,6 +74,7 @@ struct Reader::Impl {
     std::vector<Found> keys;
     std::vector<std::string> scan_warnings;
     std::string keys_version;
+    std::chrono::steady_clock::time_point keys_listed;
     bool keys_valid = false;
 
     std::vector<Reply> run(const std::vector<Command>& commands) {
@@ -89,9 +98,11 @@ struct Reader::Impl {
                 const std::string_view store = parts ? parts->store : std::string_view();
                 const std::string_view type = store.substr(0, store.find('_'));
                 if (!parts || parts->data_type != kMetric || !is_metric_type(type) ||
-                    (type == "gauge" && store.size() <= type.size() + 1)) {
-                    diagnostics.warn(concat("skipped Redis key ", element.str, ": not of the layout ",
-                                            prefix, ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
+                    (type == "gauge" && (store.size() <= type.size() ||
+                                         !is_gauge_mode(store.substr(type.size() + 1))))) {
+                    diagnostics.warn(concat("skipped Redis key ", element.str,
+                                            ": not of the layout ", prefix,
+                                            ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
                     continue;
                 }
                 found.push_back(std::move(item));
@@ -137,7 +148,8 @@ struct Reader::Impl {
         std::vector<Reply> replies = run(batches);
         for (size_t b = 0; b < replies.size(); ++b) {
             Reply& batch = replies[b];
-            if (batch.is_error()) throw Error(Error::Kind::kServer, "reading values failed: " + batch.str);
+            if (batch.is_error())
+                throw Error(Error::Kind::kServer, "reading values failed: " + batch.str);
             if (batch.type != Reply::Type::kArray || batch.elements.empty()) {
                 throw Error(Error::Kind::kProtocol, "unexpected reply to the read script");
             }
@@ -163,7 +175,11 @@ struct Reader::Impl {
             cache.trim(last_series);
             Diagnostics diagnostics;
             const std::string version = version_of(run({{"GET", keyset_key(prefix)}}).front());
-            if (!keys_valid || version != keys_version) {
+            // Writers other than our mirror do not move the version: list
+            // the keys again every few seconds anyway.
+            const auto now = std::chrono::steady_clock::now();
+            if (!keys_valid || version != keys_version || now - keys_listed > kKeyListMaxAge) {
+                keys_listed = now;
                 keys = scan(diagnostics);
                 scan_warnings = diagnostics.warnings;
                 keys_version = version;
@@ -175,8 +191,10 @@ struct Reader::Impl {
             if (!values) {  // keys were created or deleted meanwhile: list them again
                 keys_valid = false;
                 if (stats.attempts < kMaxAttempts) continue;
-                values = read_values(keys = scan(diagnostics), version_of(run({{"GET", keyset_key(prefix)}}).front()));
-                if (!values) throw Error(Error::Kind::kServer, "the key set keeps changing; try again");
+                values = read_values(keys = scan(diagnostics),
+                                     version_of(run({{"GET", keyset_key(prefix)}}).front()));
+                if (!values)
+                    throw Error(Error::Kind::kServer, "the key set keeps changing; try again");
             }
             stats.keys = keys.size();
 
@@ -190,13 +208,15 @@ struct Reader::Impl {
                     continue;
                 }
                 meta_hashes.emplace_back(hash);
-                metas.push_back({"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
-                                 "original_key"});
+                metas.push_back(
+                    {"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
+                     "original_key"});
             }
             if (!metas.empty()) {
                 const std::vector<Reply> replies = run(metas);
                 for (size_t i = 0; i < replies.size(); ++i) {
-                    if (replies[i].type == Reply::Type::kString) json_by_hash[meta_hashes[i]] = replies[i].str;
+                    if (replies[i].type == Reply::Type::kString)
+                        json_by_hash[meta_hashes[i]] = replies[i].str;
                 }
             }
             return merge(keys, *values, diagnostics, accumulate);
@@ -236,8 +256,13 @@ struct Reader::Impl {
                 const auto timestamp = reply.elements[1].type == Reply::Type::kString
                                            ? parse_value(reply.elements[1].str)
                                            : std::optional<double>(0.0);
+                if (reply.elements[0].str == kWrongType) {
+                    merger.diagnostics().warn(
+                        concat("skipped Redis key ", item.key, ": not a hash"));
+                    continue;
+                }
                 if (!value || !timestamp) {
-                    diagnostics.warn(
+                    merger.diagnostics().warn(
                         concat("skipped Redis key ", item.key, ": value is not a number"));
                     continue;
                 }

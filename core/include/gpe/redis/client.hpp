@@ -54,6 +54,7 @@ class Client {
     std::chrono::duration<double> backoff_{0.0};
     Clock::time_point next_attempt_{};
     std::string last_error_;
+    Error::Kind last_kind_ = Error::Kind::kConnection;
 };
 
 }  // namespace gpe::redis

@@ -34,12 +34,15 @@ struct KeyParts {
     std::string_view hash;
 };
 
-// The version of the set of keys under a prefix: incremented in every
+// The version of the set of keys under a prefix: replaced in every
 // transaction that creates or deletes keys (new series, folded dead
 // processes). A reader keeps its key list while it stays the same, and reads
 // again when it changed under a read, so that it never counts a dead process
 // twice or not at all.
 std::string keyset_key(std::string_view prefix);
+// A fresh version for keyset_key: random, so that versions never repeat,
+// not even after Redis lost its data.
+std::string new_keyset_version();
 
 // The parts of one of our keys under `prefix`; nullopt for anything else.
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix);
