@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <system_error>
 
 namespace gpe {
@@ -98,8 +99,40 @@ FileIdentity read_used_region(const std::string& path, std::string& buffer) {
     return identity;
 }
 
+namespace {
+
+// Creates `path` complete - sized, header written - under a temporary name
+// and renames it into place, so that readers never see an empty *.db file.
+void create_complete(const std::string& path) {
+    const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+    FileDescriptor fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (fd.get() < 0) throw_errno("cannot create " + temporary);
+    const uint32_t header[2] = {static_cast<uint32_t>(kHeaderSize), 0};
+    if (::ftruncate(fd.get(), static_cast<off_t>(kInitialFileSize)) != 0 ||
+        ::pwrite(fd.get(), header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) {
+        const int error = errno;
+        ::unlink(temporary.c_str());
+        errno = error;
+        throw_errno("cannot size " + temporary);
+    }
+    // link() fails if another process created the file meanwhile: theirs wins.
+    if (::link(temporary.c_str(), path.c_str()) != 0 && errno != EEXIST) {
+        const int error = errno;
+        ::unlink(temporary.c_str());
+        errno = error;
+        throw_errno("cannot create " + path);
+    }
+    ::unlink(temporary.c_str());
+}
+
+}  // namespace
+
 MmapFile::MmapFile(std::string path) : path_(std::move(path)) {
-    fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+    if (fd_.get() < 0 && errno == ENOENT) {
+        create_complete(path_);
+        fd_ = FileDescriptor(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+    }
     if (fd_.get() < 0) throw_errno("cannot open " + path_);
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) throw_errno("cannot stat " + path_);

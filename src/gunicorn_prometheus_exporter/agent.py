@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
@@ -22,8 +23,9 @@ def main() -> None:
 
 
 class AgentSupervisor:
-    """Runs the agent and restarts it (backoff 0.5 s doubling to 30 s) when it
-    dies; the agent also exits by itself when the master is gone."""
+    """Runs the agent and restarts it (backoff 0.5 s doubling to 5 s) when it
+    dies; the agent also exits by itself when the master is gone. A failing
+    agent is reported once a minute, not at every attempt."""
 
     def __init__(self, args: list[str], env: dict[str, str], redis_password: str | None = None) -> None:
         self._args = [str(BINARY), *args]
@@ -57,18 +59,24 @@ class AgentSupervisor:
 
     def _run(self) -> None:
         delay = 0.5
+        last_report = -1e9
         while not self._stopping.is_set():
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self._process = self._spawn()
                 self.starts += 1
+            started = time.monotonic()
             code = self._process.wait()
             if self._stopping.is_set():
                 return
-            logger.warning("metrics agent exited with code %s; restarting in %.1f s", code, delay)
+            if time.monotonic() - started > 60:
+                delay = 0.5  # it ran for a while: a fresh failure
+            if time.monotonic() - last_report > 60:
+                logger.warning("metrics agent exited with code %s; restarting it", code)
+                last_report = time.monotonic()
             self._stopping.wait(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 5.0)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -266,6 +266,9 @@ bool MirrorService::pass_now() {
 void MirrorService::start() {
     std::lock_guard lock(*mutex_);
     if (thread_) return;
+    // Lead now if nobody does, so that a process that starts the service and
+    // then forks stays the leader rather than whichever child wakes first.
+    try_lead();
     stopping_ = false;
     thread_ = std::make_unique<std::thread>([this] { run(); });
 }

@@ -67,7 +67,7 @@ Options parse_url(std::string_view url) {
             options.username = percent_decode(userinfo.substr(0, colon));
             options.password = percent_decode(userinfo.substr(colon + 1));
         } else {
-            options.password = percent_decode(userinfo);  // redis://secret@host
+            options.username = percent_decode(userinfo);  // as redis-py reads redis://user@host
         }
     }
     if (scheme == "unix") {
