@@ -9,6 +9,8 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -110,6 +112,15 @@ NB_MODULE(_native, m) {
         },
         "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a);
     m.def("go_float", &gpe::go_float, "value"_a);
+    m.def(
+        "scrub_environment_variable",
+        [](const std::string& name) {
+            // Overwrite the value where it lives (the environment block that
+            // /proc/PID/environ shows and children inherit), then unset it.
+            if (char* value = std::getenv(name.c_str())) std::memset(value, 0, std::strlen(value));
+            ::unsetenv(name.c_str());
+        },
+        "name"_a, "Zero a variable's value in this process's environment, then unset it.");
     m.def("file_prefix_for", &gpe::file_prefix_for, "type"_a, "multiprocess_mode"_a = "",
           "File name prefix ({type} or gauge_{mode}); ValueError for a bad type or mode.");
 

@@ -16,6 +16,13 @@ logger = logging.getLogger("gunicorn_prometheus_exporter")
 
 BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
 
+# Held while the agent is spawned and while the master forks a worker: a
+# worker forked in the middle of Popen would keep Popen's error pipe open
+# without ever exec'ing, and Popen would wait for it forever.
+_spawn_lock = threading.Lock()
+os.register_at_fork(before=_spawn_lock.acquire, after_in_parent=_spawn_lock.release,
+                    after_in_child=_spawn_lock.release)
+
 
 def main() -> None:
     """Console script: run the agent with these arguments."""
@@ -48,9 +55,10 @@ class AgentSupervisor:
             return self._process.pid if self._process is not None else None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            self._args, env=self._env, stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL,
-            close_fds=True)
+        with _spawn_lock:
+            process = subprocess.Popen(
+                self._args, env=self._env,
+                stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL, close_fds=True)
         if self._password is not None and process.stdin is not None:
             # The secret goes through a pipe: never on a command line or in an environment.
             process.stdin.write(self._password.encode() + b"\n")

@@ -20,11 +20,12 @@ from gunicorn_prometheus_exporter.config import config as _config
 from gunicorn_prometheus_exporter.config import load_yaml_config as _load_yaml_config
 from gunicorn_prometheus_exporter.hooks import (
     child_exit,
-    nworkers_changed,
     on_exit,
     on_reload,
     on_starting,
     post_fork,
+    post_worker_init,
+    pre_fork,
     post_request,
     pre_request,
     when_ready,
@@ -46,11 +47,12 @@ if "GUNICORN_KEEPALIVE" in _os.environ:
 
 __all__ = [
     "child_exit",
-    "nworkers_changed",
     "on_exit",
     "on_reload",
     "on_starting",
     "post_fork",
+    "post_worker_init",
+    "pre_fork",
     "post_request",
     "pre_request",
     "when_ready",

@@ -23,7 +23,7 @@ from typing import Any
 from . import _native
 from .agent import AgentSupervisor
 from .config import config
-from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, create
+from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, WorkerGauges, create, create_worker_gauges
 from .multiprocess import mark_process_dead
 from .native_values import enable_native_values
 
@@ -47,6 +47,8 @@ class _State:
     # worker side
     recorder: Any = None
     sampler: Any = None
+    worker_gauges: WorkerGauges | None = None
+    middleware: bool = False  # requests are recorded by a wrapper of the app, not the hooks
     aborted: bool = False
 
 
@@ -86,7 +88,12 @@ def on_starting(server: Any) -> None:
     enable_native_values(_state.directory)
     _state.metrics = create()
     # Workers and the agent must not inherit the Redis password.
-    _state.redis_password = os.environ.pop("REDIS_PASSWORD", None)
+    _state.redis_password = os.environ.get("REDIS_PASSWORD")
+    if _state.redis_password is not None:
+        # Zeroed in the process's environment block too (what /proc shows
+        # and what forked workers inherit), not only unset.
+        _native.scrub_environment_variable("REDIS_PASSWORD")
+        os.environ.pop("REDIS_PASSWORD", None)
     logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
 
 
@@ -153,7 +160,7 @@ def when_ready(server: Any) -> None:
         metrics = _state.metrics
     assert metrics is not None
     _count_signals(server)
-    metrics.master_workers.set(len(server.WORKERS))
+    metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
     args, env = _agent_args(server)
     password = _state.redis_password if config.redis_enabled else None
     _state.supervisor = AgentSupervisor(args, env, password)
@@ -212,12 +219,14 @@ def child_exit(server: Any, worker: Any) -> None:
         metrics.master_worker_restart.labels(reason).inc()
     _state.reload_pids.discard(worker.pid)
     _state.scale_down_pids.discard(worker.pid)
+    metrics.master_workers.set(len(server.WORKERS))  # reaped: no longer among them
     mark_process_dead(worker.pid, _state.directory)
 
 
-def nworkers_changed(server: Any, new_value: int, old_value: int | None) -> None:
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master, about to fork a worker: one more alive."""
     if _state.metrics is not None:
-        _state.metrics.master_workers.set(new_value)
+        _state.metrics.master_workers.set(len(server.WORKERS) + 1)
 
 
 def on_reload(server: Any) -> None:
@@ -243,10 +252,10 @@ def _histogram_spec(child: Any) -> tuple[list[float], list[Any], Any]:
 
 
 def _set_state(state: str) -> None:
-    metrics = _state.metrics
-    if metrics is not None:
+    gauges = _state.worker_gauges
+    if gauges is not None:
         for name in WORKER_STATES:
-            metrics.worker_state.labels(name).set(1 if name == state else 0)
+            gauges.state.labels(name).set(1 if name == state else 0)
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -265,9 +274,11 @@ def post_fork(server: Any, worker: Any) -> None:
         ))
     _state.recorder = _native.RequestRecorder(
         methods, _histogram_spec(metrics.worker_request_size), _histogram_spec(metrics.worker_response_size))
+    gauges = create_worker_gauges(metrics.registry)  # in the worker: the master has no such series
+    _state.worker_gauges = gauges
     _state.sampler = _native.ResourceSampler(
-        metrics.worker_memory._value, metrics.worker_cpu._value, metrics.worker_open_fds._value,
-        metrics.worker_threads._value, metrics.worker_uptime._value, config.resource_sample_interval)
+        gauges.memory._value, gauges.cpu._value, gauges.open_fds._value, gauges.threads._value,
+        gauges.uptime._value, config.resource_sample_interval)
     _set_state("running")
     _wrap_handle_error(worker)
 
@@ -305,6 +316,27 @@ def _error_status(exc: BaseException) -> int:
         "InvalidHeaderName", "InvalidProxyLine", "InvalidSchemeHeaders", "ObsoleteFolding",
         "InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension") if hasattr(errors, n))
     return 400 if isinstance(exc, client_errors) else 500
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, app loaded: wrap the app where requests bypass the hooks."""
+    recorder = _state.recorder
+    if recorder is None:
+        return
+    from .middleware import ASGIRecorder, WSGIRecorder
+
+    errors = _state.metrics.worker_error_handling.labels("500") if _state.metrics else None
+
+    def on_error() -> None:
+        if errors is not None:
+            errors.inc()
+
+    if getattr(worker, "asgi", None) is not None:
+        worker.asgi = ASGIRecorder(worker.asgi, recorder, on_error)  # post_request gets no response
+        _state.middleware = True
+    elif any(base.__name__ in ("GeventPyWSGIWorker", "TornadoWorker") for base in type(worker).__mro__):
+        worker.wsgi = WSGIRecorder(worker.wsgi, recorder, on_error)  # their servers skip the hooks
+        _state.middleware = True
 
 
 def pre_request(worker: Any, req: Any) -> None:
@@ -345,7 +377,7 @@ def _request_bytes(req: Any, environ: Any) -> float:
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, a request is done: one native call records it."""
     recorder = _state.recorder
-    if recorder is None:
+    if recorder is None or _state.middleware:
         return
     start = getattr(req, "_gpe_start", None)
     duration = time.perf_counter() - start if start is not None else 0.0
@@ -390,7 +422,8 @@ HOOKS = {
     "on_starting": on_starting,
     "when_ready": when_ready,
     "child_exit": child_exit,
-    "nworkers_changed": nworkers_changed,
+    "pre_fork": pre_fork,
+    "post_worker_init": post_worker_init,
     "on_reload": on_reload,
     "on_exit": on_exit,
     "post_fork": post_fork,

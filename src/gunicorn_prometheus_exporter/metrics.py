@@ -30,16 +30,45 @@ class Metrics:
     worker_request_size: Histogram
     worker_response_size: Histogram
     worker_error_handling: Counter
-    worker_memory: Gauge
-    worker_cpu: Gauge
-    worker_uptime: Gauge
-    worker_open_fds: Gauge
-    worker_threads: Gauge
-    worker_state: Gauge
     worker_restart: Counter
     master_worker_restart: Counter
     master_workers: Gauge
     master_signals: Counter
+
+
+@dataclass
+class WorkerGauges:
+    """Per-worker gauges (pid label, gone with the worker); created in each
+    worker, so that the master has no series of its own among them."""
+
+    memory: Gauge
+    cpu: Gauge
+    uptime: Gauge
+    open_fds: Gauge
+    threads: Gauge
+    state: Gauge
+
+
+def create_worker_gauges(r: CollectorRegistry) -> WorkerGauges:
+    return WorkerGauges(
+        memory=Gauge(
+            "gunicorn_worker_memory_bytes", "Resident memory of each worker", multiprocess_mode="liveall",
+            registry=r),
+        cpu=Gauge(
+            "gunicorn_worker_cpu_percent", "CPU use of each worker since the last sample, in percent",
+            multiprocess_mode="liveall", registry=r),
+        uptime=Gauge(
+            "gunicorn_worker_uptime_seconds", "Seconds since each worker started",
+            multiprocess_mode="liveall", registry=r),
+        open_fds=Gauge(
+            "gunicorn_worker_open_fds", "Open file descriptors of each worker", multiprocess_mode="liveall",
+            registry=r),
+        threads=Gauge(
+            "gunicorn_worker_threads", "Threads of each worker", multiprocess_mode="liveall", registry=r),
+        state=Gauge(
+            "gunicorn_worker_state", "1 for the state each worker is in", ["state"],
+            multiprocess_mode="liveall", registry=r),
+    )
 
 
 def create() -> Metrics:
@@ -63,23 +92,6 @@ def create() -> Metrics:
         worker_error_handling=Counter(
             "gunicorn_worker_error_handling", "Errors answered by Gunicorn itself, by status", ["status"],
             registry=r),
-        worker_memory=Gauge(
-            "gunicorn_worker_memory_bytes", "Resident memory of each worker", multiprocess_mode="liveall",
-            registry=r),
-        worker_cpu=Gauge(
-            "gunicorn_worker_cpu_percent", "CPU use of each worker since the last sample, in percent",
-            multiprocess_mode="liveall", registry=r),
-        worker_uptime=Gauge(
-            "gunicorn_worker_uptime_seconds", "Seconds since each worker started",
-            multiprocess_mode="liveall", registry=r),
-        worker_open_fds=Gauge(
-            "gunicorn_worker_open_fds", "Open file descriptors of each worker", multiprocess_mode="liveall",
-            registry=r),
-        worker_threads=Gauge(
-            "gunicorn_worker_threads", "Threads of each worker", multiprocess_mode="liveall", registry=r),
-        worker_state=Gauge(
-            "gunicorn_worker_state", "1 for the state each worker is in", ["state"],
-            multiprocess_mode="liveall", registry=r),
         worker_restart=Counter(
             "gunicorn_worker_restart", "Worker exits as the worker saw them, by reason", ["reason"],
             registry=r),

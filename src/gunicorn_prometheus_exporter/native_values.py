@@ -101,9 +101,10 @@ def enable_from_environment() -> None:
     if not directory:
         return
     if not os.path.isdir(directory):
-        logger.warning(
-            "PROMETHEUS_MULTIPROC_DIR=%r is not a directory; native multiprocess values are off",
-            directory,
-        )
-        return
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            logger.warning("PROMETHEUS_MULTIPROC_DIR=%r cannot be created (%s); native multiprocess "
+                           "values are off", directory, e.strerror)
+            return
     enable_native_values()

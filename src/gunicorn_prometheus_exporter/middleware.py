@@ -1,0 +1,104 @@
+"""Request recording for workers whose requests do not pass Gunicorn's
+pre/post_request hooks: gevent_pywsgi and tornado serve the WSGI app with
+their own servers, and the ASGI worker passes no response to post_request.
+The app is wrapped once per worker (post_worker_init); the recording is still
+one native call per request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+
+def _content_length(value: Any) -> float:
+    try:
+        return float(value) if value else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class WSGIRecorder:
+    """``on_error`` is called when the app raises: the server answers 500."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], recorder: Any, on_error: Callable[[], None]) -> None:
+        self.app = app
+        self.recorder = recorder
+        self.on_error = on_error
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start = time.perf_counter()
+        status = [0]
+
+        def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            head = status_line.split(None, 1)[0] if status_line else ""
+            status[0] = int(head) if head.isdigit() else 0
+            return start_response(status_line, headers, exc_info) if exc_info else start_response(status_line, headers)
+
+        method = environ.get("REQUEST_METHOD", "other")
+        request_bytes = _content_length(environ.get("CONTENT_LENGTH"))
+        try:
+            body = self.app(environ, recording_start_response)
+        except Exception:
+            self.recorder.record(method, 500, time.perf_counter() - start, request_bytes, 0.0, True)
+            self.on_error()
+            raise
+        return self._recorded(body, method, status, start, request_bytes)
+
+    def _recorded(self, body: Iterable[bytes], method: str, status: list[int], start: float,
+                  request_bytes: float) -> Iterator[bytes]:
+        sent = 0
+        failed = True
+        try:
+            for chunk in body:
+                sent += len(chunk)
+                yield chunk
+            failed = False
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            self.recorder.record(method, status[0] or 500, time.perf_counter() - start, request_bytes,
+                                 float(sent), failed or not status[0])
+
+
+class ASGIRecorder:
+    """``on_error`` is called when the app raises before answering: the
+    server answers 500."""
+
+    def __init__(self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]) -> None:
+        self.app = app
+        self.recorder = recorder
+        self.on_error = on_error
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+        sent = 0
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            nonlocal status, sent
+            if message.get("type") == "http.response.start":
+                status = int(message.get("status", 0))
+            elif message.get("type") == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        request_bytes = 0.0
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                request_bytes = _content_length(value.decode("latin-1"))
+        failed = True
+        try:
+            await self.app(scope, receive, recording_send)
+            failed = False
+        except Exception:
+            if not status:
+                self.on_error()
+            raise
+        finally:
+            self.recorder.record(scope.get("method", "other"), status or 500, time.perf_counter() - start,
+                                 request_bytes, float(sent), failed or not status)
