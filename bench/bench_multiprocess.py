@@ -41,7 +41,6 @@ The script always exits 0: targets are reported, not enforced.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import random
@@ -65,6 +64,7 @@ from prometheus_client.multiprocess import MultiProcessCollector as PcMultiProce
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.native_values import NativeValue
+from timing import best_ns, print_table  # noqa: E402
 
 OPS_TARGET_VS_SINGLE = 1.0  # ours no slower than prometheus_client single-process
 OPS_TARGET_VS_MULTI = 10.0  # ours >= 10x faster than prometheus_client multiprocess
@@ -117,35 +117,8 @@ def value_class(cls: type) -> Iterator[None]:
         pc_values.ValueClass = previous
 
 
-def best_ns(run: Callable[[], object], repeats: int) -> int:
-    """Best wall time of ``run`` over ``repeats`` runs, GC off while timing."""
-    best = sys.maxsize
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            start = time.perf_counter_ns()
-            run()
-            best = min(best, time.perf_counter_ns() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return best
-
-
 def fmt_ratio(value: float) -> str:
     return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for label, *cells in rows:  # label column left-aligned, numbers right-aligned
-        padded = [label.ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)
-        ]
-        print("| " + " | ".join(padded) + " |")
 
 
 def print_machine() -> None:

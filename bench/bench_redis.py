@@ -63,6 +63,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from timing import print_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_redis_worker.py"
@@ -109,17 +110,6 @@ def fmt_ratio(value: float) -> str:
 
 def fmt_ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for label, *cells in rows:  # label column left-aligned, numbers right-aligned
-        padded = [label.ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)
-        ]
-        print("| " + " | ".join(padded) + " |")
 
 
 def cpu_model() -> str:

@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
+from timing import best_ns  # noqa: E402
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 STATUSES = ("200", "201", "404", "500")
@@ -45,22 +46,6 @@ API_OPS = ("Counter.labels(...).inc()", "Histogram.labels(...).observe(v)")
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-
-def best_ns(run: Callable[[], object], repeats: int) -> int:
-    """Best wall time of ``run`` over ``repeats`` runs, GC off while timing."""
-    best = sys.maxsize
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            start = time.perf_counter_ns()
-            run()
-            best = min(best, time.perf_counter_ns() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return best
 
 
 def timed_ns(run: Callable[[], object]) -> tuple[int, object]:

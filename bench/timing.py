@@ -1,0 +1,35 @@
+"""Timing and table helpers shared by the benchmarks (standard library only:
+bench_redis_worker.py also runs in the peer's virtual environment)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable
+
+
+def best_ns(run: Callable[[], object], repeats: int) -> int:
+    """Best wall time of ``run`` over ``repeats`` runs, GC off while timing."""
+    best = sys.maxsize
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter_ns()
+            run()
+            best = min(best, time.perf_counter_ns() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return best
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A markdown table: label column left-aligned, numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for label, *cells in rows:
+        padded = [label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]
+        print("| " + " | ".join(padded) + " |")
