@@ -62,14 +62,25 @@ def _exit_marker(pid: int) -> Path:
 
 # ---------------------------------------------------------------- master ----
 
-def _prepare_directory(upgrade: bool) -> str:
+OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"  # passed to the new master of a USR2 upgrade
+
+
+def _prepare_directory(server: Any, upgrade: bool) -> str:
     directory = config.prometheus_multiproc_dir
     if directory is None:
         # Private and in memory unless the user chose a place.
         base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
         directory = tempfile.mkdtemp(prefix="gunicorn-prometheus-", dir=base)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        os.environ[OWNED_DIRECTORY] = directory
+    if os.environ.get(OWNED_DIRECTORY) == directory:
         _state.owned_directory = directory
+        # A USR2 upgrade starts the new master with the environment Gunicorn
+        # saved at start: it must get the same directory, and own it.
+        env_orig = getattr(getattr(server, "cfg", None), "env_orig", None)
+        if isinstance(env_orig, dict):
+            env_orig["PROMETHEUS_MULTIPROC_DIR"] = directory
+            env_orig[OWNED_DIRECTORY] = directory
     os.makedirs(directory, exist_ok=True)
     if not upgrade and config.cleanup_db_files:
         # Files of an earlier run would add its counts to ours. During a USR2
@@ -84,7 +95,7 @@ def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
     config.validate()  # an invalid setting stops Gunicorn here, named
     upgrade = "GUNICORN_PID" in os.environ
-    _state.directory = _prepare_directory(upgrade)
+    _state.directory = _prepare_directory(server, upgrade)
     enable_native_values(_state.directory)
     _state.metrics = create()
     # Workers and the agent must not inherit the Redis password.

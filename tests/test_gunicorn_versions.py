@@ -1,0 +1,300 @@
+"""End to end with older Gunicorn releases: 21.2.0 (sync) and 23.0.0 (sync,
+and eventlet, the worker class Gunicorn 23 still ships).
+
+The exporter's wheel is built once per session (``pip wheel``, in the
+background while the virtual environments are made) and installed, with one
+Gunicorn release each, into a fresh virtual environment; Gunicorn runs from
+there with the exporter's config and 2 workers. A known set of requests
+(200, 404, 503 and an application that raises) must give exact counts by
+method and status class, and those counts must survive every original worker
+being killed with SIGKILL.
+
+Needs PyPI: skipped (with the reason) when Gunicorn cannot be installed from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from gunicorn_runner import (
+    CONFIG,
+    DEMO_DIR,
+    LIVEALL,
+    ROOT,
+    Gunicorn,
+    alive,
+    clean_env,
+    cmdline,
+    free_port,
+    labelled,
+    pids_of,
+    value,
+    wait_for,
+)
+
+REQUESTS = "gunicorn_worker_requests_total"
+PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
+
+# (path, expected status, how many)
+PLAN = [("/", 200, 6), ("/missing", 404, 3), ("/fail", 503, 2), ("/boom", 500, 2)]
+EXPECTED_REQUESTS = {("GET", "2xx"): 6, ("GET", "4xx"): 3, ("GET", "5xx"): 4}
+EXPECTED_FAILED = {"GET": 4}  # 503s and the raised ones
+EXPECTED_ERRORS = {"500": 2}  # the two raised requests, answered 500 by Gunicorn
+TOTAL = sum(n for _, _, n in PLAN)
+
+CASES = [
+    pytest.param("21.2.0", "sync", id="gunicorn-21.2.0-sync"),
+    pytest.param("23.0.0", "sync", id="gunicorn-23.0.0-sync"),
+    pytest.param("23.0.0", "eventlet", id="gunicorn-23.0.0-eventlet"),
+]
+
+
+def run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:
+    return (result.stdout + result.stderr)[-n:]
+
+
+def python_env() -> dict[str, str]:
+    """This environment without anything that would point Python elsewhere."""
+    return {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+
+# ------------------------------------------------------------ the wheel ----
+
+class WheelBuild:
+    """``pip wheel`` of the project, started at once, waited for on first use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.log_path = directory / "pip-wheel.log"
+        self._log = open(self.log_path, "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", *PIP_NETWORK, "-w", str(directory), str(ROOT)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=python_env())
+        self._wheel: Path | None = None
+
+    def wheel(self) -> Path:
+        if self._wheel is None:
+            try:
+                code = self.proc.wait(600)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                code = None
+            self._log.close()
+            log = self.log_path.read_text(errors="replace")
+            wheels = sorted(self.directory.glob("gunicorn_prometheus_exporter-*.whl"))
+            assert code == 0 and len(wheels) == 1, f"pip wheel failed ({code}):\n{log[-4000:]}"
+            self._wheel = wheels[0]
+        return self._wheel
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+
+@pytest.fixture(scope="session")
+def exporter_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelBuild]:
+    build = WheelBuild(tmp_path_factory.mktemp("wheel"))
+    yield build
+    build.cancel()
+
+
+# --------------------------------------------------- the environments ----
+
+class Environments:
+    """One virtual environment per Gunicorn release, made on first use."""
+
+    def __init__(self, base: Path, build: WheelBuild) -> None:
+        self.base = base
+        self.build = build
+        self._made: dict[str, Path] = {}
+        self._eventlet: dict[str, str | None] = {}  # version -> why not, None when installed
+        self.unreachable: str | None = None
+
+    def pip(self, venv: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run([str(venv / "bin" / "python"), "-m", "pip", "install", *PIP_NETWORK, *args], timeout,
+                   env=python_env())
+
+    def venv(self, version: str) -> Path:
+        if self.unreachable:
+            self.build.cancel()
+            pytest.skip(self.unreachable)
+        if version in self._made:
+            return self._made[version]
+        venv = self.base / f"gunicorn-{version}"
+        shutil.rmtree(venv, ignore_errors=True)
+        made = run([sys.executable, "-m", "venv", str(venv)], 180, env=python_env())
+        assert made.returncode == 0, f"python -m venv failed:\n{tail(made)}"
+        # Gunicorn alone first: a failure here is PyPI out of reach, not the exporter.
+        try:
+            installed = self.pip(venv, f"gunicorn=={version}", timeout=240)
+            reason = None if installed.returncode == 0 else tail(installed, 500)
+        except subprocess.TimeoutExpired:
+            reason = "pip timed out"
+        if reason is not None:
+            self.unreachable = f"PyPI unreachable? could not install gunicorn=={version}: {reason}"
+            self.build.cancel()
+            pytest.skip(self.unreachable)
+        if version.split(".")[0] == "23":
+            # Gunicorn 23 still ships the eventlet worker (removed later).
+            extra = self.pip(venv, f"gunicorn[eventlet]=={version}", timeout=240)
+            self._eventlet[version] = None if extra.returncode == 0 else tail(extra, 1000)
+        wheel = self.build.wheel()
+        installed = self.pip(venv, str(wheel))
+        assert installed.returncode == 0, f"installing {wheel.name} failed:\n{tail(installed)}"
+        check = run([str(venv / "bin" / "python"), "-c",
+                     "import gunicorn, gunicorn_prometheus_exporter as g; print(gunicorn.__version__, g.__file__)"],
+                    60, env=python_env())
+        assert check.returncode == 0, tail(check)
+        got_version, package = check.stdout.split()
+        assert got_version == version
+        assert Path(package).resolve().is_relative_to(venv.resolve()), package
+        self._made[version] = venv
+        return venv
+
+    def python(self, version: str, worker: str) -> Path:
+        venv = self.venv(version)
+        if worker == "eventlet":
+            why = self._eventlet.get(version, "not tried")
+            if why is not None:
+                pytest.skip(f"eventlet does not install with gunicorn {version}: {why}")
+        return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def environments(tmp_path_factory: pytest.TempPathFactory, exporter_wheel: WheelBuild) -> Environments:
+    return Environments(tmp_path_factory.mktemp("venvs"), exporter_wheel)
+
+
+class VenvGunicorn(Gunicorn):
+    """gunicorn_runner's Gunicorn, run by another environment's Python
+    (and without the options older releases do not know)."""
+
+    def __init__(self, tmp: Path, python: Path, worker_class: str, workers: int = 2) -> None:
+        self.tmp = Path(tmp)
+        self.workers = workers
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = self.tmp / f"gunicorn-{self.port}.log"
+        self.env = python_env()
+        self.env.update({
+            "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
+            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+            "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.args = [str(python), "-m", "gunicorn", "-c", CONFIG, "-w", str(workers), "-k", worker_class,
+                     "-b", f"127.0.0.1:{self.port}", "--chdir", str(DEMO_DIR), "--graceful-timeout", "1",
+                     "app:app"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.tmp))
+        self.pid = self.proc.pid
+        try:
+            self.wait_ready(30)
+        except BaseException:
+            self.stop()
+            raise
+
+
+# ----------------------------------------------------------------- tests ----
+
+def nonzero(samples: list, name: str, *keys: str) -> dict:
+    """Non-zero values of name, keyed by the values of the labels keys."""
+    out = {}
+    for labels, v in labelled(samples, name).items():
+        if v:
+            ls = dict(labels)
+            key = tuple(ls[k] for k in keys)
+            out[key if len(key) > 1 else key[0]] = v
+    return out
+
+
+def counts(samples: list) -> dict:
+    return {
+        "requests": nonzero(samples, REQUESTS, "method", "status"),
+        "failed": nonzero(samples, "gunicorn_worker_failed_requests_total", "method"),
+        "errors": nonzero(samples, "gunicorn_worker_error_handling_total", "status"),
+        "durations": value(samples, "gunicorn_worker_request_duration_seconds_count"),
+    }
+
+
+EXPECTED = {"requests": EXPECTED_REQUESTS, "failed": EXPECTED_FAILED, "errors": EXPECTED_ERRORS,
+            "durations": float(TOTAL)}
+
+
+def replaced(g: Gunicorn, victim: int, before: set[int]) -> Callable[[], set[int] | None]:
+    """2 workers, the victim not among them, each with its gauges on /metrics."""
+    def check() -> set[int] | None:
+        pids = set(g.worker_pids())
+        if len(pids) != 2 or victim in pids or alive(victim):
+            return None
+        samples = g.samples()
+        for name in LIVEALL:
+            if pids_of(samples, name) - {g.pid} != pids:
+                return None
+        return pids
+    return check
+
+
+@pytest.mark.parametrize(("version", "worker"), CASES)
+def test_counts_with_an_older_gunicorn(environments: Environments, tmp_path: Path, version: str,
+                                       worker: str) -> None:
+    python = environments.python(version, worker)
+    with VenvGunicorn(tmp_path, python, worker) as g:
+        assert f"Starting gunicorn {version}" in g.log()
+        agents = g.agent_pids()
+        assert len(agents) == 1
+        assert Path(cmdline(agents[0])[0]).resolve().is_relative_to(python.parent.parent.resolve())
+
+        for path, status, n in PLAN:
+            for _ in range(n):
+                assert g.status(path) == status, path
+        expected = copy.deepcopy(EXPECTED)
+        samples = g.wait_metrics(lambda s: value(s, REQUESTS) >= TOTAL
+                                 and value(s, "gunicorn_worker_request_duration_seconds_count") >= TOTAL,
+                                 what=f"{TOTAL} requests")
+        assert counts(samples) == expected
+
+        # every worker that served them killed with SIGKILL: nothing lost
+        originals = set(g.worker_pids())
+        assert len(originals) == 2
+        current = originals
+        for victim in sorted(originals):
+            os.kill(victim, signal.SIGKILL)
+            current = wait_for(replaced(g, victim, current), 15,
+                               message=lambda victim=victim: f"a replacement for {victim}:\n{g.log()[-3000:]}")
+        assert not current & originals
+        samples = g.wait_metrics(lambda s: value(s, "gunicorn_master_worker_restart_total", reason="crash") >= 2,
+                                 what="2 crashes counted")
+        assert value(samples, "gunicorn_master_worker_restart_total", reason="crash") == 2
+        assert value(samples, "gunicorn_master_worker_restart_total") == 2
+        assert counts(samples) == expected
+        for name in LIVEALL:
+            assert not pids_of(samples, name) & originals, name
+
+        # the replacements count on top
+        for _ in range(4):
+            assert g.status("/") == 200
+        samples = g.wait_metrics(lambda s: value(s, REQUESTS) >= TOTAL + 4, what=f"{TOTAL + 4} requests")
+        expected["requests"][("GET", "2xx")] += 4
+        expected["durations"] += 4
+        assert counts(samples) == expected
