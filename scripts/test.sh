@@ -10,5 +10,9 @@ cmake -S "$root" -B "$root/build/tests" -DGPE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=
 cmake --build "$root/build/tests" -j "$jobs"
 ctest --test-dir "$root/build/tests" --output-on-failure -j "$jobs"
 
+# The installed package type-checks (run outside the source tree, so that the
+# installed copy with its extension stubs is the one checked).
+(cd /tmp && "$root/.venv/bin/python" -m mypy --ignore-missing-imports -p gunicorn_prometheus_exporter)
+
 cd "$root"
 "$root/.venv/bin/python" -m pytest -q "$@"

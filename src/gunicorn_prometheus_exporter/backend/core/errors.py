@@ -6,13 +6,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..._native import (
-    RedisAuthenticationError,
-    RedisConnectionError,
-    RedisError,
-    RedisResponseError,
-    RedisTimeoutError,
-)
+from ... import _native
+
+# Created by the native module (its exception translator raises them); the
+# stub generator does not see them, hence the annotations.
+RedisError: type[Exception] = _native.RedisError  # type: ignore[attr-defined]
+RedisConnectionError: type[Exception] = _native.RedisConnectionError  # type: ignore[attr-defined]
+RedisTimeoutError: type[Exception] = _native.RedisTimeoutError  # type: ignore[attr-defined]
+RedisAuthenticationError: type[Exception] = _native.RedisAuthenticationError  # type: ignore[attr-defined]
+RedisResponseError: type[Exception] = _native.RedisResponseError  # type: ignore[attr-defined]
 
 __all__ = [
     "RedisAuthenticationError",

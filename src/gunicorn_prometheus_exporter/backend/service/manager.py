@@ -120,13 +120,13 @@ class RedisStorageManager:
         """Archive the processes of this instance that are gone."""
         if self._directory is None:
             return
-        dead = set()
+        dead: set[int] = set()
         for name in os.listdir(self._directory):
             if not name.endswith(".db"):
                 continue
-            pid = name[:-3].rsplit("_", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _is_alive(int(pid)):
-                dead.add(int(pid))
+            process = name[:-3].rsplit("_", 1)[-1]
+            if process.isdigit() and int(process) != os.getpid() and not _is_alive(int(process)):
+                dead.add(int(process))
         for pid in sorted(dead):
             mark_process_dead(pid, self._directory)
         self._pass_now()
