@@ -64,7 +64,7 @@ from prometheus_client.multiprocess import MultiProcessCollector as PcMultiProce
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.native_values import NativeValue
-from timing import best_ns, print_table  # noqa: E402
+from timing import best_ns, call_loop, print_table, print_targets  # noqa: E402
 
 OPS_TARGET_VS_SINGLE = 1.0  # ours no slower than prometheus_client single-process
 OPS_TARGET_VS_MULTI = 10.0  # ours >= 10x faster than prometheus_client multiprocess
@@ -202,17 +202,7 @@ def make_ops() -> dict[str, Op]:
 
 def loop_runner(op: Op, n: int) -> Callable[[], None]:
     """A loop of ``n`` direct calls (no wrapper function per call)."""
-    method, arg = op.method, op.arg
-
-    def run_no_arg() -> None:
-        for _ in range(n):
-            method()
-
-    def run_with_arg() -> None:
-        for _ in range(n):
-            method(arg)
-
-    return run_no_arg if arg is None else run_with_arg
+    return call_loop(op.method, op.arg, n)
 
 
 def empty_loop_ns(n: int, repeats: int) -> float:
@@ -577,12 +567,7 @@ def main() -> int:
         pc_values.close_all_multiprocess_files()
         shutil.rmtree(root, ignore_errors=True)
 
-    if misses:
-        print("targets: missed:")
-        for miss in misses:
-            print(f"- {miss}")
-    else:
-        print("targets: met")
+    print_targets(misses)
     return 0
 
 

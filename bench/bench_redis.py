@@ -63,7 +63,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from timing import print_table  # noqa: E402
+from timing import print_table, print_targets  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_redis_worker.py"
@@ -556,12 +556,7 @@ def main() -> int:
         sys.stdout.flush()
         misses += run_section("scrape", lambda: bench_scrape(cfg, runner, info))
     print(f"Elapsed: {time.perf_counter() - started:.0f} s.\n")
-    if misses:
-        print("targets: missed:")
-        for miss in misses:
-            print(f"- {miss}")
-    else:
-        print("targets: met")
+    print_targets(misses)
     return 0
 
 

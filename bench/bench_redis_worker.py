@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
-from timing import best_ns  # noqa: E402
+from timing import best_ns, call_loop  # noqa: E402
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 STATUSES = ("200", "201", "404", "500")
@@ -59,18 +59,6 @@ def timed_ns(run: Callable[[], object]) -> tuple[int, object]:
     finally:
         if gc_was_enabled:
             gc.enable()
-
-
-def loop(method: Callable[..., object], arg: float | None, n: int) -> Callable[[], None]:
-    def run_no_arg() -> None:
-        for _ in range(n):
-            method()
-
-    def run_with_arg() -> None:
-        for _ in range(n):
-            method(arg)
-
-    return run_no_arg if arg is None else run_with_arg
 
 
 def redis_cli(*args: str) -> str:
@@ -186,8 +174,8 @@ def phase_ops(impl: str, args: argparse.Namespace) -> dict[str, object]:
     counter = Counter("bench_requests", "Requests.", ["method", "route"], registry=None)
     histogram = Histogram("bench_latency_seconds", "Latency.", ["route"], registry=None)
     ops = {
-        API_OPS[0]: loop(counter.labels("GET", "/api/items").inc, None, args.ops),
-        API_OPS[1]: loop(histogram.labels("/api/items").observe, 0.3, args.ops),
+        API_OPS[0]: call_loop(counter.labels("GET", "/api/items").inc, None, args.ops),
+        API_OPS[1]: call_loop(histogram.labels("/api/items").observe, 0.3, args.ops),
     }
     for run in ops.values():
         run()  # warm up
@@ -211,7 +199,7 @@ def phase_ops(impl: str, args: argparse.Namespace) -> dict[str, object]:
         # thread does, once per REDIS_FLUSH_INTERVAL, so it is not counted).
         calls = 20
         result["commands_per_call"] = {
-            name: count_commands(loop(method, arg, calls))[0]
+            name: count_commands(call_loop(method, arg, calls))[0]
             for name, method, arg in (
                 (API_OPS[0], counter.labels("GET", "/api/items").inc, None),
                 (API_OPS[1], histogram.labels("/api/items").observe, 0.3),

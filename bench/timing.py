@@ -33,3 +33,27 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     for label, *cells in rows:
         padded = [label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]
         print("| " + " | ".join(padded) + " |")
+
+
+def call_loop(method: Callable[..., object], arg: object | None, n: int) -> Callable[[], None]:
+    """A loop of ``n`` direct calls of ``method`` (no wrapper per call)."""
+
+    def run_no_arg() -> None:
+        for _ in range(n):
+            method()
+
+    def run_with_arg() -> None:
+        for _ in range(n):
+            method(arg)
+
+    return run_no_arg if arg is None else run_with_arg
+
+
+def print_targets(misses: list[str]) -> None:
+    """The closing line: every target met, or the misses."""
+    if misses:
+        print("targets: missed:")
+        for miss in misses:
+            print(f"- {miss}")
+    else:
+        print("targets: met")
