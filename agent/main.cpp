@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpe/mmap_file.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/redis/client.hpp"
 #include "gpe/redis/mirror.hpp"
@@ -53,6 +54,8 @@ HTTP:
   --client-auth-required   refuse clients without one        PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
   --upgrade                share the port with the agent of the old master
                            (Gunicorn USR2 binary upgrade)
+  --value-only-files       files as prometheus_client 0.17 and older writes
+                           them (no timestamps)
 Redis:
   --mirror                 mirror the directory to Redis     REDIS_ENABLED
   --redis-url URL          redis://, rediss://, unix://      PROMETHEUS_REDIS_URL
@@ -113,8 +116,9 @@ long parse_number(const std::string& name, const std::string& raw, long low, lon
 
 Config parse(int argc, char** argv) {
     std::map<std::string, std::string> flags;
-    const std::vector<std::string> switches = {"--client-auth-required", "--mirror", "--upgrade",
-                                               "--redis-password-stdin", "--help"};
+    const std::vector<std::string> switches = {
+        "--client-auth-required", "--mirror", "--upgrade", "--value-only-files",
+        "--redis-password-stdin", "--help"};
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "-h") arg = "--help";
@@ -179,6 +183,7 @@ Config parse(int argc, char** argv) {
         parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED",
                    get("--client-auth-required", "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED"));
     c.http.upgrade = flags.count("--upgrade") > 0;
+    if (flags.count("--value-only-files")) gpe::set_entry_layout(gpe::EntryLayout::kValueOnly);
     c.mirror = flags.count("--mirror") ? true : false;
     const bool redis_wanted =
         c.mirror || c.source == "redis" || parse_bool("REDIS_ENABLED", env("REDIS_ENABLED"));

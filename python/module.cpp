@@ -113,6 +113,14 @@ NB_MODULE(_native, m) {
         "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a);
     m.def("go_float", &gpe::go_float, "value"_a);
     m.def(
+        "set_value_only_layout",
+        [](bool value_only) {
+            gpe::set_entry_layout(value_only ? gpe::EntryLayout::kValueOnly
+                                             : gpe::EntryLayout::kValueAndTimestamp);
+        },
+        "value_only"_a,
+        "Files as prometheus_client <= 0.17 writes them: a value without a timestamp.");
+    m.def(
         "scrub_environment_variable",
         [](const std::string& name) {
             // Overwrite the value where it lives (the environment block that

@@ -20,19 +20,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import PIP_NETWORK, WheelBuild, python_env, run, tail
 from gunicorn_runner import (
     CONFIG,
     DEMO_DIR,
     LIVEALL,
-    ROOT,
     Gunicorn,
     alive,
-    clean_env,
     cmdline,
     free_port,
     labelled,
@@ -42,7 +40,6 @@ from gunicorn_runner import (
 )
 
 REQUESTS = "gunicorn_worker_requests_total"
-PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
 
 # (path, expected status, how many)
 PLAN = [("/", 200, 6), ("/missing", 404, 3), ("/fail", 503, 2), ("/boom", 500, 2)]
@@ -56,65 +53,6 @@ CASES = [
     pytest.param("23.0.0", "sync", id="gunicorn-23.0.0-sync"),
     pytest.param("23.0.0", "eventlet", id="gunicorn-23.0.0-eventlet"),
 ]
-
-
-def run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-
-
-def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:
-    return (result.stdout + result.stderr)[-n:]
-
-
-def python_env() -> dict[str, str]:
-    """This environment without anything that would point Python elsewhere."""
-    return {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-
-
-# ------------------------------------------------------------ the wheel ----
-
-class WheelBuild:
-    """``pip wheel`` of the project, started at once, waited for on first use."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.log_path = directory / "pip-wheel.log"
-        self._log = open(self.log_path, "wb")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", *PIP_NETWORK, "-w", str(directory), str(ROOT)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=python_env())
-        self._wheel: Path | None = None
-
-    def wheel(self) -> Path:
-        if self._wheel is None:
-            try:
-                code = self.proc.wait(600)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                code = None
-            self._log.close()
-            log = self.log_path.read_text(errors="replace")
-            wheels = sorted(self.directory.glob("gunicorn_prometheus_exporter-*.whl"))
-            assert code == 0 and len(wheels) == 1, f"pip wheel failed ({code}):\n{log[-4000:]}"
-            self._wheel = wheels[0]
-        return self._wheel
-
-    def cancel(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
-
-
-@pytest.fixture(scope="session")
-def exporter_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelBuild]:
-    build = WheelBuild(tmp_path_factory.mktemp("wheel"))
-    yield build
-    build.cancel()
 
 
 # --------------------------------------------------- the environments ----

@@ -66,7 +66,9 @@ void fold_into(MmapFile& archive, const std::vector<Entry>& entries, Fold fold) 
                 if (is_new || value > slot[0]) slot[0] = value;
                 break;
             case Fold::kMostRecent:
-                if (timestamp > slot[1]) {
+                if (entry_layout() == EntryLayout::kValueOnly) {  // no timestamps to compare
+                    slot[0] = value;
+                } else if (timestamp > slot[1]) {
                     slot[0] = value;
                     slot[1] = timestamp;
                 }

@@ -33,6 +33,15 @@ void write_used(char* base, size_t used) {
 
 }  // namespace
 
+namespace {
+// See set_entry_layout: one layout per process, set at start.
+std::atomic<EntryLayout> layout{EntryLayout::kValueAndTimestamp};
+}  // namespace
+
+void set_entry_layout(EntryLayout value) { layout.store(value, std::memory_order_relaxed); }
+
+EntryLayout entry_layout() { return layout.load(std::memory_order_relaxed); }
+
 FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
     if (this != &other) {
         if (fd_ >= 0) ::close(fd_);
@@ -157,9 +166,9 @@ MmapFile::MmapFile(std::string path) : path_(std::move(path)) {
     }
     const char* b = base();
     for_each_entry(std::string_view(b, used_), [&](std::string_view key, double, double) {
-        // The value sits 16 bytes before the end of the entry.
+        // The value sits at the end of the entry, before the timestamp if any.
         const size_t entry_end = static_cast<size_t>(key.data() - b) - 4 + entry_size(key.size());
-        positions_.emplace(std::string(key), entry_end - 16);
+        positions_.emplace(std::string(key), entry_end - value_bytes());
     });
 }
 
@@ -177,9 +186,10 @@ double* MmapFile::slot(std::string_view key) {
     const auto key_len = static_cast<int32_t>(key.size());
     std::memcpy(p, &key_len, 4);
     std::memcpy(p + 4, key.data(), key.size());
-    std::memset(p + 4 + key.size(), ' ', size - 16 - 4 - key.size());
-    std::memset(p + size - 16, 0, 16);
-    const size_t value_offset = used_ + size - 16;
+    const size_t tail = value_bytes();
+    std::memset(p + 4 + key.size(), ' ', size - tail - 4 - key.size());
+    std::memset(p + size - tail, 0, tail);
+    const size_t value_offset = used_ + size - tail;
     used_ += size;
     write_used(base(), used_);  // after the entry, so readers never see a partial one
     positions_.emplace(std::string(key), value_offset);

@@ -54,6 +54,30 @@ TEST(MmapFile, WritesPrometheusClientLayout) {
     EXPECT_EQ(value, 2.5);
 }
 
+TEST(MmapFile, ValueOnlyLayoutOfPrometheusClient017) {
+    set_entry_layout(EntryLayout::kValueOnly);
+    TempDir dir;
+    const std::string path = dir.file("counter_1.db");
+    {
+        MmapFile file(path);
+        file.slot("abc")[0] = 2.5;
+        file.slot("defg")[0] = 4;
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    uint32_t used = 0;
+    std::memcpy(&used, bytes.data(), 4);
+    // header 8; "abc": 4 + 3 + 1 space + 8; "defg": 4 + 4 + 8 spaces (Python pads a full 8) + 8
+    EXPECT_EQ(used, 8u + 16 + 24);
+    const auto entries = read_all(path);
+    set_entry_layout(EntryLayout::kValueAndTimestamp);
+    ASSERT_EQ(entries.size(), 2u);
+    EXPECT_EQ(entries[0].value, 2.5);
+    EXPECT_EQ(entries[1].key, "defg");
+    EXPECT_EQ(entries[1].value, 4);
+    EXPECT_EQ(entries[1].timestamp, 0);
+}
+
 TEST(MmapFile, ReopenKeepsEntriesAndSlots) {
     TempDir dir;
     const std::string path = dir.file("counter_1.db");

@@ -25,7 +25,7 @@ from .agent import AgentSupervisor
 from .config import config
 from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, WorkerGauges, create, create_worker_gauges
 from .multiprocess import mark_process_dead
-from .native_values import enable_native_values
+from .native_values import VALUE_ONLY_FILES, enable_native_values
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
 
@@ -154,6 +154,8 @@ def _agent_args(server: Any) -> tuple[list[str], dict[str, str]]:
         args.append("--client-auth-required")
     if "GUNICORN_PID" in os.environ:
         args.append("--upgrade")
+    if VALUE_ONLY_FILES:
+        args.append("--value-only-files")  # prometheus_client <= 0.17
     if config.redis_enabled:
         args += ["--mirror", "--redis-prefix", config.redis_key_prefix,
                  "--redis-instance", config.redis_instance_id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import metrics as _client_metrics
+from prometheus_client import mmap_dict as _client_mmap_dict
 from prometheus_client import values as _client_values
 
 from . import _native
@@ -28,6 +29,11 @@ NativeValue = _native.NativeValue
 _previous_value_class: type | None = None
 
 _native.set_warning_handler(lambda message: logger.warning("%s", message))
+
+# prometheus_client up to 0.17 stores no timestamp in its files: ours and
+# theirs must have one layout.
+VALUE_ONLY_FILES = not hasattr(_client_mmap_dict, "_pack_two_doubles")
+_native.set_value_only_layout(VALUE_ONLY_FILES)
 
 # (class, method name, native fast path) patched while native values are on.
 _FAST_METHODS = (

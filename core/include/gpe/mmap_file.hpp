@@ -27,8 +27,23 @@ class FormatError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// prometheus_client up to 0.17 stores only the value (8 bytes) after each
+// key; 0.18 added the timestamp of mostrecent gauges (16 bytes).
+enum class EntryLayout { kValueAndTimestamp, kValueOnly };
+
+// The layout of this process's files. Process-wide because it is the layout
+// of the prometheus_client release the process runs with: set once at start
+// (the Python package from prometheus_client, the agent from a flag).
+void set_entry_layout(EntryLayout layout);
+EntryLayout entry_layout();
+
+// Bytes after the key: the value, and the timestamp if the layout has one.
+inline size_t value_bytes() { return entry_layout() == EntryLayout::kValueOnly ? 8 : 16; }
+
 // Padded size of one entry for a key of `key_len` bytes.
-constexpr size_t entry_size(size_t key_len) { return 4 + key_len + (8 - (key_len + 4) % 8) + 16; }
+inline size_t entry_size(size_t key_len) {
+    return 4 + key_len + (8 - (key_len + 4) % 8) + value_bytes();
+}
 
 // Which file a path named when it was read (files are only appended to, so
 // an entry at a given offset of the same file never changes its key).
@@ -96,7 +111,8 @@ class MmapFile {
     // or FormatError when an existing file is corrupt.
     explicit MmapFile(std::string path);
 
-    // The 16 bytes [value, timestamp] of `key`, appended (zeroed) if new.
+    // The [value, timestamp] of `key` (just [value] in the value-only
+    // layout), appended (zeroed) if new.
     double* slot(std::string_view key);
 
     // The slot of `key` if present, without creating it.
@@ -133,13 +149,14 @@ void for_each_entry(std::string_view data, Fn&& fn) {
                               " runs past the used size " + std::to_string(used));
         }
         const std::string_view key = data.substr(pos + 4, static_cast<size_t>(key_len));
-        pos += entry_size(static_cast<size_t>(key_len)) - 16;
+        const size_t tail = value_bytes();
+        pos += entry_size(static_cast<size_t>(key_len)) - tail;
         double value = 0;
         double timestamp = 0;
         __builtin_memcpy(&value, data.data() + pos, 8);
-        __builtin_memcpy(&timestamp, data.data() + pos + 8, 8);
+        if (tail == 16) __builtin_memcpy(&timestamp, data.data() + pos + 8, 8);
         fn(key, value, timestamp);
-        pos += 16;
+        pos += tail;
     }
 }
 

@@ -99,10 +99,13 @@ class Value {
     void set(double value, double timestamp) {
         double* s = slot();
         std::atomic_ref<double>(s[0]).store(value, std::memory_order_relaxed);
-        std::atomic_ref<double>(s[1]).store(timestamp, std::memory_order_relaxed);
+        if (entry_layout() == EntryLayout::kValueAndTimestamp) {
+            std::atomic_ref<double>(s[1]).store(timestamp, std::memory_order_relaxed);
+        }
     }
     double get() { return std::atomic_ref<double>(*slot()).load(std::memory_order_relaxed); }
     double timestamp() {
+        if (entry_layout() == EntryLayout::kValueOnly) return 0.0;
         return std::atomic_ref<double>(slot()[1]).load(std::memory_order_relaxed);
     }
     const std::string& key() const { return key_; }
