@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <set>
@@ -87,6 +89,29 @@ TEST(RedisLayout, KeysRoundTripAndForeignKeysAreRejected) {
     EXPECT_FALSE(parse_key("other:counter:1@x:metric:abc", "app:metrics"));
     EXPECT_EQ(process_id("12", "pod:a*b"), "12@pod_a_b");
     EXPECT_EQ(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
+}
+
+TEST(RedisLayout, KeysetVersionsDifferAcrossFork) {
+    const std::string before = new_keyset_version();
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        const std::string version = new_keyset_version();
+        (void)!::write(fds[1], version.data(), version.size());
+        ::_exit(0);
+    }
+    ::close(fds[1]);
+    char buf[64] = {};
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    ::close(fds[0]);
+    ::waitpid(child, nullptr, 0);
+    const std::string in_child(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    const std::string in_parent = new_keyset_version();
+    EXPECT_EQ(in_child.size(), 32u);
+    EXPECT_NE(in_child, in_parent);  // a copied generator state would make these equal
+    EXPECT_NE(before, in_parent);
 }
 
 TEST(RedisLayout, ValuesReadBackExactly) {

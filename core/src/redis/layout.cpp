@@ -33,10 +33,11 @@ std::string make_key(std::string_view prefix, std::string_view store, std::strin
 std::string keyset_key(std::string_view prefix) { return concat(prefix, ":keyset"); }
 
 std::string new_keyset_version() {
-    static thread_local std::mt19937_64 random{std::random_device{}()};  // per thread: no locking
+    // Fresh from the kernel every time: a generator's state would be copied
+    // into forked children, which would then hand out the same versions.
+    std::random_device random;
     char buf[40];
-    std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(random()),
-                  static_cast<unsigned long long>(random()));
+    std::snprintf(buf, sizeof buf, "%08x%08x%08x%08x", random(), random(), random(), random());
     return buf;
 }
 
