@@ -203,17 +203,16 @@ class RedisStorageDict(MutableMapping[str, float]):
     def write_value(self, key: str, value: float, timestamp: float | None = None) -> None:
         """Store a series' value, with its meta key (the series key itself)."""
         ts = self._redis_now() if timestamp is None else float(timestamp)
-        created, _ = self.redis_client.pipeline_execute([
-            ["HSET", self._key("metric", key), "value", float(value), "timestamp", ts],
-            ["HSET", self._key("meta", key), "original_key", key, "typ", self._typ,
-             "multiprocess_mode", self._mode],
-        ])
+        metric, meta = self._key("metric", key), self._key("meta", key)
+        commands: list[list[Any]] = [
+            ["HSET", metric, "value", float(value), "timestamp", ts],
+            ["HSET", meta, "original_key", key, "typ", self._typ, "multiprocess_mode", self._mode],
+        ]
+        if not config.redis_ttl_disabled:
+            commands += [["EXPIRE", metric, config.redis_ttl_seconds], ["EXPIRE", meta, config.redis_ttl_seconds]]
+        created = self.redis_client.pipeline_execute(commands)[0]
         if created:  # a new key: readers list the keys again
             self.redis_client.set(_native.redis_keyset_key(self.key_prefix), os.urandom(16).hex())
-        if not config.redis_ttl_disabled:
-            ttl = config.redis_ttl_seconds
-            self.redis_client.pipeline_execute([
-                ["EXPIRE", self._key("metric", key), ttl], ["EXPIRE", self._key("meta", key), ttl]])
 
     def cleanup_dead_worker(self, pid: int | str) -> None:
         """Fold a dead worker of this instance into the instance's archive
