@@ -510,6 +510,8 @@ def load_yaml_config(path: str) -> None:
     win. Raises ValueError naming the file and the key for anything unknown."""
     import yaml
 
+    from . import directory
+
     try:
         with open(path, encoding="utf-8") as f:
             document = yaml.safe_load(f) or {}

@@ -9,32 +9,37 @@ complete. Re-exported by ``gunicorn_prometheus_exporter.hooks``.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from . import hooks
 from ._logging import logger
+
+
+def _hooks() -> Any:
+    # Imported on use: the hooks module re-exports these names.
+    return importlib.import_module("gunicorn_prometheus_exporter.hooks")
 
 
 def default_on_starting(server: Any) -> None:
     """0.2.x: initialise master metrics and the multiprocess directory."""
-    hooks.on_starting(server)
+    _hooks().on_starting(server)
 
 
 def default_when_ready(server: Any) -> None:
     """0.2.x: start the metrics server (here: the agent on PROMETHEUS_METRICS_PORT)."""
-    hooks.when_ready(server)
+    _hooks().when_ready(server)
 
 
 def redis_when_ready(server: Any) -> None:
     """0.2.x: the metrics server with Redis storage. Storage follows
     REDIS_ENABLED, as in 0.2.x: the agent mirrors to Redis when it is on."""
-    hooks.when_ready(server)
+    _hooks().when_ready(server)
 
 
 def default_post_fork(server: Any, worker: Any) -> None:
     """0.2.x: per-worker set-up after fork (here: the request recorder and the
     resource sampler)."""
-    hooks.post_fork(server, worker)
+    _hooks().post_fork(server, worker)
 
 
 def default_worker_int(worker: Any) -> None:
@@ -47,7 +52,7 @@ def default_worker_int(worker: Any) -> None:
 def default_on_exit(server: Any) -> None:
     """0.2.x: clean up when the master leaves (here: stop the agent, remove a
     private directory)."""
-    hooks.on_exit(server)
+    _hooks().on_exit(server)
 
 
 def load_yaml_config(config_file_path: str) -> None:
