@@ -269,6 +269,33 @@ def test_redis_when_ready_mirrors_to_redis(tmp_path: Path) -> None:
                 assert counts(samples) == EXPECTED
 
 
+SIDECAR_HOOK = """\
+worker_class = "gunicorn_prometheus_exporter.PrometheusWorker"
+from gunicorn_prometheus_exporter.hooks import redis_sidecar_when_ready
+when_ready = redis_sidecar_when_ready
+"""
+
+
+def test_redis_sidecar_when_ready_mirrors_without_serving(tmp_path: Path) -> None:
+    """0.2.x's sidecar hook: the app's container serves no metrics (the
+    sidecar does, from Redis), yet every request reaches Redis."""
+    from redis_server import RedisServer
+
+    with RedisServer() as redis:
+        config = write_config(tmp_path, SIDECAR_HOOK)
+        env = {**redis.env(), "REDIS_INSTANCE_ID": "app", "REDIS_FLUSH_INTERVAL": "0.2"}
+        with Gunicorn(tmp_path, worker_class=None, config=config, env=env, wait_ready=False) as g:
+            g.wait_serving()
+            send_plan(g)
+            with Agent(tmp_path, ["--source", "redis"], env=redis.env()) as sidecar:
+                samples = sidecar.wait_metrics(
+                    lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL, what="the mirror in Redis")
+                assert counts(samples) == EXPECTED
+            with pytest.raises(OSError):
+                g.scrape(timeout=1)  # nothing listens on the app's metrics port
+            assert len(g.agent_pids()) == 1
+
+
 def test_eventlet_example_on_gunicorn_23(environments, tmp_path: Path) -> None:
     """Gunicorn ships the eventlet worker up to 23: the example runs there."""
     from venvs import VenvGunicorn
@@ -374,9 +401,14 @@ def test_yaml_sections_apply_only_when_enabled(tmp_path: Path, monkeypatch: pyte
 
 
 def test_redis_value_takes_the_seed_positional_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gunicorn_prometheus_exporter import disable_native_values, enable_native_values, render_directory
     from gunicorn_prometheus_exporter.backend.core import RedisValue
 
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    v = RedisValue("gauge", "g", "g", [], [], "help", "livesum", None, "prefix")
-    v.set(3.0)
-    assert v.get() == 3.0
+    enable_native_values(str(tmp_path))
+    try:
+        v = RedisValue("gauge", "g", "g", [], [], "help", "livesum", None, "prefix")
+        v.set(3.0)
+        assert v.get() == 3.0
+        assert b"\ng 3.0\n" in render_directory(str(tmp_path))
+    finally:
+        disable_native_values()

@@ -172,6 +172,12 @@ def _agent_args(server: Any) -> tuple[list[str], dict[str, str]]:
 
 def when_ready(server: Any) -> None:
     """Master, listening: count signals, start the agent."""
+    start_master_metrics(server, serve_http=True)
+
+
+def start_master_metrics(server: Any, serve_http: bool) -> None:
+    """when_ready's work; ``serve_http`` False: the agent only mirrors to
+    Redis, for a sidecar that serves the metrics."""
     metrics = _state.metrics
     if metrics is None:  # on_starting was not configured
         on_starting(server)
@@ -181,6 +187,11 @@ def when_ready(server: Any) -> None:
     _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
     args, env = _agent_args(server)
+    if not serve_http:
+        if not config.redis_enabled:
+            logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")
+            return
+        args.append("--no-http")
     password = _state.redis_password if config.redis_enabled else None
     _state.supervisor = AgentSupervisor(args, env, password)
     _state.supervisor.start()
@@ -488,9 +499,10 @@ from .legacy import (  # noqa: E402
     default_when_ready,
     default_worker_int,
     load_yaml_config,
+    redis_sidecar_when_ready,
     redis_when_ready,
 )
 
 __all__ = [*HOOKS, "instrument_worker", "install_missing_hooks", "default_on_exit", "default_on_starting",
            "default_post_fork", "default_when_ready", "default_worker_int", "load_yaml_config",
-           "redis_when_ready"]
+           "redis_sidecar_when_ready", "redis_when_ready"]

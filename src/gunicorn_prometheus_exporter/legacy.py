@@ -36,6 +36,12 @@ def redis_when_ready(server: Any) -> None:
     _hooks().when_ready(server)
 
 
+def redis_sidecar_when_ready(server: Any) -> None:
+    """0.2.x: Redis storage without a metrics server in the app's container
+    (a sidecar serves them): the agent only mirrors to Redis."""
+    _hooks().start_master_metrics(server, serve_http=False)
+
+
 def default_post_fork(server: Any, worker: Any) -> None:
     """0.2.x: per-worker set-up after fork (here: the request recorder and the
     resource sampler)."""
