@@ -115,14 +115,25 @@ std::string ValueStore::resolve_directory() const {
     return env;
 }
 
+std::shared_ptr<MmapFile> ValueStore::find_ours_locked(const std::string& path) const {
+    std::shared_ptr<MmapFile> retired;
+    for (const auto& weak : identities_) {
+        const auto identity = weak.lock();
+        if (!identity) continue;
+        for (const auto& [prefix, file] : identity->files_) {
+            if (file->path() == path) return file;
+        }
+        for (const auto& file : identity->retired_) {
+            if (!retired && file->path() == path && file->is_file_at_path()) retired = file;
+        }
+    }
+    return retired;
+}
+
 std::shared_ptr<MmapFile> ValueStore::open_locked(std::string_view prefix, std::string_view name) {
     const std::string directory = resolve_directory();
     std::string path = concat(directory, "/", prefix, "_", name, ".db");
-    auto open = [this](const std::string& p) -> std::shared_ptr<MmapFile> {
-        auto it = open_files_.find(p);
-        return it == open_files_.end() ? nullptr : it->second.lock();
-    };
-    if (auto file = open(path)) return file;
+    if (auto file = find_ours_locked(path)) return file;
     if (mapped_by_this_process(path)) {
         // prometheus_client's own values of this process write this file
         // (metrics created before native values were enabled). Two writers
@@ -133,22 +144,18 @@ std::shared_ptr<MmapFile> ValueStore::open_locked(std::string_view prefix, std::
                   " belongs to prometheus_client in this process, writing " + ours + " instead");
         }
         path = ours;
-        if (auto file = open(path)) return file;
+        if (auto file = find_ours_locked(path)) return file;
     }
-    std::shared_ptr<MmapFile> file;
     try {
-        file = std::make_shared<MmapFile>(path);
+        return std::make_shared<MmapFile>(path);
     } catch (const FormatError& e) {
         // A corrupt file of a former process with our pid: keep it for
         // inspection, start a fresh one, and say so.
         const std::string aside = path + ".corrupt";
         std::rename(path.c_str(), aside.c_str());
         if (warn_) warn_("set aside corrupt file " + path + " as " + aside + ": " + e.what());
-        file = std::make_shared<MmapFile>(path);
+        return std::make_shared<MmapFile>(path);
     }
-    std::erase_if(open_files_, [](const auto& entry) { return entry.second.expired(); });
-    open_files_[path] = file;
-    return file;
 }
 
 const std::shared_ptr<ProcessIdentity>& ProcessIdentity::pid() {

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -196,6 +197,41 @@ TEST_F(ValueStoreTest, ClosedFilesReopenInTheCurrentDirectory) {
     double found = -1;
     for_each_entry(buffer, [&](std::string_view, double v, double) { found = v; });
     EXPECT_EQ(found, 1);
+}
+
+// Mappings of `path` in this process.
+int mappings_of(const std::string& path) {
+    std::ifstream maps("/proc/self/maps");
+    int count = 0;
+    for (std::string line; std::getline(maps, line);) {
+        if (line.ends_with(" " + path)) ++count;
+    }
+    return count;
+}
+
+TEST_F(ValueStoreTest, SwitchingNamesBackAndForthKeepsOneMappingPerFile) {
+    auto identity = ProcessIdentity::named("0");
+    Value value("counter", encode_series_key("c", "c_total", {}, {}, "h"), identity);
+    for (int i = 0; i < 20; ++i) {
+        identity->rename(i % 2 ? "0" : "1");
+        value.inc(1);
+    }
+    EXPECT_EQ(value.get(), 10);
+    EXPECT_EQ(mappings_of(dir_.file("counter_0.db")), 1);
+    EXPECT_EQ(mappings_of(dir_.file("counter_1.db")), 1);
+}
+
+TEST_F(ValueStoreTest, AFileRemovedAfterCloseIsCreatedAgain) {
+    // prometheus_client's tests close the files, then mark_process_dead()
+    // removes them; a value used again must not write into the removed file.
+    const std::string key = encode_series_key("c", "c_total", {}, {}, "h");
+    auto identity = ProcessIdentity::named("9");
+    Value value("counter", key, identity);
+    value.inc(1);
+    identity->close_files();
+    ASSERT_EQ(::unlink(dir_.file("counter_9.db").c_str()), 0);
+    value.inc(2);
+    EXPECT_EQ(read_value("counter_9.db", key), 2);
 }
 
 }  // namespace

@@ -93,9 +93,9 @@ class ProcessIdentity {
     std::vector<Created> created_;
 };
 
-// What all groups of this process share: one lock, the directory, the open
-// files (one object per path, so two groups with the same name never write one
-// file through two mappings) and the fork handlers. Process-wide because fork
+// What all groups of this process share: one lock, the directory, the files
+// (one object per path: two groups with the same name must not append to one
+// file through two objects) and the fork handlers. Process-wide because fork
 // handlers need a fixed place to reset the files in the child.
 class ValueStore {
   public:
@@ -121,12 +121,15 @@ class ValueStore {
     static void after_fork_in_child();
     // With mutex_ held: the file {prefix}_{name}.db of the directory.
     std::shared_ptr<MmapFile> open_locked(std::string_view prefix, std::string_view name);
+    // With mutex_ held: our object for `path`, one a group uses or a replaced
+    // one that still is the file at `path` (switching back and forth between
+    // names or directories then keeps one mapping per file).
+    std::shared_ptr<MmapFile> find_ours_locked(const std::string& path) const;
     std::string resolve_directory() const;
     void add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity);
 
     std::mutex mutex_;
     std::string directory_;
-    StringMap<std::weak_ptr<MmapFile>> open_files_;  // by path
     std::vector<std::weak_ptr<ProcessIdentity>> identities_;
     std::shared_ptr<ProcessIdentity> pid_identity_;
     std::function<void(const std::string&)> warn_;
