@@ -27,7 +27,7 @@ with tempfile.TemporaryDirectory() as _directory:
     native_values.enable_native_values(_directory)
 _native.set_directory("")
 if MODE == "both":
-    multiprocess.MultiProcessCollector = exporter.MultiProcessCollector  # type: ignore[misc]
+    multiprocess.MultiProcessCollector = exporter.MultiProcessCollector
     multiprocess.mark_process_dead = exporter.mark_process_dead
 
 EXPECTED = {"MultiProcessValue": native_values.MultiProcessValue}

@@ -77,9 +77,10 @@ def _remove_fast_methods() -> None:
 
 def _register_cleanup(cleanup: Callable[[], None]) -> None:
     # prometheus_client's close_all_multiprocess_files() runs these (and
-    # forgets them, as it forgets its own).
-    if cleanup not in _client_values._multi_process_cleanups:
-        _client_values._multi_process_cleanups.append(cleanup)
+    # forgets them, as it forgets its own); releases before 0.20 have neither.
+    cleanups = getattr(_client_values, "_multi_process_cleanups", None)
+    if cleanups is not None and cleanup not in cleanups:
+        cleanups.append(cleanup)
 
 
 def _close_pid_files() -> None:
