@@ -16,16 +16,17 @@ from typing import Any
 from prometheus_client import multiprocess, values
 
 import gunicorn_prometheus_exporter as exporter
-from gunicorn_prometheus_exporter import _native, native_values
+from gunicorn_prometheus_exporter import native_values
 
 MODE = os.environ["GPE_SUITE_MODE"]
 assert MODE in ("values", "both"), MODE
 
-# Their tests set and unset PROMETHEUS_MULTIPROC_DIR themselves: enable with a
-# directory that exists, then let files follow the variable again, as theirs do.
+# Their tests set and unset PROMETHEUS_MULTIPROC_DIR themselves; enabled
+# without a path, our files follow the variable, as theirs do.
 with tempfile.TemporaryDirectory() as _directory:
-    native_values.enable_native_values(_directory)
-_native.set_directory("")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _directory
+    native_values.enable_native_values()
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 if MODE == "both":
     multiprocess.MultiProcessCollector = exporter.MultiProcessCollector
     multiprocess.mark_process_dead = exporter.mark_process_dead

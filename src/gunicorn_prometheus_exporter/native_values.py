@@ -102,6 +102,7 @@ def MultiProcessValue(process_identifier: Callable[[], object] = os.getpid) -> t
 
 
 def _identified_value_class(process_identifier: Callable[[], object]) -> type:
+    # Called once now and on every update; names formatted as prometheus_client's.
     current = process_identifier()
     identity = _native.ProcessIdentity("{}".format(current))
     lock = threading.Lock()

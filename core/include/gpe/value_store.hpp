@@ -83,7 +83,8 @@ class ProcessIdentity {
     std::atomic<uint64_t> generation_{1};
     StringMap<std::shared_ptr<MmapFile>> files_;
     // Files replaced while values may still hold their slots: kept mapped
-    // (writes to them are harmless) until the next fork drops them.
+    // (writes to them are harmless), taken back while their path still names
+    // them; the pid group drops them at the next fork.
     std::vector<std::shared_ptr<MmapFile>> retired_;
     struct Created {
         std::string prefix;
