@@ -17,9 +17,10 @@ from gunicorn_runner import ROOT, clean_env
 PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
 
 
-def run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], timeout: float, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:

@@ -172,6 +172,13 @@ MmapFile::MmapFile(std::string path) : path_(std::move(path)) {
     });
 }
 
+bool MmapFile::is_file_at_path() const {
+    struct stat ours {};
+    struct stat named {};
+    return ::fstat(fd_.get(), &ours) == 0 && ::stat(path_.c_str(), &named) == 0 &&
+           ours.st_dev == named.st_dev && ours.st_ino == named.st_ino;
+}
+
 double* MmapFile::find(std::string_view key) const {
     auto it = positions_.find(key);
     if (it == positions_.end()) return nullptr;

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -95,6 +96,142 @@ TEST_F(ValueStoreTest, ChangingDirectoryMovesValues) {
     EXPECT_EQ(value.get(), 1);
     ValueStore::instance().set_directory(dir_.path());
     EXPECT_EQ(value.get(), 1);  // back to the first directory's file
+}
+
+TEST_F(ValueStoreTest, NamedIdentitiesWriteTheirOwnFiles) {
+    // prometheus_client's test: MultiProcessValue(lambda: 123) and
+    // MultiProcessValue(lambda: 456) side by side in one process.
+    const std::string key = encode_series_key("c", "c_total", {}, {}, "h");
+    Value first("counter", key, ProcessIdentity::named("123"));
+    Value second("counter", key, ProcessIdentity::named("456"));
+    Value by_pid("counter", key);
+    first.inc(1);
+    second.inc(2);
+    by_pid.inc(4);
+    EXPECT_EQ(read_value("counter_123.db", key), 1);
+    EXPECT_EQ(read_value("counter_456.db", key), 2);
+    EXPECT_EQ(read_value("counter_" + std::to_string(::getpid()) + ".db", key), 4);
+    EXPECT_EQ(first.identity().name(), "123");
+    EXPECT_EQ(by_pid.identity().name(), std::to_string(::getpid()));
+}
+
+TEST_F(ValueStoreTest, RenameMovesEveryValueInCreationOrder) {
+    auto identity = ProcessIdentity::named("0");
+    const std::string a = encode_series_key("a", "a_total", {}, {}, "h");
+    const std::string b = encode_series_key("b", "b_total", {}, {}, "h");
+    Value va("counter", a, identity);
+    Value vb("counter", b, identity);
+    va.inc(2);
+    identity->rename("1");
+    // Both entries exist in the new file at once, in creation order, zeroed.
+    std::string buffer;
+    read_used_region(dir_.file("counter_1.db"), buffer);
+    std::vector<std::string> keys;
+    for_each_entry(buffer, [&](std::string_view k, double v, double) {
+        keys.emplace_back(k);
+        EXPECT_EQ(v, 0);
+    });
+    EXPECT_EQ(keys, (std::vector<std::string>{a, b}));
+    va.inc(1);
+    EXPECT_EQ(va.get(), 1);
+    EXPECT_EQ(read_value("counter_0.db", a), 2);
+    EXPECT_EQ(read_value("counter_1.db", a), 1);
+    identity->rename("0");  // back to the first file, which kept its value
+    EXPECT_EQ(va.get(), 2);
+    EXPECT_EQ(identity->name(), "0");
+    EXPECT_THROW(ProcessIdentity::pid()->rename("x"), std::logic_error);
+}
+
+TEST_F(ValueStoreTest, SameNameSharesOneFile) {
+    // Two groups with one name must append to one mapping, or the second
+    // would overwrite the first's entries.
+    const std::string a = encode_series_key("a", "a_total", {}, {}, "h");
+    const std::string b = encode_series_key("b", "b_total", {}, {}, "h");
+    const std::string c = encode_series_key("c", "c_total", {}, {}, "h");
+    auto first = ProcessIdentity::named("w");
+    Value va("counter", a, first);
+    Value vb("counter", b, ProcessIdentity::named("w"));
+    Value vc("counter", c, first);  // appended after b, not over it
+    va.inc(1);
+    vb.inc(2);
+    vc.inc(3);
+    EXPECT_EQ(read_value("counter_w.db", a), 1);
+    EXPECT_EQ(read_value("counter_w.db", b), 2);
+    EXPECT_EQ(read_value("counter_w.db", c), 3);
+}
+
+TEST_F(ValueStoreTest, NamedIdentityKeepsItsFileAcrossFork) {
+    const std::string key = encode_series_key("c", "c_total", {}, {}, "h");
+    auto identity = ProcessIdentity::named("fixed");
+    Value named("counter", key, identity);
+    Value by_pid("counter", key);
+    named.inc(1);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        named.inc(1);   // still counter_fixed.db: the name did not change
+        by_pid.inc(1);  // the child's own pid file
+        ::_exit(named.get() == 2 && by_pid.get() == 1 ? 0 : 1);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_EQ(read_value("counter_fixed.db", key), 2);
+    EXPECT_EQ(read_value("counter_" + std::to_string(child) + ".db", key), 1);
+}
+
+TEST_F(ValueStoreTest, ClosedFilesReopenInTheCurrentDirectory) {
+    const std::string key = encode_series_key("c", "c_total", {}, {}, "h");
+    auto identity = ProcessIdentity::named("7");
+    Value value("counter", key, identity);
+    value.inc(3);
+    TempDir other;
+    ValueStore::instance().set_directory(other.path());
+    identity->close_files();
+    value.inc(1);
+    EXPECT_EQ(value.get(), 1);
+    EXPECT_EQ(read_value("counter_7.db", key), 3);  // the first directory's file is untouched
+    std::string buffer;
+    read_used_region(other.file("counter_7.db"), buffer);
+    double found = -1;
+    for_each_entry(buffer, [&](std::string_view, double v, double) { found = v; });
+    EXPECT_EQ(found, 1);
+}
+
+// Mappings of `path` in this process.
+int mappings_of(const std::string& path) {
+    std::ifstream maps("/proc/self/maps");
+    int count = 0;
+    for (std::string line; std::getline(maps, line);) {
+        if (line.ends_with(" " + path)) ++count;
+    }
+    return count;
+}
+
+TEST_F(ValueStoreTest, SwitchingNamesBackAndForthKeepsOneMappingPerFile) {
+    auto identity = ProcessIdentity::named("0");
+    Value value("counter", encode_series_key("c", "c_total", {}, {}, "h"), identity);
+    for (int i = 0; i < 20; ++i) {
+        identity->rename(i % 2 ? "0" : "1");
+        value.inc(1);
+    }
+    EXPECT_EQ(value.get(), 10);
+    EXPECT_EQ(mappings_of(dir_.file("counter_0.db")), 1);
+    EXPECT_EQ(mappings_of(dir_.file("counter_1.db")), 1);
+}
+
+TEST_F(ValueStoreTest, AFileRemovedAfterCloseIsCreatedAgain) {
+    // prometheus_client's tests close the files, then mark_process_dead()
+    // removes them; a value used again must not write into the removed file.
+    const std::string key = encode_series_key("c", "c_total", {}, {}, "h");
+    auto identity = ProcessIdentity::named("9");
+    Value value("counter", key, identity);
+    value.inc(1);
+    identity->close_files();
+    ASSERT_EQ(::unlink(dir_.file("counter_9.db").c_str()), 0);
+    value.inc(2);
+    EXPECT_EQ(read_value("counter_9.db", key), 2);
 }
 
 }  // namespace

@@ -120,6 +120,8 @@ class MmapFile {
 
     const std::string& path() const { return path_; }
     size_t capacity() const { return capacity_; }
+    // Whether path() still names this file (it was not removed or replaced).
+    bool is_file_at_path() const;
 
   private:
     void grow_to(size_t min_capacity);
