@@ -5,8 +5,10 @@
 // run on its own. Configured by flags, or the exporter's environment variables.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -56,6 +58,12 @@ HTTP:
                            serves the metrics)
   --upgrade                share the port with the agent of the old master
                            (Gunicorn USR2 binary upgrade)
+  --request-timeout SECONDS
+                           default 10: the whole time a client has for its
+                           request (not per byte), and for an idle kept-alive
+                           connection; then it is closed
+  --max-connections N      default 4096; more: the connection that has waited
+                           longest for its request is closed
   --value-only-files       files as prometheus_client 0.17 and older writes
                            them (no timestamps)
 Redis:
@@ -157,6 +165,8 @@ Config parse(int argc, char** argv) {
                                             "--client-capath",
                                             "--client-auth-required",
                                             "--upgrade",
+                                            "--request-timeout",
+                                            "--max-connections",
                                             "--mirror",
                                             "--no-http",
                                             "--redis-url",
@@ -187,6 +197,19 @@ Config parse(int argc, char** argv) {
         parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED",
                    get("--client-auth-required", "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED"));
     c.http.upgrade = flags.count("--upgrade") > 0;
+    if (flags.count("--request-timeout")) {
+        const std::string raw = flags["--request-timeout"];
+        char* end = nullptr;
+        const double seconds = std::strtod(raw.c_str(), &end);
+        if (raw.empty() || *end != '\0' || !(seconds > 0) || seconds > 3600)
+            fail("--request-timeout='" + raw +
+                 "' must be a number of seconds above 0, at most 3600");
+        c.http.request_timeout = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+    }
+    if (flags.count("--max-connections")) {
+        c.http.max_connections = static_cast<std::size_t>(
+            parse_number("--max-connections", flags["--max-connections"], 1, 1 << 20));
+    }
     if (flags.count("--value-only-files")) gpe::set_entry_layout(gpe::EntryLayout::kValueOnly);
     c.mirror = flags.count("--mirror") ? true : false;
     c.serve = flags.count("--no-http") == 0;
@@ -320,7 +343,20 @@ int main(int argc, char** argv) {
 
     std::optional<HttpServer> server;
     if (config.serve) {
-        server.emplace(config.http, render);
+        // Each connection is a descriptor: raise the soft limit to the hard
+        // one, and hold no more connections than it leaves room for.
+        HttpOptions http = config.http;
+        rlimit files{};
+        if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+            files.rlim_cur = files.rlim_max;
+            ::setrlimit(RLIMIT_NOFILE, &files);
+            ::getrlimit(RLIMIT_NOFILE, &files);
+            if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur > 64) {
+                http.max_connections =
+                    std::min<std::size_t>(http.max_connections, files.rlim_cur - 64);
+            }
+        }
+        server.emplace(http, render);
         try {
             server->bind();
         } catch (const std::exception& e) {
