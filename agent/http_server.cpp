@@ -341,6 +341,7 @@ struct HttpServer::Impl {
         Clock::time_point deadline;  // when the current state fails
         std::uint32_t events = 0;    // registered with epoll
         std::string in;              // bounded: read_capacity()
+        size_t scanned = 0;          // bytes of `in` known to hold no end of a head
         std::string out;
         size_t sent = 0;
         bool close_after = false;
@@ -466,8 +467,12 @@ struct HttpServer::Impl {
                 request.accept.find("application/openmetrics-text") != std::string_view::npos;
             const Job job{c.id, om ? Format::kOpenMetrics : Format::kText,
                           accepts_gzip(request.accept_encoding), head_only, close};
+            // Answers that clients do not read stay in memory until their
+            // deadline: past a budget, scrapes wait for them to drain.
+            size_t unsent = 0;
+            for (const auto& [id, other] : connections) unsent += other->out.size() - other->sent;
             bool queued = false;
-            {
+            if (unsent <= options.max_unsent_bytes) {
                 std::lock_guard lock(mutex);
                 if (jobs.size() < options.max_queued_renders) {
                     jobs.push_back(job);
@@ -494,6 +499,19 @@ struct HttpServer::Impl {
 
     // Answers the request at the start of c.in, if it is complete.
     bool take_request(Connection& c) {
+        // A client trickling bytes must not make each byte rescan the head.
+        size_t empty_lines = 0;
+        while (c.in.compare(empty_lines, 2, "\r\n") == 0) empty_lines += 2;
+        if (empty_lines > 0) {
+            c.in.erase(0, empty_lines);
+            c.scanned = 0;
+        }
+        if (c.in.size() <= options.max_header_bytes &&
+            c.in.find("\r\n\r\n", c.scanned < 3 ? 0 : c.scanned - 3) == std::string::npos) {
+            c.scanned = c.in.size();
+            return false;
+        }
+        c.scanned = 0;
         Request request;
         const Parsed parsed =
             parse_request(c.in, options.max_header_bytes, options.max_body_bytes, request);
@@ -601,6 +619,7 @@ struct HttpServer::Impl {
                     if (io == Io::kWantRead) return want(c, EPOLLIN);
                     if (io == Io::kClosed) return close(c);
                     std::string().swap(c.out);
+                    c.sent = 0;
                     if (c.close_after) {
                         if (c.ssl) SSL_shutdown(c.ssl.get());  // close_notify
                         ::shutdown(c.fd.get(), SHUT_WR);

@@ -45,7 +45,8 @@ struct HttpOptions {
     std::size_t max_header_bytes = 8192;  // request line and headers; more: 431
     std::size_t max_body_bytes = 1024;    // a GET needs none; more: 413
     int backlog = 1024;
-    std::size_t max_queued_renders = 16;  // more scrapes waiting: 503
+    std::size_t max_queued_renders = 16;                    // more scrapes waiting: 503
+    std::size_t max_unsent_bytes = std::size_t{256} << 20;  // answers not yet read; more: 503
 };
 
 // Renders the exposition; throws on failure (answered 503).

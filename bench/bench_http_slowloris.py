@@ -5,8 +5,10 @@ same /metrics body on loopback, first alone and then while N connections
 trickle one header line per second (never finishing their request head).
 Printed: p50/p99 of /metrics alone and under slowloris, their ratios, and how
 many scrapes failed (timed out at 2 s or refused), plus two other hostile
-probes: a 50-range `Range` request (bytes answered against the body) and 3
-pipelined requests in one write (answers, seconds).
+probes: a 50-range `Range` request (bytes answered against the body), 3
+pipelined requests in one write (answers, seconds), and when a client that
+sends a byte of its head every 0.5 s is closed (a total deadline closes it,
+a timeout restarted by every byte never does).
 
 Candidates (a throwaway C++ harness per library, built here with g++ from
 Debian's packages; a library whose headers are missing is skipped):
@@ -270,6 +272,30 @@ def pipeline_probe(port: int) -> str:
     return f"{answer.count(b'HTTP/1.1 200')}/3 in {time.monotonic() - started:.1f} s"
 
 
+def deadline_probe(port: int, limit: float) -> str:
+    """When a client that sends one byte of its head every 0.5 s is closed
+    (a per-byte timeout never closes it; a total deadline does)."""
+    started = time.monotonic()
+    with socket.create_connection((HOST, port), timeout=2) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        while time.monotonic() - started < limit:
+            try:
+                s.sendall(b"X")
+                s.setblocking(False)
+                try:
+                    if s.recv(1024, socket.MSG_PEEK) == b"":
+                        break
+                except BlockingIOError:
+                    pass
+                finally:
+                    s.setblocking(True)
+            except OSError:
+                break
+            time.sleep(0.5)
+    elapsed = time.monotonic() - started
+    return f"> {limit:.0f} s (open)" if elapsed >= limit else f"{elapsed:.1f} s"
+
+
 def ms(values: list[float], q: int) -> str:
     if not values:
         return "-"
@@ -324,6 +350,7 @@ def main() -> None:
                 rss = rss_mb(proc.pid)
                 ranged = range_probe(port)
                 rss_range = rss_mb(proc.pid) - rss
+                deadline_closed = deadline_probe(port, 14)
                 trickle = Trickle(port, args.connections, 25)
                 try:
                     time.sleep(1.5)
@@ -344,15 +371,16 @@ def main() -> None:
                 f"{ratio50:.2f}x" if ratio50 else "-", f"{ratio99:.2f}x" if ratio99 else "-",
                 f"{loaded_failed}/{loaded_failed + len(loaded)}" + (f" (+{alone_failed} alone)" if alone_failed else ""),
                 f"{held}/{args.connections}", f"{rss_loaded:.0f}", ranged, f"{rss_range:+.0f}", pipelined,
+                deadline_closed,
             ])
             print(f"{name}: done", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n/metrics ({BODY_LINES} series, ~150 KB) alone and with {args.connections:,} connections "
           f"trickling a header line per second; ms; a scrape fails at {SCRAPE_TIMEOUT:.0f} s\n")
-    print_table(["server", "p50 alone", "p99 alone", f"p50 slowloris", "p99 slowloris", "p50 ratio",
+    print_table(["server", "p50 alone", "p99 alone", "p50 slowloris", "p99 slowloris", "p50 ratio",
                  "p99 ratio", "scrapes failed", "trickling held", "RSS MB", "50-range answer",
-                 "RSS MB by Range", "3 pipelined"], rows)
+                 "RSS MB by Range", "3 pipelined", "byte per 0.5 s closed after"], rows)
 
 
 if __name__ == "__main__":
