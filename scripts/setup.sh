@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(g++ cmake make pkg-config python3-venv libgtest-dev nlohmann-json3-dev libhiredis-dev
-          libcpp-httplib-dev zlib1g-dev
+          zlib1g-dev
           libssl-dev openssl redis-server)
 missing=()
 for package in "${packages[@]}"; do
