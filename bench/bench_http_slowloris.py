@@ -19,6 +19,9 @@ Debian's packages; a library whose headers are missing is skipped):
   trickling clients: a thread each)
 * libmicrohttpd 0.9.75 (libmicrohttpd-dev), event-driven: one epoll thread,
   4,096 connections, 10 s idle timeout, backlog 1,024
+* CivetWeb 1.15 (libcivetweb-dev; prometheus-cpp's exposer), a worker thread
+  per connection: its default 50 threads (prometheus-cpp's default is 2),
+  request timeout 10 s, backlog 1,024
 * the agent (this repository's gunicorn-prometheus-agent, its epoll loop),
   serving a multiprocess directory of about the same size
 
@@ -110,6 +113,42 @@ int main(int argc, char** argv) {
 }
 """
 
+CIVETWEB_HARNESS = r"""
+#include <civetweb.h>
+#include <signal.h>
+#include <cstdlib>
+#include <string>
+static std::string body;
+static int metrics(mg_connection* c, void*) {
+    mg_printf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n\r\n", body.size());
+    mg_write(c, body.data(), body.size());
+    return 200;
+}
+static int health(mg_connection* c, void*) {
+    mg_printf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n");
+    return 200;
+}
+int main(int argc, char** argv) {
+    const std::string port = std::string("127.0.0.1:") + argv[1];
+    const size_t lines = std::strtoul(argv[2], nullptr, 10);
+    for (size_t i = 0; i < lines; ++i)
+        body += "hostile_requests_total{path=\"/path/number/" + std::to_string(i) + "\",code=\"200\"} " + std::to_string(i) + ".0\n";
+    sigset_t s; sigemptyset(&s); sigaddset(&s, SIGTERM); sigaddset(&s, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &s, nullptr);
+    mg_init_library(0);
+    const char* options[] = {"listening_ports", port.c_str(), "num_threads", argv[3], "request_timeout_ms", "10000",
+                             "enable_keep_alive", "yes", "listen_backlog", "1024", nullptr};
+    mg_callbacks callbacks{};
+    mg_context* ctx = mg_start(&callbacks, nullptr, options);
+    if (ctx == nullptr) return 1;
+    mg_set_request_handler(ctx, "/metrics", metrics, nullptr);
+    mg_set_request_handler(ctx, "/health", health, nullptr);
+    int sig; sigwait(&s, &sig);
+    mg_stop(ctx);
+    return 0;
+}
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -117,10 +156,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build(name: str, source: str, packages: list[str]) -> Path | None:
-    """Compiles a harness once (cached by its source) into build/bench."""
-    if subprocess.run(["pkg-config", "--exists", *packages], check=False).returncode != 0:
-        print(f"({name}: pkg-config finds no {' '.join(packages)}; skipped)")
+def build(name: str, source: str, packages: list[str], libs: tuple[str, ...] = ()) -> Path | None:
+    """Compiles a harness once (cached by its source) into build/bench;
+    packages are pkg-config names, or a header path for a library without one."""
+    headers = [p for p in packages if p.startswith("/")]
+    packages = [p for p in packages if not p.startswith("/")]
+    if (packages and subprocess.run(["pkg-config", "--exists", *packages], check=False).returncode != 0
+            or not all(Path(h).exists() for h in headers)):
+        print(f"({name}: no {' '.join(packages + headers)}; skipped)")
         return None
     out_dir = ROOT / "build" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +173,10 @@ def build(name: str, source: str, packages: list[str]) -> Path | None:
         return binary
     src = out_dir / f"{name}.cpp"
     src.write_text(source)
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", *packages], capture_output=True,
-                           text=True, check=True).stdout.split()
+    flags = list(libs)
+    if packages:
+        flags += subprocess.run(["pkg-config", "--cflags", "--libs", *packages], capture_output=True,
+                                text=True, check=True).stdout.split()
     print(f"(building the {name} harness)", flush=True)
     subprocess.run(["g++", "-O2", "-std=c++20", "-pthread", str(src), "-o", str(binary), *flags],
                    check=True)
@@ -325,6 +370,9 @@ def main() -> None:
     mhd = build("mhd", MHD_HARNESS, ["libmicrohttpd"])
     if mhd:
         candidates.append(("libmicrohttpd, epoll thread", [str(mhd), "{port}", str(BODY_LINES)]))
+    civetweb = build("civetweb", CIVETWEB_HARNESS, ["/usr/include/civetweb.h"], ("-lcivetweb",))
+    if civetweb:
+        candidates.append(("CivetWeb, 50 threads", [str(civetweb), "{port}", str(BODY_LINES), "50"]))
     candidates.append(("agent (own epoll loop)", [str(agent_module.BINARY), "--directory", str(tmp / "mp"),
                                                   "--bind", HOST, "--port", "{port}"]))
 
