@@ -20,8 +20,8 @@ Debian's packages; a library whose headers are missing is skipped):
 * libmicrohttpd 0.9.75 (libmicrohttpd-dev), event-driven: one epoll thread,
   4,096 connections, 10 s idle timeout, backlog 1,024
 * CivetWeb 1.15 (libcivetweb-dev; prometheus-cpp's exposer), a worker thread
-  per connection: its default 50 threads (prometheus-cpp's default is 2),
-  request timeout 10 s, backlog 1,024
+  per connection: its default 50 threads (prometheus-cpp's default is 2), and
+  1,100; request timeout 10 s, backlog 1,024
 * the agent (this repository's gunicorn-prometheus-agent, its epoll loop),
   serving a multiprocess directory of about the same size
 
@@ -29,6 +29,9 @@ Every phase is bounded: at most 200 scrapes or 15 s, stopped after 5
 consecutive failures.
 
     python bench/bench_http_slowloris.py [--connections 1000] [--quick]
+
+With --connections above 1,100 the servers with a thread per connection run
+out of threads again.
 """
 
 from __future__ import annotations
@@ -373,6 +376,7 @@ def main() -> None:
     civetweb = build("civetweb", CIVETWEB_HARNESS, ["/usr/include/civetweb.h"], ("-lcivetweb",))
     if civetweb:
         candidates.append(("CivetWeb, 50 threads", [str(civetweb), "{port}", str(BODY_LINES), "50"]))
+        candidates.append(("CivetWeb, 1,100 threads", [str(civetweb), "{port}", str(BODY_LINES), "1100"]))
     candidates.append(("agent (own epoll loop)", [str(agent_module.BINARY), "--directory", str(tmp / "mp"),
                                                   "--bind", HOST, "--port", "{port}"]))
 
