@@ -10,13 +10,15 @@ worker_abort) share this module's state, which is per process by nature.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _native, directory
 from .agent import AgentSupervisor
@@ -27,6 +29,7 @@ from .middleware import request_path
 from .native_values import VALUE_ONLY_FILES, enable_native_values
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
+F = TypeVar("F", bound=Callable[..., Any])
 
 COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
 
@@ -53,6 +56,31 @@ class _State:
 _state = _State()
 
 
+_failed_hooks: set[str] = set()  # hooks whose failure this process logged already
+
+
+def _guarded(hook: F) -> F:
+    """Metrics never take Gunicorn down: an exception out of a hook of ours
+    is logged (with the traceback the first time, per hook and process) and
+    goes no further."""
+    name = hook.__name__.lstrip("_")
+
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> Any:
+        try:
+            return hook(*args)
+        except Exception:
+            if name not in _failed_hooks:
+                _failed_hooks.add(name)
+                logger.exception("metrics hook %s failed; Gunicorn carries on (further failures of it are "
+                                 "logged at debug level)", name)
+            else:
+                logger.debug("metrics hook %s failed again", name, exc_info=True)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
 def _exit_marker(pid: int) -> Path:
     assert _state.directory is not None
     return Path(_state.directory) / f".exit-{pid}"
@@ -62,7 +90,12 @@ def _exit_marker(pid: int) -> Path:
 
 def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
-    config.validate()  # an invalid setting stops Gunicorn here, named
+    config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
+    _on_starting(server)
+
+
+@_guarded
+def _on_starting(server: Any) -> None:
     upgrade = "GUNICORN_PID" in os.environ
     _state.directory = directory.prepare_master()
     if directory.is_private(_state.directory):
@@ -73,6 +106,7 @@ def on_starting(server: Any) -> None:
             env_orig["PROMETHEUS_MULTIPROC_DIR"] = _state.directory
             env_orig[directory.OWNED_DIRECTORY] = _state.directory
     _state.metrics = create()
+    _native.count_storage_errors_in(_state.metrics.storage_errors._value)
     # Workers and the agent must not inherit the Redis password.
     _state.redis_password = os.environ.get("REDIS_PASSWORD")
     if _state.redis_password is not None:
@@ -178,11 +212,16 @@ def when_ready(server: Any) -> None:
 def start_master_metrics(server: Any, serve_http: bool) -> None:
     """when_ready's work; ``serve_http`` False: the agent only mirrors to
     Redis, for a sidecar that serves the metrics."""
-    metrics = _state.metrics
-    if metrics is None:  # on_starting was not configured
+    if _state.metrics is None:  # on_starting was not configured: its checks stop Gunicorn
         on_starting(server)
-        metrics = _state.metrics
-    assert metrics is not None
+    _start_agent(server, serve_http)
+
+
+@_guarded
+def _start_agent(server: Any, serve_http: bool) -> None:
+    metrics = _state.metrics
+    if metrics is None:
+        return
     _count_signals(server)
     _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
@@ -239,6 +278,7 @@ def _restart_reason(server: Any, worker: Any) -> str | None:
     return "crash"  # killed (e.g. out of memory) or died without a word
 
 
+@_guarded
 def child_exit(server: Any, worker: Any) -> None:
     """Master, a worker is gone: count the restart, archive its metrics."""
     metrics = _state.metrics
@@ -253,17 +293,20 @@ def child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid, _state.directory)
 
 
+@_guarded
 def pre_fork(server: Any, worker: Any) -> None:
     """Master, about to fork a worker: one more alive."""
     if _state.metrics is not None:
         _state.metrics.master_workers.set(len(server.WORKERS) + 1)
 
 
+@_guarded
 def on_reload(server: Any) -> None:
     """Master, HUP: the workers running now will be replaced."""
     _state.reload_pids |= set(server.WORKERS)
 
 
+@_guarded
 def on_exit(server: Any) -> None:
     """Master, leaving: stop the agent, remove a directory of ours."""
     _state.stopping = True
@@ -286,6 +329,7 @@ def _set_state(state: str) -> None:
             gauges.state.labels(name).set(1 if name == state else 0)
 
 
+@_guarded
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, after fork: request recorder, resource sampler, error counter."""
     metrics = _state.metrics
@@ -346,6 +390,7 @@ def _error_status(exc: BaseException) -> int:
     return 400 if isinstance(exc, client_errors) else 500
 
 
+@_guarded
 def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: wrap the app where requests bypass the hooks."""
     recorder = _state.recorder
@@ -375,6 +420,7 @@ def post_worker_init(worker: Any) -> None:
     _state.middleware = True
 
 
+@_guarded
 def pre_request(worker: Any, req: Any) -> None:
     try:
         req._gpe_start = time.perf_counter()
@@ -410,6 +456,7 @@ def _request_bytes(req: Any, environ: Any) -> float:
         return 0.0
 
 
+@_guarded
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, a request is done: one native call records it."""
     recorder = _state.recorder
@@ -425,6 +472,7 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
                     _request_bytes(req, environ), float(sent), raised)
 
 
+@_guarded
 def worker_abort(worker: Any) -> None:
     """Worker, killed for a timeout (SIGABRT)."""
     _state.aborted = True
@@ -442,6 +490,7 @@ def _report_exit(worker: Any, reason: str) -> None:
         _state.metrics.worker_restart.labels(reason).inc()
 
 
+@_guarded
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker, leaving: say why, for the master's restart count."""
     _set_state("stopping")
