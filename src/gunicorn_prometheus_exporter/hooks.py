@@ -446,8 +446,14 @@ def post_worker_init(worker: Any) -> None:
         worker.wsgi = ASGIRecorder(app, recorder, on_error)  # uvicorn serves it, no hooks
     elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
         worker.wsgi = WSGIRecorder(app, recorder, on_error)  # their servers skip the hooks
+    elif path == "hooks" and app is not None:
+        # Recorded by the wrapper too, as soon as the outcome is known: the
+        # hooks run after the response was sent, so a worker killed between
+        # the two would lose a request its client received. Gunicorn counts
+        # a raising app in handle_error itself.
+        worker.wsgi = WSGIRecorder(app, recorder, lambda: None)
     else:
-        if path not in ("hooks", None):
+        if path is not None:
             logger.warning("requests of this worker are not counted: %r is not an app the exporter can "
                            "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)", app)
         return
@@ -456,6 +462,8 @@ def post_worker_init(worker: Any) -> None:
 
 @_guarded
 def pre_request(worker: Any, req: Any) -> None:
+    if _state.middleware:
+        return  # the app's wrapper times the request
     try:
         req._gpe_start = time.perf_counter()
     except AttributeError:  # a request object without attributes of ours
@@ -568,7 +576,8 @@ def instrument_worker(worker: Any) -> None:
         _state.metrics = create()
     post_fork(None, worker)
     settings = getattr(worker.cfg, "settings", {})
-    for name, hook in (("pre_request", pre_request), ("post_request", post_request)):
+    for name, hook in (("post_worker_init", post_worker_init), ("pre_request", pre_request),
+                       ("post_request", post_request)):
         setting = settings.get(name)
         if setting is not None and getattr(worker.cfg, name) is setting.default:
             worker.cfg.set(name, hook)
