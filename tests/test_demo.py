@@ -53,14 +53,15 @@ def processes_on(app_port: int, metrics_port: int) -> list[int]:
 
 
 class Demo:
-    def __init__(self, tmp: Path, *args: str, ports: list[int] | None = None) -> None:
+    def __init__(self, tmp: Path, *args: str, ports: list[int] | None = None,
+                 program: list[str] | None = None) -> None:
         self.port, self.metrics_port = ports or free_ports(2)
         self.out_path, self.err_path = tmp / "demo.out", tmp / "demo.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             # A session of its own, like a terminal's: signals to its group reach the demo only.
             self.process = subprocess.Popen(
-                [sys.executable, str(DEMO), "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-                 *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=clean_env(),
+                [sys.executable, *(program or [str(DEMO)]), "--port", str(self.port),
+                 "--metrics-port", str(self.metrics_port), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=clean_env(),
                 start_new_session=True)
 
     @property
@@ -102,8 +103,9 @@ def demos(tmp_path: Path) -> Iterator[list[Demo]]:
         demo.kill()
 
 
-def start(demos: list[Demo], tmp: Path, *args: str, ports: list[int] | None = None) -> Demo:
-    demo = Demo(tmp, *args, ports=ports)
+def start(demos: list[Demo], tmp: Path, *args: str, ports: list[int] | None = None,
+          program: list[str] | None = None) -> Demo:
+    demo = Demo(tmp, *args, ports=ports, program=program)
     demos.append(demo)
     return demo
 
@@ -199,3 +201,28 @@ def test_a_second_demo_on_the_ports_of_a_running_one_fails(demos: list[Demo], tm
     os.killpg(first.process.pid, signal.SIGTERM)
     assert first.wait(30) == 128 + signal.SIGTERM
     assert first.left_behind() == []
+
+
+# The demo with its check before starting skipped, so that the port is found busy by Gunicorn or the agent.
+WITHOUT_CHECK = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('run_demo', sys.argv[1]); "
+                 "demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo); "
+                 "demo.check_free = lambda *args: None; del sys.argv[1]; sys.exit(demo.main())")
+
+
+@pytest.mark.parametrize("busy", ["app", "metrics"])
+def test_a_port_taken_after_the_check_fails_naming_it(demos: list[Demo], tmp_path: Path, busy: str) -> None:
+    """Gunicorn's or the agent's own bind failure, read from their log, stops
+    the demo and the group."""
+    port, metrics_port = free_ports(2)
+    taken = port if busy == "app" else metrics_port
+    with socket.socket() as holder:
+        holder.bind((HOST, taken))
+        holder.listen()
+        demo = start(demos, tmp_path, "--seconds", "0", ports=[port, metrics_port],
+                     program=["-c", WITHOUT_CHECK, str(DEMO)])
+        assert demo.wait(60) != 0
+        assert f"port {taken} " in demo.err and "cannot bind" in demo.err, demo.err
+        assert "/metrics is served" not in demo.out
+        wait_for(lambda: processes_on(port, metrics_port) == [], timeout=10,
+                 message=lambda: str(processes_on(port, metrics_port)))
+        assert not listening(metrics_port if busy == "app" else port)
