@@ -189,16 +189,14 @@ def main() -> int:
             for line in body.splitlines():
                 if line.startswith(EXCERPT) and not line.endswith(" 0.0"):
                     print("  " + line)
-            if args.serve:
-                print("\nServing until Ctrl-C.", flush=True)
-                code = gunicorn.wait()
-                raise SystemExit(f"demo: Gunicorn exited by itself (code {code})")
-            print(f"\nServing for {args.seconds:g} s more (--serve: until Ctrl-C).", flush=True)
+            print("\nServing until Ctrl-C." if args.serve else
+                  f"\nServing for {args.seconds:g} s more (--serve: until Ctrl-C).", flush=True)
             try:
-                code = gunicorn.wait(args.seconds)
-                raise SystemExit(f"demo: Gunicorn exited by itself (code {code})")
+                code = gunicorn.wait(None if args.serve else args.seconds)
             except subprocess.TimeoutExpired:
                 pass
+            else:
+                raise SystemExit(f"demo: Gunicorn exited by itself (code {code})")
         except Stopped as e:
             return 128 + e.signum
         finally:
