@@ -52,6 +52,8 @@ HTTP:
   --client-cafile FILE     verify client certificates        PROMETHEUS_SSL_CLIENT_CAFILE
   --client-capath DIR                                        PROMETHEUS_SSL_CLIENT_CAPATH
   --client-auth-required   refuse clients without one        PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
+  --no-http                serve nothing: only mirror to Redis (a sidecar
+                           serves the metrics)
   --upgrade                share the port with the agent of the old master
                            (Gunicorn USR2 binary upgrade)
   --value-only-files       files as prometheus_client 0.17 and older writes
@@ -78,6 +80,7 @@ struct Config {
     std::string source;
     HttpOptions http;
     bool mirror = false;
+    bool serve = true;  // --no-http: mirror only
     std::optional<redis::Options> redis;
     std::string prefix = "gunicorn";
     std::string instance;
@@ -117,7 +120,7 @@ long parse_number(const std::string& name, const std::string& raw, long low, lon
 Config parse(int argc, char** argv) {
     std::map<std::string, std::string> flags;
     const std::vector<std::string> switches = {
-        "--client-auth-required", "--mirror", "--upgrade", "--value-only-files",
+        "--client-auth-required", "--mirror", "--no-http", "--upgrade", "--value-only-files",
         "--redis-password-stdin", "--help"};
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
@@ -155,6 +158,7 @@ Config parse(int argc, char** argv) {
                                             "--client-auth-required",
                                             "--upgrade",
                                             "--mirror",
+                                            "--no-http",
                                             "--redis-url",
                                             "--redis-password-stdin",
                                             "--redis-prefix",
@@ -185,6 +189,8 @@ Config parse(int argc, char** argv) {
     c.http.upgrade = flags.count("--upgrade") > 0;
     if (flags.count("--value-only-files")) gpe::set_entry_layout(gpe::EntryLayout::kValueOnly);
     c.mirror = flags.count("--mirror") ? true : false;
+    c.serve = flags.count("--no-http") == 0;
+    if (!c.serve && !c.mirror) fail("--no-http needs --mirror: there would be nothing to do");
     const bool redis_wanted =
         c.mirror || c.source == "redis" || parse_bool("REDIS_ENABLED", env("REDIS_ENABLED"));
     if (c.source == "files" && c.directory.empty())
@@ -312,18 +318,23 @@ int main(int argc, char** argv) {
         mirror->start();
     }
 
-    HttpServer server(config.http, render);
-    try {
-        server.bind();
-    } catch (const std::exception& e) {
-        if (mirror) mirror->stop();
-        fail(e.what());
+    std::optional<HttpServer> server;
+    if (config.serve) {
+        server.emplace(config.http, render);
+        try {
+            server->bind();
+        } catch (const std::exception& e) {
+            if (mirror) mirror->stop();
+            fail(e.what());
+        }
+        log("INFO", std::string("serving ") +
+                        (config.source == "redis" ? "Redis " + config.prefix : config.directory) +
+                        " on " + (config.http.certfile.empty() ? "http" : "https") + "://" +
+                        config.http.bind + ":" + std::to_string(config.http.port) + "/metrics" +
+                        (mirror ? ", mirroring to Redis" : ""));
+    } else {
+        log("INFO", "mirroring " + config.directory + " to Redis (no HTTP)");
     }
-    log("INFO", std::string("serving ") +
-                    (config.source == "redis" ? "Redis " + config.prefix : config.directory) +
-                    " on " + (config.http.certfile.empty() ? "http" : "https") + "://" +
-                    config.http.bind + ":" + std::to_string(config.http.port) + "/metrics" +
-                    (mirror ? ", mirroring to Redis" : ""));
 
     std::thread waiter([&] {
         for (;;) {
@@ -332,16 +343,18 @@ int main(int argc, char** argv) {
             if (sig > 0) break;
             if (config.parent != 0 && ::getppid() != config.parent) break;  // the master is gone
         }
-        server.stop();
+        if (server) server->stop();
     });
     int code = 0;
-    try {
-        server.serve();
-    } catch (const std::exception& e) {
-        log("ERROR", e.what());
-        code = 1;
+    if (server) {
+        try {
+            server->serve();
+        } catch (const std::exception& e) {
+            log("ERROR", e.what());
+            code = 1;
+        }
+        ::kill(::getpid(), SIGTERM);  // wake the waiter if serve() ended by itself
     }
-    ::kill(::getpid(), SIGTERM);  // wake the waiter if serve() ended by itself
     waiter.join();
     if (mirror) mirror->stop();  // a last pass
     return code;

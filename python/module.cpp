@@ -60,14 +60,18 @@ NB_MODULE(_native, m) {
             "__init__",
             [](gpe::Value* self, std::string_view typ, std::string_view metric_name,
                std::string_view name, nb::handle labelnames, nb::handle labelvalues,
-               std::string_view help_text, std::string_view multiprocess_mode, nb::kwargs) {
+               std::string_view help_text, std::string_view multiprocess_mode,
+               nb::handle /*redis_client*/, nb::handle /*redis_key_prefix*/, nb::kwargs) {
+                // The seed's RedisValue takes redis_client and redis_key_prefix
+                // positionally; values here never talk to Redis (the mirror does).
                 const std::string key =
                     gpe::encode_series_key(metric_name, name, to_strings(labelnames, "label names"),
                                            to_strings(labelvalues, "label values"), help_text);
                 new (self) gpe::Value(gpe::file_prefix_for(typ, multiprocess_mode), key);
             },
             "typ"_a, "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a,
-            "multiprocess_mode"_a = "", "kwargs"_a)
+            "multiprocess_mode"_a = "", "redis_client"_a = nb::none(),
+            "redis_key_prefix"_a = nb::none(), "kwargs"_a)
         .def("inc", &gpe::Value::inc, "amount"_a)
         .def(
             "set",

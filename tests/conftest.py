@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gunicorn_runner import ROOT, clean_env
@@ -73,3 +74,11 @@ def exporter_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelBu
     build.cancel()
 
 
+
+
+@pytest.fixture(scope="session")
+def environments(tmp_path_factory: pytest.TempPathFactory, exporter_wheel: WheelBuild) -> Any:
+    """Virtual environments with other Gunicorn releases (tests/venvs.py), made on first use."""
+    from venvs import Environments
+
+    return Environments(tmp_path_factory.mktemp("venvs"), exporter_wheel)

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _native
+from . import _native, directory
 from .agent import AgentSupervisor
 from .config import config
 from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, WorkerGauges, create, create_worker_gauges
 from .multiprocess import mark_process_dead
+from .middleware import request_path
 from .native_values import VALUE_ONLY_FILES, enable_native_values
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
@@ -38,7 +37,6 @@ class _State:
 
     metrics: Metrics | None = None
     directory: str | None = None
-    owned_directory: str | None = None
     redis_password: str | None = None
     supervisor: AgentSupervisor | None = None
     stopping: bool = False
@@ -62,41 +60,18 @@ def _exit_marker(pid: int) -> Path:
 
 # ---------------------------------------------------------------- master ----
 
-OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"  # passed to the new master of a USR2 upgrade
-
-
-def _prepare_directory(server: Any, upgrade: bool) -> str:
-    directory = config.prometheus_multiproc_dir
-    if directory is None:
-        # Private and in memory unless the user chose a place.
-        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        directory = tempfile.mkdtemp(prefix="gunicorn-prometheus-", dir=base)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        os.environ[OWNED_DIRECTORY] = directory
-    if os.environ.get(OWNED_DIRECTORY) == directory:
-        _state.owned_directory = directory
-        # A USR2 upgrade starts the new master with the environment Gunicorn
-        # saved at start: it must get the same directory, and own it.
-        env_orig = getattr(getattr(server, "cfg", None), "env_orig", None)
-        if isinstance(env_orig, dict):
-            env_orig["PROMETHEUS_MULTIPROC_DIR"] = directory
-            env_orig[OWNED_DIRECTORY] = directory
-    os.makedirs(directory, exist_ok=True)
-    if not upgrade and config.cleanup_db_files:
-        # Files of an earlier run would add its counts to ours. During a USR2
-        # upgrade the old master's workers still write here: keep them.
-        for name in os.listdir(directory):
-            if name.endswith(".db") or name.startswith(".exit-"):
-                os.unlink(os.path.join(directory, name))
-    return directory
-
-
 def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
     config.validate()  # an invalid setting stops Gunicorn here, named
     upgrade = "GUNICORN_PID" in os.environ
-    _state.directory = _prepare_directory(server, upgrade)
-    enable_native_values(_state.directory)
+    _state.directory = directory.prepare_master()
+    if directory.is_private(_state.directory):
+        # A USR2 upgrade starts the new master with the environment Gunicorn
+        # saved at start: it must get the same directory, and own it.
+        env_orig = getattr(getattr(server, "cfg", None), "env_orig", None)
+        if isinstance(env_orig, dict):
+            env_orig["PROMETHEUS_MULTIPROC_DIR"] = _state.directory
+            env_orig[directory.OWNED_DIRECTORY] = _state.directory
     _state.metrics = create()
     # Workers and the agent must not inherit the Redis password.
     _state.redis_password = os.environ.get("REDIS_PASSWORD")
@@ -105,7 +80,37 @@ def on_starting(server: Any) -> None:
         # and what forked workers inherit), not only unset.
         _native.scrub_environment_variable("REDIS_PASSWORD")
         os.environ.pop("REDIS_PASSWORD", None)
+    install_missing_hooks(server)
     logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
+
+
+def install_missing_hooks(server: Any) -> None:
+    """Every hook of ours that the configuration left at Gunicorn's default
+    is installed (a 0.2.x configuration names only a few of them); hooks of
+    the user's own are kept (they call ours, see the module docstring)."""
+    cfg = getattr(server, "cfg", None)
+    settings = getattr(cfg, "settings", None)
+    if not isinstance(settings, dict):
+        return
+    added = []
+    for name, hook in HOOKS.items():
+        setting = settings.get(name)
+        if setting is not None and setting.value is setting.default:
+            cfg.set(name, hook)
+            added.append(name)
+    if added and len(added) < len(HOOKS):
+        logger.info("metrics hooks added to the configuration: %s", ", ".join(added))
+
+
+def _warn_if_uninstrumented(server: Any) -> None:
+    worker_class = getattr(server, "worker_class", None)
+    if isinstance(worker_class, type) and request_path(worker_class) is None:
+        logger.warning(
+            "worker class %s.%s serves requests without Gunicorn's request hooks and is not one the "
+            "exporter can instrument: its requests are not counted (resource, restart and app metrics "
+            "still are). Supported: sync, gthread, gevent, eventlet, gevent_pywsgi, tornado, asgi, "
+            "uvicorn's UvicornWorker/UvicornH11Worker and their subclasses.",
+            worker_class.__module__, worker_class.__qualname__)
 
 
 def _count_signals(server: Any) -> None:
@@ -167,14 +172,26 @@ def _agent_args(server: Any) -> tuple[list[str], dict[str, str]]:
 
 def when_ready(server: Any) -> None:
     """Master, listening: count signals, start the agent."""
+    start_master_metrics(server, serve_http=True)
+
+
+def start_master_metrics(server: Any, serve_http: bool) -> None:
+    """when_ready's work; ``serve_http`` False: the agent only mirrors to
+    Redis, for a sidecar that serves the metrics."""
     metrics = _state.metrics
     if metrics is None:  # on_starting was not configured
         on_starting(server)
         metrics = _state.metrics
     assert metrics is not None
     _count_signals(server)
+    _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
     args, env = _agent_args(server)
+    if not serve_http:
+        if not config.redis_enabled:
+            logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")
+            return
+        args.append("--no-http")
     password = _state.redis_password if config.redis_enabled else None
     _state.supervisor = AgentSupervisor(args, env, password)
     _state.supervisor.start()
@@ -253,9 +270,7 @@ def on_exit(server: Any) -> None:
     if _state.supervisor is not None:
         _state.supervisor.stop()
         _state.supervisor = None
-    successor = getattr(server, "reexec_pid", 0)
-    if _state.owned_directory and not successor:
-        shutil.rmtree(_state.owned_directory, ignore_errors=True)
+    directory.release(successor=bool(getattr(server, "reexec_pid", 0)))
 
 
 # ---------------------------------------------------------------- worker ----
@@ -336,7 +351,7 @@ def post_worker_init(worker: Any) -> None:
     recorder = _state.recorder
     if recorder is None:
         return
-    from .middleware import ASGIRecorder, WSGIRecorder
+    from .middleware import ASGIRecorder, WSGIRecorder, is_asgi3
 
     errors = _state.metrics.worker_error_handling.labels("500") if _state.metrics else None
 
@@ -344,12 +359,20 @@ def post_worker_init(worker: Any) -> None:
         if errors is not None:
             errors.inc()
 
-    if getattr(worker, "asgi", None) is not None:
-        worker.asgi = ASGIRecorder(worker.asgi, recorder, on_error)  # post_request gets no response
-        _state.middleware = True
-    elif any(base.__name__ in ("GeventPyWSGIWorker", "TornadoWorker") for base in type(worker).__mro__):
-        worker.wsgi = WSGIRecorder(worker.wsgi, recorder, on_error)  # their servers skip the hooks
-        _state.middleware = True
+    path = request_path(type(worker))
+    app = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    if path == "gunicorn-asgi":
+        worker.asgi = ASGIRecorder(app, recorder, on_error)  # post_request gets no response
+    elif path == "asgi" and is_asgi3(app):
+        worker.wsgi = ASGIRecorder(app, recorder, on_error)  # uvicorn serves it, no hooks
+    elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
+        worker.wsgi = WSGIRecorder(app, recorder, on_error)  # their servers skip the hooks
+    else:
+        if path not in ("hooks", None):
+            logger.warning("requests of this worker are not counted: %r is not an app the exporter can "
+                           "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)", app)
+        return
+    _state.middleware = True
 
 
 def pre_request(worker: Any, req: Any) -> None:
@@ -466,3 +489,20 @@ def instrument_worker(worker: Any) -> None:
         setting = settings.get(name)
         if setting is not None and getattr(worker.cfg, name) is setting.default:
             worker.cfg.set(name, hook)
+
+
+# The hook names of gunicorn-prometheus-exporter 0.2.x (at the end: they call the hooks above).
+from .legacy import (  # noqa: E402
+    default_on_exit,
+    default_on_starting,
+    default_post_fork,
+    default_when_ready,
+    default_worker_int,
+    load_yaml_config,
+    redis_sidecar_when_ready,
+    redis_when_ready,
+)
+
+__all__ = [*HOOKS, "instrument_worker", "install_missing_hooks", "default_on_exit", "default_on_starting",
+           "default_post_fork", "default_when_ready", "default_worker_int", "load_yaml_config",
+           "redis_sidecar_when_ready", "redis_when_ready"]

@@ -1,14 +1,54 @@
 """Request recording for workers whose requests do not pass Gunicorn's
 pre/post_request hooks: gevent_pywsgi and tornado serve the WSGI app with
-their own servers, and the ASGI worker passes no response to post_request.
-The app is wrapped once per worker (post_worker_init); the recording is still
-one native call per request."""
+their own servers, uvicorn's workers serve the ASGI app with uvicorn, and
+Gunicorn's ASGI worker passes no response to post_request. The app is wrapped
+once per worker (post_worker_init); the recording is still one native call
+per request.
+
+``request_path`` tells, from the worker class alone, which way a worker's
+requests are recorded, so that the master can warn at start about a class
+that we cannot instrument instead of showing silent zeros.
+"""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
+
+# How a worker class's requests reach us:
+#   "hooks": Gunicorn calls pre_request/post_request with the response;
+#   "wsgi"/"asgi": the app in worker.wsgi is wrapped (its server skips the hooks);
+#   "gunicorn-asgi": Gunicorn's ASGI worker, whose app is worker.asgi;
+#   None: a class we do not know; its requests are not counted.
+RequestPath = Literal["hooks", "wsgi", "asgi", "gunicorn-asgi"] | None
+
+_HOOK_CALLING = {("gunicorn.workers.sync", "SyncWorker"), ("gunicorn.workers.gthread", "ThreadWorker"),
+                 ("gunicorn.workers.base_async", "AsyncWorker")}
+_OWN_SERVERS = {"GeventPyWSGIWorker": "wsgi", "TornadoWorker": "wsgi", "UvicornWorker": "asgi"}
+
+
+def request_path(worker_class: type) -> RequestPath:
+    """Which way requests of ``worker_class`` are recorded (see RequestPath)."""
+    path: RequestPath = None
+    for base in worker_class.__mro__:  # most derived first: the first match decides
+        module = base.__module__
+        if base.__name__ in _OWN_SERVERS and module.split(".")[0] in ("gunicorn", "uvicorn", "uvicorn_worker"):
+            return _OWN_SERVERS[base.__name__]  # type: ignore[return-value]
+        if (module, base.__name__) == ("gunicorn.workers.gasgi", "ASGIWorker"):
+            return "gunicorn-asgi"
+        if (module, base.__name__) in _HOOK_CALLING and path is None:
+            path = "hooks"
+    return path
+
+
+def is_asgi3(app: Any) -> bool:
+    """Whether ``app`` is an ASGI 3 application (uvicorn's own test)."""
+    if inspect.isclass(app):
+        return False  # ASGI 2: a class instantiated per connection
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    return inspect.iscoroutinefunction(call)
 
 
 def _content_length(value: Any) -> float:
@@ -63,8 +103,8 @@ class WSGIRecorder:
 
 
 class ASGIRecorder:
-    """``on_error`` is called when the app raises before answering: the
-    server answers 500."""
+    """``on_error`` is called when an exception leaves the app (the server
+    answers 500 unless the framework did)."""
 
     def __init__(self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]) -> None:
         self.app = app
@@ -96,8 +136,7 @@ class ASGIRecorder:
             await self.app(scope, receive, recording_send)
             failed = False
         except Exception:
-            if not status:
-                self.on_error()
+            self.on_error()  # reached the server (a framework may have answered 500 first)
             raise
         finally:
             self.recorder.record(scope.get("method", "other"), status or 500, time.perf_counter() - start,
