@@ -101,6 +101,7 @@ def demos(tmp_path: Path) -> Iterator[list[Demo]]:
     yield started
     for demo in started:
         demo.kill()
+        print(f"demo on ports {demo.port}, {demo.metrics_port}:\n{demo.out}\n{demo.err}")  # shown on a failure
 
 
 def start(demos: list[Demo], tmp: Path, *args: str, ports: list[int] | None = None,
