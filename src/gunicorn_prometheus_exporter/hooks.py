@@ -156,9 +156,9 @@ def install_missing_hooks(server: Any) -> None:
     """Every hook of ours that the configuration left at Gunicorn's default
     is installed (a 0.2.x configuration names only a few of them); hooks of
     the user's own are kept (they call ours, see the module docstring)."""
-    cfg = getattr(server, "cfg", None)
+    cfg: Any = getattr(server, "cfg", None)
     settings = getattr(cfg, "settings", None)
-    if not isinstance(settings, dict):
+    if cfg is None or not isinstance(settings, dict):
         return
     added = []
     for name, hook in HOOKS.items():
@@ -439,14 +439,16 @@ def post_worker_init(worker: Any) -> None:
             errors.inc()
 
     path = request_path(type(worker))
-    app = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    app: Any = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    if app is None:
+        return
     if path == "gunicorn-asgi":
         worker.asgi = ASGIRecorder(app, recorder, on_error)  # post_request gets no response
     elif path == "asgi" and is_asgi3(app):
         worker.wsgi = ASGIRecorder(app, recorder, on_error)  # uvicorn serves it, no hooks
     elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
         worker.wsgi = WSGIRecorder(app, recorder, on_error)  # their servers skip the hooks
-    elif path == "hooks" and app is not None:
+    elif path == "hooks":
         # Recorded by the wrapper too, as soon as the outcome is known: the
         # hooks run after the response was sent, so a worker killed between
         # the two would lose a request its client received. Gunicorn counts
