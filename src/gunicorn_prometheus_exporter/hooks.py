@@ -91,6 +91,8 @@ def _exit_marker(pid: int) -> Path:
 def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
     config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
+    if _state.redis_password is None:
+        _state.redis_password = _take_redis_password()  # first: whatever fails later
     _on_starting(server)
 
 
@@ -107,7 +109,6 @@ def _on_starting(server: Any) -> None:
             env_orig[directory.OWNED_DIRECTORY] = _state.directory
     _state.metrics = create()
     _native.count_storage_errors_in(_state.metrics.storage_errors._value)
-    _state.redis_password = _take_redis_password()
     install_missing_hooks(server)
     logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
 
