@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -294,6 +295,29 @@ class WarningLog {
     std::map<std::string, std::chrono::steady_clock::time_point> last_;
 };
 
+// The supervisor (agent.py) waits longer than this before SIGKILL, so a last
+// mirror pass that Redis lets hang cannot make the agent outlive its grace.
+constexpr std::chrono::seconds kFinalPassDeadline{3};
+
+// Stops the mirror (its last pass) or, past `deadline`, leaves without it:
+// the pass may be blocked on a Redis that stopped answering.
+void stop_within(redis::MirrorService& mirror, std::chrono::seconds deadline) {
+    std::promise<void> stopped;
+    std::future<void> done = stopped.get_future();
+    std::thread last([&] {
+        mirror.stop();
+        stopped.set_value();
+    });
+    if (done.wait_for(deadline) == std::future_status::timeout) {
+        log("WARNING", "the last mirror pass did not finish within " +
+                           std::to_string(deadline.count()) +
+                           " s (Redis does not answer); exiting");
+        std::fflush(stderr);
+        std::_Exit(0);  // the pass thread is blocked in a socket call: leave it
+    }
+    last.join();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -392,6 +416,7 @@ int main(int argc, char** argv) {
         ::kill(::getpid(), SIGTERM);  // wake the waiter if serve() ended by itself
     }
     waiter.join();
-    if (mirror) mirror->stop();  // a last pass
+    if (mirror) stop_within(*mirror, kFinalPassDeadline);  // a last pass
+
     return code;
 }

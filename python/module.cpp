@@ -141,6 +141,14 @@ NB_MODULE(_native, m) {
           "Copy prometheus_multiproc_dir to PROMETHEUS_MULTIPROC_DIR with a DeprecationWarning, "
           "as prometheus_client does.");
     m.def(
+        "count_storage_errors_in",
+        [](gpe::Value* counter) { gpe::ValueStore::instance().count_storage_errors_in(counter); },
+        "counter"_a.none(),
+        "Increment this counter's native value at each storage failure (keep it alive).");
+    m.def(
+        "storage_errors", [] { return gpe::ValueStore::instance().storage_errors(); },
+        "Values of this process that could not be stored in a file so far.");
+    m.def(
         "set_warning_handler",
         [](std::function<void(const std::string&)> handler) {
             gpe::ValueStore::instance().set_warning_handler(std::move(handler));

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
+#include <utility>
 
 namespace gpe {
 
@@ -98,6 +99,49 @@ void ValueStore::set_warning_handler(std::function<void(const std::string&)> han
     warn_ = std::move(handler);
 }
 
+void ValueStore::storage_failed_locked(const std::system_error& error) {
+    storage_errors_.fetch_add(1, std::memory_order_relaxed);
+    ++undelivered_errors_;
+    std::string directory;
+    try {
+        directory = resolve_directory();
+    } catch (const std::exception&) {
+    }
+    if (reported_.emplace(directory, error.code().value()).second) {
+        undelivered_warnings_.push_back(
+            "cannot store metrics in " + directory + ": " + error.what() +
+            "; the values stay exact in this process's memory, but do not reach the files "
+            "(gunicorn_exporter_storage_errors_total counts each one)");
+    }
+}
+
+void ValueStore::deliver_reports() {
+    std::vector<std::string> warnings;
+    uint64_t errors = 0;
+    Value* counter = nullptr;
+    std::function<void(const std::string&)> warn;
+    {
+        std::lock_guard lock(mutex_);
+        if (undelivered_errors_ == 0 && undelivered_warnings_.empty()) return;
+        warnings.swap(undelivered_warnings_);
+        errors = std::exchange(undelivered_errors_, 0);
+        counter = error_counter_;
+        warn = warn_;
+    }
+    for (const auto& message : warnings) {
+        if (warn)
+            warn(message);
+        else
+            std::fprintf(stderr, "gunicorn_prometheus_exporter: %s\n", message.c_str());
+    }
+    if (counter != nullptr) counter->inc(static_cast<double>(errors));
+}
+
+void ValueStore::count_storage_errors_in(Value* counter) {
+    std::lock_guard lock(mutex_);
+    error_counter_ = counter;
+}
+
 void ValueStore::add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity) {
     std::erase_if(identities_, [](const auto& weak) { return weak.expired(); });
     identities_.push_back(identity);
@@ -180,11 +224,14 @@ std::string ProcessIdentity::name() {
 
 void ProcessIdentity::rename(std::string name) {
     if (follows_pid_) throw std::logic_error("the pid group follows the pid; it cannot be renamed");
-    std::lock_guard lock(ValueStore::instance().mutex_);
-    if (name == name_) return;
-    retire_files_locked(false);
-    name_ = std::move(name);
-    bind_all_locked();
+    {
+        std::lock_guard lock(ValueStore::instance().mutex_);
+        if (name == name_) return;
+        retire_files_locked(false);
+        name_ = std::move(name);
+        bind_all_locked();
+    }
+    ValueStore::instance().deliver_reports();
 }
 
 void ProcessIdentity::close_files() {
@@ -221,26 +268,43 @@ MmapFile& ProcessIdentity::file_for(std::string_view prefix) {
     return ref;
 }
 
+double* ProcessIdentity::slot_locked(std::string_view prefix, std::string_view key,
+                                     double* memory) {
+    try {
+        return file_for(prefix).slot(key);
+    } catch (const std::system_error& e) {
+        ValueStore::instance().storage_failed_locked(e);
+        return memory;
+    }
+}
+
 void ProcessIdentity::bind_all_locked() {
     const uint64_t generation = generation_.load(std::memory_order_acquire);
     for (const Created& created : created_) {
-        double* slot = file_for(created.prefix).slot(created.key);
+        double unused[2] = {0.0, 0.0};  // a destroyed value's entry is still created
+        double* memory = created.value != nullptr ? created.value->memory_ : unused;
+        double* slot = slot_locked(created.prefix, created.key, memory);
         if (created.value != nullptr) created.value->bind_locked(slot, generation);
     }
 }
 
-double* ProcessIdentity::bind(std::string_view prefix, std::string_view key,
+double* ProcessIdentity::bind(std::string_view prefix, std::string_view key, double* memory,
                               uint64_t& generation_out) {
-    std::lock_guard lock(ValueStore::instance().mutex_);
-    generation_out = generation_.load(std::memory_order_acquire);
-    if (follows_pid_ && pid_ != ::getpid()) {
-        // First update in a forked child: every inherited value gets its slot
-        // in this process's files now, in creation order (prometheus_client
-        // does the same), so e.g. an inherited `all` gauge shows this worker
-        // with 0.
-        bind_all_locked();
+    double* slot = nullptr;
+    {
+        std::lock_guard lock(ValueStore::instance().mutex_);
+        generation_out = generation_.load(std::memory_order_acquire);
+        if (follows_pid_ && pid_ != ::getpid()) {
+            // First update in a forked child: every inherited value gets its
+            // slot in this process's files now, in creation order
+            // (prometheus_client does the same), so e.g. an inherited `all`
+            // gauge shows this worker with 0.
+            bind_all_locked();
+        }
+        slot = slot_locked(prefix, key, memory);
     }
-    return file_for(prefix).slot(key);
+    ValueStore::instance().deliver_reports();
+    return slot;
 }
 
 size_t ProcessIdentity::add(Value* value) {
@@ -263,7 +327,12 @@ Value::Value(std::string prefix, std::string key, std::shared_ptr<ProcessIdentit
     index_ = identity_->add(this);
 }
 
-Value::~Value() { identity_->remove(index_); }
+Value::~Value() {
+    identity_->remove(index_);
+    ValueStore& store = ValueStore::instance();
+    std::lock_guard lock(store.mutex_);
+    if (store.error_counter_ == this) store.error_counter_ = nullptr;
+}
 
 void Value::bind_locked(double* slot, uint64_t generation) {
     slot_.store(slot, std::memory_order_relaxed);
@@ -272,7 +341,7 @@ void Value::bind_locked(double* slot, uint64_t generation) {
 
 void Value::rebind() {
     uint64_t generation = 0;
-    double* s = identity_->bind(prefix_, key_, generation);
+    double* s = identity_->bind(prefix_, key_, memory_, generation);
     slot_.store(s, std::memory_order_relaxed);
     generation_.store(generation, std::memory_order_release);
 }

@@ -1,10 +1,13 @@
 #include "gpe/value_store.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -232,6 +235,51 @@ TEST_F(ValueStoreTest, AFileRemovedAfterCloseIsCreatedAgain) {
     ASSERT_EQ(::unlink(dir_.file("counter_9.db").c_str()), 0);
     value.inc(2);
     EXPECT_EQ(read_value("counter_9.db", key), 2);
+}
+
+// Runs `body` in a forked child whose files cannot grow past `limit` bytes
+// (RLIMIT_FSIZE: the same EFBIG a full filesystem gives as ENOSPC, without
+// a mount); the child's exit code is body's result.
+int with_file_size_limit(size_t limit, const std::function<int()>& body) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);  // an error from the call, not a signal
+        const rlimit rl{limit, limit};
+        ::setrlimit(RLIMIT_FSIZE, &rl);
+        ::_exit(body());
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST_F(ValueStoreTest, AValueThatCannotBeStoredStaysExactInMemory) {
+    const std::string small = encode_series_key("c", "c_total", {}, {}, "h");
+    const std::string big(40000, 'k');  // two of these do not fit in 64 KiB
+    const int code = with_file_size_limit(kInitialFileSize, [&] {
+        std::vector<std::string> warnings;
+        ValueStore::instance().set_warning_handler(
+            [&](const std::string& message) { warnings.push_back(message); });
+        Value errors("counter", encode_series_key("e", "e_total", {}, {}, "h"));
+        ValueStore::instance().count_storage_errors_in(&errors);
+        Value stored("counter", small);
+        Value first("counter", big + "1");
+        Value second("counter", big + "2");  // the file cannot grow: in memory
+        Value third("counter", big + "3");
+        stored.inc(1);
+        second.inc(2.5);
+        second.inc(0.5);
+        third.inc(7);
+        if (second.get() != 3 || third.get() != 7 || stored.get() != 1) return 1;
+        if (ValueStore::instance().storage_errors() != 2) return 2;
+        if (errors.get() != 2) return 3;     // counted in a slot made while there was room
+        if (warnings.size() != 1) return 4;  // one warning per directory and cause
+        if (warnings[0].find(dir_.path()) == std::string::npos) return 5;
+        if (warnings[0].find("File too large") == std::string::npos) return 6;
+        ValueStore::instance().count_storage_errors_in(nullptr);
+        return 0;
+    });
+    EXPECT_EQ(code, 0);
 }
 
 }  // namespace

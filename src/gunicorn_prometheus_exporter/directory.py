@@ -19,7 +19,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from ._logging import logger
 
 # Passed to the new master of a USR2 upgrade, which then owns the directory.
 OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"

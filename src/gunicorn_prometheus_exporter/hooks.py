@@ -10,13 +10,15 @@ worker_abort) share this module's state, which is per process by nature.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _native, directory
 from .agent import AgentSupervisor
@@ -27,6 +29,7 @@ from .middleware import request_path
 from .native_values import VALUE_ONLY_FILES, enable_native_values
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
+F = TypeVar("F", bound=Callable[..., Any])
 
 COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
 
@@ -53,6 +56,31 @@ class _State:
 _state = _State()
 
 
+_failed_hooks: set[str] = set()  # hooks whose failure this process logged already
+
+
+def _guarded(hook: F) -> F:
+    """Metrics never take Gunicorn down: an exception out of a hook of ours
+    is logged (with the traceback the first time, per hook and process) and
+    goes no further."""
+    name = hook.__name__.lstrip("_")
+
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> Any:
+        try:
+            return hook(*args)
+        except Exception:
+            if name not in _failed_hooks:
+                _failed_hooks.add(name)
+                logger.exception("metrics hook %s failed; Gunicorn carries on (further failures of it are "
+                                 "logged at debug level)", name)
+            else:
+                logger.debug("metrics hook %s failed again", name, exc_info=True)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
 def _exit_marker(pid: int) -> Path:
     assert _state.directory is not None
     return Path(_state.directory) / f".exit-{pid}"
@@ -62,7 +90,14 @@ def _exit_marker(pid: int) -> Path:
 
 def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
-    config.validate()  # an invalid setting stops Gunicorn here, named
+    config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
+    if _state.redis_password is None:
+        _state.redis_password = _take_redis_password()  # first: whatever fails later
+    _on_starting(server)
+
+
+@_guarded
+def _on_starting(server: Any) -> None:
     upgrade = "GUNICORN_PID" in os.environ
     _state.directory = directory.prepare_master()
     if directory.is_private(_state.directory):
@@ -73,24 +108,58 @@ def on_starting(server: Any) -> None:
             env_orig["PROMETHEUS_MULTIPROC_DIR"] = _state.directory
             env_orig[directory.OWNED_DIRECTORY] = _state.directory
     _state.metrics = create()
-    # Workers and the agent must not inherit the Redis password.
-    _state.redis_password = os.environ.get("REDIS_PASSWORD")
-    if _state.redis_password is not None:
-        # Zeroed in the process's environment block too (what /proc shows
-        # and what forked workers inherit), not only unset.
-        _native.scrub_environment_variable("REDIS_PASSWORD")
-        os.environ.pop("REDIS_PASSWORD", None)
+    _native.count_storage_errors_in(_state.metrics.storage_errors._value)
     install_missing_hooks(server)
     logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
+
+
+def _take_redis_password() -> str | None:
+    """The Redis password, taken out of this process's environment: workers
+    and the agent must not inherit it (the agent gets it through a pipe).
+    Zeroed in the environment block too (what /proc/PID/environ shows and
+    forked workers inherit), not only unset. PROMETHEUS_REDIS_URL keeps its
+    place without the password; as elsewhere, the URL's wins."""
+    password = os.environ.get("REDIS_PASSWORD")
+    if password is not None:
+        _native.scrub_environment_variable("REDIS_PASSWORD")
+        os.environ.pop("REDIS_PASSWORD", None)
+    url = os.environ.get("PROMETHEUS_REDIS_URL")
+    if url:
+        in_url = _native.parse_redis_url(url).get("password") or None
+        if in_url is not None:
+            without = url_without_password(url)
+            _native.scrub_environment_variable("PROMETHEUS_REDIS_URL")
+            os.environ["PROMETHEUS_REDIS_URL"] = without
+            password = in_url
+    return password
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``?password=``)
+    removed and everything else kept; ValueError if that cannot be done."""
+    scheme, sep, rest = url.partition("://")
+    authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at >= 0:
+        user = rest[:at].split(":", 1)[0]
+        rest = (user + "@" if user else "") + rest[at + 1:]
+    path, qmark, query = rest.partition("?")
+    kept = [pair for pair in query.split("&") if pair and not pair.startswith("password=")]
+    without = scheme + sep + path + ("?" + "&".join(kept) if kept else "")
+    before, after = _native.parse_redis_url(url), _native.parse_redis_url(without)
+    if after.get("password") or {**before, "password": ""} != {**after, "password": ""}:
+        raise ValueError("PROMETHEUS_REDIS_URL: cannot take the password out of the URL; give it in "
+                         "REDIS_PASSWORD instead")
+    return without
 
 
 def install_missing_hooks(server: Any) -> None:
     """Every hook of ours that the configuration left at Gunicorn's default
     is installed (a 0.2.x configuration names only a few of them); hooks of
     the user's own are kept (they call ours, see the module docstring)."""
-    cfg = getattr(server, "cfg", None)
+    cfg: Any = getattr(server, "cfg", None)
     settings = getattr(cfg, "settings", None)
-    if not isinstance(settings, dict):
+    if cfg is None or not isinstance(settings, dict):
         return
     added = []
     for name, hook in HOOKS.items():
@@ -178,11 +247,16 @@ def when_ready(server: Any) -> None:
 def start_master_metrics(server: Any, serve_http: bool) -> None:
     """when_ready's work; ``serve_http`` False: the agent only mirrors to
     Redis, for a sidecar that serves the metrics."""
-    metrics = _state.metrics
-    if metrics is None:  # on_starting was not configured
+    if _state.metrics is None:  # on_starting was not configured: its checks stop Gunicorn
         on_starting(server)
-        metrics = _state.metrics
-    assert metrics is not None
+    _start_agent(server, serve_http)
+
+
+@_guarded
+def _start_agent(server: Any, serve_http: bool) -> None:
+    metrics = _state.metrics
+    if metrics is None:
+        return
     _count_signals(server)
     _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
@@ -239,6 +313,7 @@ def _restart_reason(server: Any, worker: Any) -> str | None:
     return "crash"  # killed (e.g. out of memory) or died without a word
 
 
+@_guarded
 def child_exit(server: Any, worker: Any) -> None:
     """Master, a worker is gone: count the restart, archive its metrics."""
     metrics = _state.metrics
@@ -253,17 +328,20 @@ def child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid, _state.directory)
 
 
+@_guarded
 def pre_fork(server: Any, worker: Any) -> None:
     """Master, about to fork a worker: one more alive."""
     if _state.metrics is not None:
         _state.metrics.master_workers.set(len(server.WORKERS) + 1)
 
 
+@_guarded
 def on_reload(server: Any) -> None:
     """Master, HUP: the workers running now will be replaced."""
     _state.reload_pids |= set(server.WORKERS)
 
 
+@_guarded
 def on_exit(server: Any) -> None:
     """Master, leaving: stop the agent, remove a directory of ours."""
     _state.stopping = True
@@ -286,6 +364,7 @@ def _set_state(state: str) -> None:
             gauges.state.labels(name).set(1 if name == state else 0)
 
 
+@_guarded
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, after fork: request recorder, resource sampler, error counter."""
     metrics = _state.metrics
@@ -346,6 +425,7 @@ def _error_status(exc: BaseException) -> int:
     return 400 if isinstance(exc, client_errors) else 500
 
 
+@_guarded
 def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: wrap the app where requests bypass the hooks."""
     recorder = _state.recorder
@@ -360,22 +440,33 @@ def post_worker_init(worker: Any) -> None:
             errors.inc()
 
     path = request_path(type(worker))
-    app = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    app: Any = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    if app is None:
+        return
     if path == "gunicorn-asgi":
         worker.asgi = ASGIRecorder(app, recorder, on_error)  # post_request gets no response
     elif path == "asgi" and is_asgi3(app):
         worker.wsgi = ASGIRecorder(app, recorder, on_error)  # uvicorn serves it, no hooks
     elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
         worker.wsgi = WSGIRecorder(app, recorder, on_error)  # their servers skip the hooks
+    elif path == "hooks":
+        # Recorded by the wrapper too, as soon as the outcome is known: the
+        # hooks run after the response was sent, so a worker killed between
+        # the two would lose a request its client received. Gunicorn counts
+        # a raising app in handle_error itself.
+        worker.wsgi = WSGIRecorder(app, recorder, lambda: None)
     else:
-        if path not in ("hooks", None):
+        if path is not None:
             logger.warning("requests of this worker are not counted: %r is not an app the exporter can "
                            "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)", app)
         return
     _state.middleware = True
 
 
+@_guarded
 def pre_request(worker: Any, req: Any) -> None:
+    if _state.middleware:
+        return  # the app's wrapper times the request
     try:
         req._gpe_start = time.perf_counter()
     except AttributeError:  # a request object without attributes of ours
@@ -410,6 +501,7 @@ def _request_bytes(req: Any, environ: Any) -> float:
         return 0.0
 
 
+@_guarded
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, a request is done: one native call records it."""
     recorder = _state.recorder
@@ -425,6 +517,7 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
                     _request_bytes(req, environ), float(sent), raised)
 
 
+@_guarded
 def worker_abort(worker: Any) -> None:
     """Worker, killed for a timeout (SIGABRT)."""
     _state.aborted = True
@@ -442,6 +535,7 @@ def _report_exit(worker: Any, reason: str) -> None:
         _state.metrics.worker_restart.labels(reason).inc()
 
 
+@_guarded
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker, leaving: say why, for the master's restart count."""
     _set_state("stopping")
@@ -485,7 +579,8 @@ def instrument_worker(worker: Any) -> None:
         _state.metrics = create()
     post_fork(None, worker)
     settings = getattr(worker.cfg, "settings", {})
-    for name, hook in (("pre_request", pre_request), ("post_request", post_request)):
+    for name, hook in (("post_worker_init", post_worker_init), ("pre_request", pre_request),
+                       ("post_request", post_request)):
         setting = settings.get(name)
         if setting is not None and getattr(worker.cfg, name) is setting.default:
             worker.cfg.set(name, hook)

@@ -58,8 +58,50 @@ def _content_length(value: Any) -> float:
         return 0.0
 
 
+class _Outcome:
+    """One request's outcome, recorded once (one native call)."""
+
+    __slots__ = ("recorder", "method", "request_bytes", "start", "status", "expected", "sent", "done")
+
+    def __init__(self, recorder: Any, method: str, request_bytes: float) -> None:
+        self.recorder = recorder
+        self.method = method
+        self.request_bytes = request_bytes
+        self.start = time.perf_counter()
+        self.status = 0
+        self.expected: int | None = None  # the Content-Length the app announced
+        self.sent = 0
+        self.done = False
+
+    def started(self, status_line: str, headers: Any) -> None:
+        head = status_line.split(None, 1)[0] if status_line else ""
+        self.status = int(head) if head.isdigit() else 0
+        for name, value in headers or ():
+            if name.lower() == "content-length" and str(value).strip().isdigit():
+                self.expected = int(value)
+
+    def completes(self, chunk: bytes) -> bool:
+        """Counts ``chunk``; whether it completes the announced body."""
+        self.sent += len(chunk)
+        return self.expected is not None and self.sent >= self.expected
+
+    def record(self, failed: bool, status: int = 0) -> None:
+        if self.done:
+            return
+        self.done = True
+        status = status or self.status
+        self.recorder.record(self.method, status or 500, time.perf_counter() - self.start, self.request_bytes,
+                             float(self.sent), failed or not status)
+
+
 class WSGIRecorder:
-    """``on_error`` is called when the app raises: the server answers 500."""
+    """Records every request of a WSGI app with one native call, as soon as
+    its outcome is known and before its last bytes leave: when the body the
+    app announced (Content-Length) is complete, when the body ends (a
+    chunked one ends later, in the server), or when the app raises. So a
+    worker killed at any moment has counted every response a client
+    received in full. ``on_error`` is called when the app raises (for
+    servers that do not count that themselves)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], recorder: Any, on_error: Callable[[], None]) -> None:
         self.app = app
@@ -67,39 +109,41 @@ class WSGIRecorder:
         self.on_error = on_error
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        start = time.perf_counter()
-        status = [0]
+        outcome = _Outcome(self.recorder, environ.get("REQUEST_METHOD", "other"),
+                           _content_length(environ.get("CONTENT_LENGTH")))
 
         def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-            head = status_line.split(None, 1)[0] if status_line else ""
-            status[0] = int(head) if head.isdigit() else 0
+            outcome.started(status_line, headers)
             return start_response(status_line, headers, exc_info) if exc_info else start_response(status_line, headers)
 
-        method = environ.get("REQUEST_METHOD", "other")
-        request_bytes = _content_length(environ.get("CONTENT_LENGTH"))
         try:
             body = self.app(environ, recording_start_response)
         except Exception:
-            self.recorder.record(method, 500, time.perf_counter() - start, request_bytes, 0.0, True)
+            outcome.record(failed=True, status=500)
             self.on_error()
             raise
-        return self._recorded(body, method, status, start, request_bytes)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            # The server sends the file itself (sendfile): known now.
+            outcome.sent = outcome.expected or 0
+            outcome.record(failed=False)
+            return body
+        return self._recorded(body, outcome)
 
-    def _recorded(self, body: Iterable[bytes], method: str, status: list[int], start: float,
-                  request_bytes: float) -> Iterator[bytes]:
-        sent = 0
+    @staticmethod
+    def _recorded(body: Iterable[bytes], outcome: _Outcome) -> Iterator[bytes]:
         failed = True
         try:
             for chunk in body:
-                sent += len(chunk)
+                if not outcome.done and outcome.completes(chunk):
+                    outcome.record(failed=False)  # before the last bytes go out
                 yield chunk
             failed = False
         finally:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-            self.recorder.record(method, status[0] or 500, time.perf_counter() - start, request_bytes,
-                                 float(sent), failed or not status[0])
+            outcome.record(failed)
 
 
 class ASGIRecorder:

@@ -11,8 +11,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "gpe/mmap_file.hpp"
@@ -60,8 +62,11 @@ class ProcessIdentity {
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
     // The [value, timestamp] slot of `key` in file `prefix` of this group,
-    // created if new. Throws std::system_error naming the file on I/O errors.
-    double* bind(std::string_view prefix, std::string_view key, uint64_t& generation_out);
+    // created if new. When the file cannot hold it (a full filesystem, a
+    // directory gone), `memory` is returned instead and the store reports the
+    // failure: the value stays exact in this process, only not in the files.
+    double* bind(std::string_view prefix, std::string_view key, double* memory,
+                 uint64_t& generation_out);
 
     // Every value ever created in the group (prometheus_client keeps them all
     // too), so that after fork or a rename all of them get their slot in the
@@ -73,6 +78,7 @@ class ProcessIdentity {
     friend class ValueStore;
     // All with the store's mutex held.
     MmapFile& file_for(std::string_view prefix);
+    double* slot_locked(std::string_view prefix, std::string_view key, double* memory);
     void bind_all_locked();
     void retire_files_locked(bool forget_destroyed);
     void after_fork_in_child();
@@ -114,8 +120,15 @@ class ValueStore {
     // Closes the files of every group (values reopen theirs at their next update).
     void reset();
 
+    // Storage failures so far (values that live in process memory instead of
+    // a file); each failure also increments `counter` when one is given (a
+    // value whose slot was made while there was room, e.g. at start).
+    uint64_t storage_errors() const { return storage_errors_.load(std::memory_order_relaxed); }
+    void count_storage_errors_in(Value* counter);
+
   private:
     friend class ProcessIdentity;
+    friend class Value;
     ValueStore();
     static void before_fork();
     static void after_fork_in_parent();
@@ -128,12 +141,24 @@ class ValueStore {
     std::shared_ptr<MmapFile> find_ours_locked(const std::string& path) const;
     std::string resolve_directory() const;
     void add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity);
+    // With mutex_ held: a value could not be stored; reported by
+    // deliver_reports() (one warning per directory and cause).
+    void storage_failed_locked(const std::system_error& error);
+    // Without mutex_: warnings and counts of failures since the last call.
+    // (The warning handler and the counter may take other locks, the GIL
+    // among them, so they are never called with mutex_ held.)
+    void deliver_reports();
 
     std::mutex mutex_;
     std::string directory_;
     std::vector<std::weak_ptr<ProcessIdentity>> identities_;
     std::shared_ptr<ProcessIdentity> pid_identity_;
     std::function<void(const std::string&)> warn_;
+    std::atomic<uint64_t> storage_errors_{0};
+    uint64_t undelivered_errors_ = 0;
+    std::vector<std::string> undelivered_warnings_;
+    std::set<std::pair<std::string, int>> reported_;  // (directory, errno) warned about
+    Value* error_counter_ = nullptr;
 };
 
 // One series of one metric, e.g. the `_sum` of a histogram child.
@@ -176,6 +201,7 @@ class Value {
     // Binds with the store's mutex held (from the group, after fork or a rename).
     void bind_locked(double* slot, uint64_t generation);
     friend class ProcessIdentity;
+    friend class ValueStore;
 
     std::string prefix_;
     std::string key_;
@@ -184,6 +210,7 @@ class Value {
     size_t index_ = 0;  // in the group's list of created values
     std::atomic<double*> slot_{nullptr};
     std::atomic<uint64_t> generation_{0};
+    double memory_[2] = {0.0, 0.0};  // the slot when no file can hold it
 };
 
 }  // namespace gpe
