@@ -12,13 +12,11 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "negotiation.hpp"
+
 namespace gpe::agent {
 
 namespace {
-
-bool accepts(const httplib::Request& request, const char* header, std::string_view token) {
-    return request.get_header_value(header).find(token) != std::string::npos;
-}
 
 std::string gzip(std::string_view data) {
     z_stream stream{};
@@ -76,7 +74,10 @@ struct HttpServer::Impl {
     void routes() {
         server->Get(
             "/metrics", [this](const httplib::Request& request, httplib::Response& response) {
-                const bool om = accepts(request, "Accept", "application/openmetrics-text");
+                const std::string accept = request.get_header_value("Accept");
+                const std::string encoding = request.get_header_value("Accept-Encoding");
+                const Negotiated negotiated = negotiate(accept, encoding);
+                const bool om = negotiated.format == Format::kOpenMetrics;
                 std::string body;
                 try {
                     body = renderer(om ? Format::kOpenMetrics : Format::kText);
@@ -89,7 +90,7 @@ struct HttpServer::Impl {
                 const std::string_view type = om ? kOpenMetricsContentType : kTextContentType;
                 // httplib compresses text/plain itself (gzip or brotli, as the
                 // client accepts); OpenMetrics is not a type it compresses.
-                if (om && accepts(request, "Accept-Encoding", "gzip")) {
+                if (negotiated.gzip) {
                     response.set_header("Content-Encoding", "gzip");
                     response.set_header("Vary", "Accept-Encoding");
                     response.set_content(gzip(body), std::string(type));
