@@ -134,6 +134,9 @@ SeriesKey decode_series_key(std::string_view key) {
     } catch (const nlohmann::json::parse_error& e) {
         throw std::invalid_argument("series key is not valid JSON (at byte " +
                                     std::to_string(e.byte) + ")");
+    } catch (const nlohmann::json::exception& e) {
+        // out_of_range for a number past double's range, e.g. 1e999
+        throw std::invalid_argument(std::string("series key is not valid JSON: ") + e.what());
     }
     if (!parsed.is_array() || parsed.size() != 4 || !parsed[0].is_string() ||
         !parsed[1].is_string() || !parsed[2].is_object() || !parsed[3].is_string()) {
