@@ -40,6 +40,22 @@ TEST(FuzzRegression, SeriesKeyEncoderAcceptsOnlyUtf8) {
     EXPECT_EQ(decode_series_key(key).labels.at(0).second, valid);
 }
 
+// fuzz_series_key: a number past double's range made nlohmann throw
+// out_of_range, which escaped decode_series_key instead of its documented
+// std::invalid_argument (the input, shortened: a key is never a number).
+TEST(FuzzRegression, SeriesKeyDecoderNumberOutOfRangeIsInvalidArgument) {
+    EXPECT_THROW(decode_series_key("20e955"), std::invalid_argument);
+    EXPECT_THROW(decode_series_key(R"(["m", "m", {"a": 1e999}, ""])"), std::invalid_argument);
+}
+
+// Not a finding, the limit that keeps it so: a key nested 100000 deep (a
+// file can hold one) is rejected without exhausting the stack.
+TEST(FuzzRegression, SeriesKeyDecoderDeepNesting) {
+    const size_t depth = 100000;
+    EXPECT_THROW(decode_series_key(std::string(depth, '[') + std::string(depth, ']')),
+                 std::invalid_argument);
+}
+
 size_t heap_in_use() {
     const struct mallinfo2 info = mallinfo2();
     return info.uordblks + info.hblkhd;
