@@ -29,6 +29,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "negotiation.hpp"
+
 namespace gpe::agent {
 
 namespace {
@@ -97,52 +99,6 @@ std::string gzip(std::string_view data) {
     deflateEnd(&stream);
     if (rc != Z_STREAM_END) throw std::runtime_error("zlib: deflate failed");
     return out;
-}
-
-char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == y; });
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-// Calls f(token, parameters) for each element of a comma-separated list.
-template <typename F>
-void for_each_element(std::string_view list, F f) {
-    while (!list.empty()) {
-        const size_t comma = list.find(',');
-        std::string_view element = list.substr(0, comma);
-        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-        const size_t semicolon = element.find(';');
-        const std::string_view token = trim(element.substr(0, semicolon));
-        f(token,
-          semicolon == std::string_view::npos ? std::string_view() : element.substr(semicolon + 1));
-    }
-}
-
-bool has_token(std::string_view list, std::string_view lowercase_token) {
-    bool found = false;
-    for_each_element(list, [&](std::string_view token, std::string_view) {
-        found = found || iequals(token, lowercase_token);
-    });
-    return found;
-}
-
-// gzip is acceptable unless absent or refused with q=0.
-bool accepts_gzip(std::string_view accept_encoding) {
-    bool ok = false;
-    for_each_element(accept_encoding, [&](std::string_view token, std::string_view parameters) {
-        if (!iequals(token, "gzip") && !iequals(token, "x-gzip")) return;
-        const std::string_view q = trim(parameters);
-        ok = !(q.starts_with("q=0") && q.find_first_not_of("0.", 3) == std::string_view::npos);
-    });
-    return ok;
 }
 
 bool is_token_char(char c) {
@@ -463,10 +419,8 @@ struct HttpServer::Impl {
                    close);
         } else if (request.path == "/metrics") {
             // Range is not looked at: a scrape is always the whole exposition.
-            const bool om =
-                request.accept.find("application/openmetrics-text") != std::string_view::npos;
-            const Job job{c.id, om ? Format::kOpenMetrics : Format::kText,
-                          accepts_gzip(request.accept_encoding), head_only, close};
+            const Negotiated negotiated = negotiate(request.accept, request.accept_encoding);
+            const Job job{c.id, negotiated.format, negotiated.gzip, head_only, close};
             // Answers that clients do not read stay in memory until their
             // deadline: past a budget, scrapes wait for them to drain.
             size_t unsent = 0;

@@ -6,11 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
 #include <thread>
 #include <vector>
 
+#include "gpe/exposition.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/series_key.hpp"
 #include "temp_dir.hpp"
@@ -68,6 +70,49 @@ TEST_F(ValueStoreTest, ConcurrentIncrementsAreNotLost) {
     }
     for (auto& thread : threads) thread.join();
     EXPECT_EQ(value.get(), 400000);
+}
+
+// For the ThreadSanitizer build (.ci/tsan.sh) as much as for the result:
+// workers' threads create series (files grow) and increment while two
+// threads scrape the directory through one shared reader, as the agent's
+// HTTP threads do.
+TEST_F(ValueStoreTest, ScrapesWhileThreadsCreateAndIncrementSeries) {
+    constexpr int kWriters = 2;
+    constexpr int kSeries = 300;
+    MultiprocessReader reader;
+    std::atomic<bool> writing{true};
+    std::vector<std::thread> scrapers;
+    for (int t = 0; t < 2; ++t) {
+        scrapers.emplace_back([&] {
+            while (writing.load()) {
+                Diagnostics diagnostics;
+                reader.render_directory(dir_.path(), Format::kText, diagnostics);
+                EXPECT_TRUE(diagnostics.warnings.empty());
+            }
+        });
+    }
+    std::vector<std::thread> writers;
+    for (int t = 0; t < kWriters; ++t) {
+        writers.emplace_back([t] {
+            for (int i = 0; i < kSeries; ++i) {
+                Value value("counter", encode_series_key("c", "c_total", {"series"},
+                                                         {std::to_string(i)}, "h"));
+                value.inc(1);
+                Value own("counter",
+                          encode_series_key("w", "w_total", {"writer", "series"},
+                                            {std::to_string(t), std::to_string(i)}, "h"));
+                own.inc(2);
+            }
+        });
+    }
+    for (auto& writer : writers) writer.join();
+    writing.store(false);
+    for (auto& scraper : scrapers) scraper.join();
+
+    Diagnostics diagnostics;
+    const std::string text = reader.render_directory(dir_.path(), Format::kText, diagnostics);
+    EXPECT_NE(text.find("c_total{series=\"299\"} 2.0\n"), std::string::npos);
+    EXPECT_NE(text.find("w_total{series=\"299\",writer=\"1\"} 2.0\n"), std::string::npos);
 }
 
 TEST_F(ValueStoreTest, ForkedChildWritesItsOwnFile) {

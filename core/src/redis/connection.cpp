@@ -2,7 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <hiredis/hiredis.h>
+#include <hiredis/hiredis.h>  // redisFormatCommandArgv
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "gpe/mmap_file.hpp"  // FileDescriptor
 
@@ -33,12 +34,6 @@ struct SslCtxFree {
 struct SslFree {
     void operator()(SSL* ssl) const { SSL_free(ssl); }
 };
-struct ReaderFree {
-    void operator()(redisReader* reader) const { redisReaderFree(reader); }
-};
-struct ReplyFree {
-    void operator()(redisReply* reply) const { freeReplyObject(reply); }
-};
 struct AddrinfoFree {
     void operator()(addrinfo* info) const { freeaddrinfo(info); }
 };
@@ -50,36 +45,6 @@ std::string openssl_error() {
     ERR_error_string_n(code, buf, sizeof buf);
     ERR_clear_error();
     return buf;
-}
-
-Reply convert(const redisReply* r) {
-    Reply out;
-    switch (r->type) {
-        case REDIS_REPLY_STRING:
-            out.type = Reply::Type::kString;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_STATUS:
-            out.type = Reply::Type::kStatus;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_ERROR:
-            out.type = Reply::Type::kError;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_INTEGER:
-            out.type = Reply::Type::kInteger;
-            out.integer = r->integer;
-            break;
-        case REDIS_REPLY_ARRAY:
-            out.type = Reply::Type::kArray;
-            out.elements.reserve(r->elements);
-            for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-            break;
-        default:
-            out.type = Reply::Type::kNil;
-    }
-    return out;
 }
 
 bool is_auth_error(std::string_view message) {
@@ -105,7 +70,7 @@ struct Connection::Impl {
     FileDescriptor fd;
     std::unique_ptr<SSL_CTX, SslCtxFree> ctx;
     std::unique_ptr<SSL, SslFree> ssl;
-    std::unique_ptr<redisReader, ReaderFree> reader{redisReaderCreate()};
+    ReplyParser parser;
     Clock::time_point deadline;
 
     [[noreturn]] void fail(Error::Kind kind, const std::string& what) const {
@@ -313,8 +278,10 @@ struct Connection::Impl {
                 }
                 if (n == 0) fail(Error::Kind::kConnection, "connection closed by server");
             }
-            if (redisReaderFeed(reader.get(), buf, static_cast<size_t>(n)) != REDIS_OK) {
-                fail(Error::Kind::kProtocol, "cannot parse reply");
+            try {
+                parser.feed(std::string_view(buf, static_cast<size_t>(n)));
+            } catch (const Error& e) {
+                fail(e.kind(), e.what());
             }
             return;
         }
@@ -323,14 +290,13 @@ struct Connection::Impl {
     Reply next_reply() {
         start_deadline(options.socket_timeout);
         for (;;) {
-            void* raw = nullptr;
-            if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
-                fail(Error::Kind::kProtocol, std::string("protocol error: ") + reader->errstr);
+            std::optional<Reply> reply;
+            try {
+                reply = parser.next();
+            } catch (const Error& e) {
+                fail(e.kind(), e.what());
             }
-            if (raw != nullptr) {
-                std::unique_ptr<redisReply, ReplyFree> reply(static_cast<redisReply*>(raw));
-                return convert(reply.get());
-            }
+            if (reply) return std::move(*reply);
             read_some();
         }
     }
@@ -371,7 +337,6 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     Impl& c = *impl_;
     c.options = options;
     c.where = describe(options);
-    if (!c.reader) throw Error(Error::Kind::kConnection, "out of memory");
     c.connect_socket();
     if (options.tls.enabled) c.start_tls();
     std::vector<Command> hello;
