@@ -231,7 +231,7 @@ void bind_redis(nb::module_& m) {
                 nb::gil_scoped_release release;
                 report = redis::fold_process(client, prefix, process, archive);
             }
-            return nb::make_tuple(report.folded, report.deleted);
+            return nb::make_tuple(report.folded, report.deleted, report.skipped);
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);

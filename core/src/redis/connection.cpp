@@ -36,9 +36,6 @@ struct SslFree {
 struct ReaderFree {
     void operator()(redisReader* reader) const { redisReaderFree(reader); }
 };
-struct ReplyFree {
-    void operator()(redisReply* reply) const { freeReplyObject(reply); }
-};
 struct AddrinfoFree {
     void operator()(addrinfo* info) const { freeaddrinfo(info); }
 };
@@ -52,35 +49,80 @@ std::string openssl_error() {
     return buf;
 }
 
-Reply convert(const redisReply* r) {
-    Reply out;
-    switch (r->type) {
-        case REDIS_REPLY_STRING:
-            out.type = Reply::Type::kString;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_STATUS:
-            out.type = Reply::Type::kStatus;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_ERROR:
-            out.type = Reply::Type::kError;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_INTEGER:
-            out.type = Reply::Type::kInteger;
-            out.integer = r->integer;
-            break;
-        case REDIS_REPLY_ARRAY:
-            out.type = Reply::Type::kArray;
-            out.elements.reserve(r->elements);
-            for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-            break;
-        default:
-            out.type = Reply::Type::kNil;
+// Replies are built by hiredis's parser straight into Reply objects (no
+// redisReply tree to copy), under a budget: bytes received for the reply plus
+// kElementCost for each element, at most Options::max_reply_bytes. hiredis
+// itself buffers a bulk string until it is complete, so the bytes are counted
+// as they arrive (read_some), before the buffer can grow past the limit.
+constexpr size_t kElementCost = 16;
+constexpr size_t kSmallestElement = 3;  // "+\r\n"
+
+struct Builder {
+    size_t limit = kDefaultMaxReplyBytes;
+    size_t used = 0;  // of the reply being read
+    Reply root;
+    std::string refused;  // why a reply was refused, if it was
+
+    bool charge(size_t amount) {
+        used += amount;
+        if (used <= limit) return true;
+        if (refused.empty()) refused = "more than " + std::to_string(limit) + " bytes";
+        return false;
     }
+};
+
+Reply* place(const redisReadTask* task, Reply::Type type) {
+    auto* builder = static_cast<Builder*>(task->privdata);
+    if (!builder->charge(kElementCost)) return nullptr;
+    Reply* out = nullptr;
+    if (task->parent == nullptr) {
+        builder->root = Reply{};
+        out = &builder->root;
+    } else {
+        // Elements arrive in order; only the last one of each open array is
+        // still being filled, so growing the vector moves finished ones only.
+        auto* parent = static_cast<Reply*>(task->parent->obj);
+        out = &parent->elements.emplace_back();
+    }
+    out->type = type;
     return out;
 }
+
+void* create_string(const redisReadTask* task, char* str, size_t len) {
+    const Reply::Type type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::kError
+                             : task->type == REDIS_REPLY_STATUS ? Reply::Type::kStatus
+                                                                : Reply::Type::kString;
+    Reply* out = place(task, type);
+    if (out != nullptr) out->str.assign(str, len);
+    return out;
+}
+
+void* create_array(const redisReadTask* task, int elements) {
+    auto* builder = static_cast<Builder*>(task->privdata);
+    const size_t count = elements > 0 ? static_cast<size_t>(elements) : 0;
+    // An array announces its length: refuse at once one that cannot fit.
+    if (builder->used + count * (kElementCost + kSmallestElement) > builder->limit) {
+        builder->refused = "an array of " + std::to_string(count) + " elements, more than " +
+                           std::to_string(builder->limit) + " bytes";
+        return nullptr;
+    }
+    Reply* out = place(task, Reply::Type::kArray);
+    if (out != nullptr) out->elements.reserve(std::min<size_t>(count, 4096));
+    return out;
+}
+
+void* create_integer(const redisReadTask* task, long long value) {
+    Reply* out = place(task, Reply::Type::kInteger);
+    if (out != nullptr) out->integer = value;
+    return out;
+}
+
+void* create_nil(const redisReadTask* task) { return place(task, Reply::Type::kNil); }
+
+void free_object(void*) {}  // the objects belong to the Builder and their parents
+
+const redisReplyObjectFunctions kBuildReplies = {create_string, create_array, create_integer,
+                                                 create_nil, free_object};
 
 bool is_auth_error(std::string_view message) {
     return message.starts_with("WRONGPASS") || message.starts_with("NOAUTH") ||
@@ -105,7 +147,10 @@ struct Connection::Impl {
     FileDescriptor fd;
     std::unique_ptr<SSL_CTX, SslCtxFree> ctx;
     std::unique_ptr<SSL, SslFree> ssl;
-    std::unique_ptr<redisReader, ReaderFree> reader{redisReaderCreate()};
+    // A copy of the functions that stays constant; hiredis wants a mutable pointer.
+    redisReplyObjectFunctions functions = kBuildReplies;
+    std::unique_ptr<redisReader, ReaderFree> reader{redisReaderCreateWithFunctions(&functions)};
+    Builder builder;
     Clock::time_point deadline;
 
     [[noreturn]] void fail(Error::Kind kind, const std::string& what) const {
@@ -242,7 +287,6 @@ struct Connection::Impl {
     }
 
     void write_all(std::string_view data) {
-        start_deadline(options.socket_timeout);
         while (!data.empty()) {
             ssize_t n = 0;
             if (ssl) {
@@ -313,24 +357,44 @@ struct Connection::Impl {
                 }
                 if (n == 0) fail(Error::Kind::kConnection, "connection closed by server");
             }
+            if (!builder.charge(static_cast<size_t>(n))) refuse();
             if (redisReaderFeed(reader.get(), buf, static_cast<size_t>(n)) != REDIS_OK) {
                 fail(Error::Kind::kProtocol, "cannot parse reply");
             }
+            // The deadline holds for the whole reply, also while data keeps coming.
+            if (Clock::now() >= deadline) timed_out();
             return;
         }
     }
 
+    [[noreturn]] void refuse() const {
+        fail(Error::Kind::kProtocol, "refused a reply of " + builder.refused +
+                                         " (the limit, REDIS_MAX_REPLY_BYTES, is " +
+                                         std::to_string(options.max_reply_bytes) + " bytes)");
+    }
+
+    [[noreturn]] void timed_out() const {
+        fail(Error::Kind::kTimeout, "timed out: no complete reply within the socket timeout (" +
+                                        format_seconds(options.socket_timeout) + " s)");
+    }
+
+    static std::string format_seconds(double seconds) {
+        std::string text = std::to_string(seconds);
+        text.erase(text.find_last_not_of('0') + 1);
+        if (text.ends_with('.')) text.pop_back();
+        return text;
+    }
+
+    // The next reply, within the deadline set for its batch.
     Reply next_reply() {
-        start_deadline(options.socket_timeout);
+        builder.used = 0;
         for (;;) {
             void* raw = nullptr;
             if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
+                if (!builder.refused.empty()) refuse();
                 fail(Error::Kind::kProtocol, std::string("protocol error: ") + reader->errstr);
             }
-            if (raw != nullptr) {
-                std::unique_ptr<redisReply, ReplyFree> reply(static_cast<redisReply*>(raw));
-                return convert(reply.get());
-            }
+            if (raw != nullptr) return std::move(*static_cast<Reply*>(raw));
             read_some();
         }
     }
@@ -360,6 +424,8 @@ struct Connection::Impl {
             const size_t end = std::min(commands.size(), start + kBatch);
             buffer.clear();
             for (size_t i = start; i < end; ++i) append(buffer, commands[i]);
+            // One deadline for the batch: its commands written, every reply read.
+            start_deadline(options.socket_timeout);
             write_all(buffer);
             for (size_t i = start; i < end; ++i) replies.push_back(next_reply());
         }
@@ -372,6 +438,8 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     c.options = options;
     c.where = describe(options);
     if (!c.reader) throw Error(Error::Kind::kConnection, "out of memory");
+    c.builder.limit = options.max_reply_bytes;
+    c.reader->privdata = &c.builder;
     c.connect_socket();
     if (options.tls.enabled) c.start_tls();
     std::vector<Command> hello;

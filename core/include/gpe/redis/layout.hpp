@@ -44,6 +44,11 @@ std::string keyset_key(std::string_view prefix);
 // not even after Redis lost its data.
 std::string new_keyset_version();
 
+// The marker of one instance's mirror, {prefix}:mirror@{instance}: rewritten
+// by every mirror transaction, read by the next one; when it is not what the
+// mirror wrote last, Redis lost data and everything is sent again.
+std::string marker_key(std::string_view prefix, std::string_view instance);
+
 // The parts of one of our keys under `prefix`; nullopt for anything else.
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix);
 

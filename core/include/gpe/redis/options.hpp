@@ -1,10 +1,15 @@
 // How to reach Redis: the seed's REDIS_* settings or a PROMETHEUS_REDIS_URL.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace gpe::redis {
+
+inline constexpr size_t kDefaultMaxReplyBytes = 32u << 20;
+// hiredis refuses arrays nested deeper than this (fixed in hiredis 0.14).
+inline constexpr int kMaxReplyDepth = 7;
 
 struct TlsOptions {
     bool enabled = false;
@@ -24,7 +29,13 @@ struct Options {
     std::string password;
     TlsOptions tls;
     double connect_timeout = 5.0;  // seconds
-    double socket_timeout = 5.0;   // seconds, per read or write
+    // Seconds for a whole exchange: writing a batch of (up to 1024 pipelined)
+    // commands and reading every reply to it, however fast the bytes arrive.
+    double socket_timeout = 5.0;
+    // The largest reply accepted, in bytes received (an array counts 16 more
+    // per element, for the memory each takes); a larger one is refused and
+    // the connection dropped, before it is buffered whole.
+    size_t max_reply_bytes = kDefaultMaxReplyBytes;
 };
 
 // Parses redis://[[user]:password@]host[:port][/db],
