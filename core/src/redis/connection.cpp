@@ -157,6 +157,8 @@ struct Connection::Impl {
         throw Error(kind, what + " (Redis at " + where + ")");
     }
 
+    bool connecting = true;  // which timeout the deadline is
+
     void start_deadline(double seconds) {
         deadline = Clock::now() + std::chrono::microseconds(static_cast<long long>(seconds * 1e6));
     }
@@ -166,7 +168,7 @@ struct Connection::Impl {
         for (;;) {
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) fail(Error::Kind::kTimeout, "timed out");
+            if (left.count() <= 0) timed_out();
             pollfd p{fd.get(), events, 0};
             const int n = ::poll(&p, 1, static_cast<int>(left.count()));
             if (n > 0) return;
@@ -374,6 +376,10 @@ struct Connection::Impl {
     }
 
     [[noreturn]] void timed_out() const {
+        if (connecting) {
+            fail(Error::Kind::kTimeout, "timed out connecting (connect timeout " +
+                                            format_seconds(options.connect_timeout) + " s)");
+        }
         fail(Error::Kind::kTimeout, "timed out: no complete reply within the socket timeout (" +
                                         format_seconds(options.socket_timeout) + " s)");
     }
@@ -442,6 +448,7 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     c.reader->privdata = &c.builder;
     c.connect_socket();
     if (options.tls.enabled) c.start_tls();
+    c.connecting = false;
     std::vector<Command> hello;
     if (!options.password.empty()) {
         if (options.username.empty()) {

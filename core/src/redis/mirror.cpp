@@ -248,8 +248,8 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         throw Error(Error::Kind::kServer,
                     "mirror transaction failed: " + transaction_error(commands, replies));
     }
-    s.marker_written = marker;
     check_marker(exec.elements[0]);  // EXEC's replies: command i is exec.elements[i - 1]
+    s.marker_written = marker;
     // A write refused inside the transaction (a key of ours that a foreign
     // writer gave another type: WRONGTYPE) is named once and tried again
     // every pass.

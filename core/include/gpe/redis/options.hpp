@@ -7,7 +7,11 @@
 
 namespace gpe::redis {
 
-inline constexpr size_t kDefaultMaxReplyBytes = 32u << 20;
+// REDIS_MAX_REPLY_BYTES: default and range. The least still holds a SCAN
+// page and a read script's batch of values.
+inline constexpr size_t kDefaultMaxReplyBytes = size_t{32} << 20;
+inline constexpr size_t kMinMaxReplyBytes = size_t{1} << 20;
+inline constexpr size_t kMaxMaxReplyBytes = size_t{4} << 30;
 // hiredis refuses arrays nested deeper than this (fixed in hiredis 0.14).
 inline constexpr int kMaxReplyDepth = 7;
 
