@@ -243,6 +243,30 @@ TEST_P(RedisHeals, AnOlderMarkerMeansAStaleReplica) {
 
 INSTANTIATE_TEST_SUITE_P(Ttl, RedisHeals, ::testing::Values(0, 300));
 
+TEST(RedisHostileReal, ATransactionReplyMayHoldOneElementPerCommandSent) {
+    // 20,000 new series with a TTL: EXEC answers 80,000 elements, more than
+    // a 1 MiB limit counts for them; the commands sent allow it.
+    REQUIRE_REDIS();
+    RedisServer server;
+    Options o = local(server.port(), 5);
+    o.max_reply_bytes = 1 << 20;
+    auto client = std::make_shared<Client>(o);
+    TempDir dir;
+    {
+        MmapFile f(dir.file("counter_1.db"));
+        for (int i = 0; i < 20000; ++i) {
+            f.slot(encode_series_key("n", "n_total", {"i"}, {std::to_string(i)}, "help"))[0] = 1;
+        }
+    }
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 300});
+    Diagnostics diagnostics;
+    EXPECT_EQ(mirror.pass(diagnostics).written, 20000u);
+    Reader reader(client, "gunicorn");
+    reader.render(Format::kText, diagnostics);
+    EXPECT_EQ(reader.last_stats().keys, 20000u);
+    EXPECT_TRUE(diagnostics.warnings.empty());
+}
+
 TEST(RedisHostileReal, OutOfMemoryIsNamedNotOnlyExecabort) {
     REQUIRE_REDIS();
     RedisServer server;

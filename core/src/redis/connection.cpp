@@ -56,6 +56,7 @@ std::string openssl_error() {
 // as they arrive (read_some), before the buffer can grow past the limit.
 constexpr size_t kElementCost = 16;
 constexpr size_t kSmallestElement = 3;  // "+\r\n"
+constexpr size_t kAllowancePerCommand = 64;
 
 struct Builder {
     size_t limit = kDefaultMaxReplyBytes;
@@ -66,7 +67,7 @@ struct Builder {
     bool charge(size_t amount) {
         used += amount;
         if (used <= limit) return true;
-        if (refused.empty()) refused = "more than " + std::to_string(limit) + " bytes";
+        if (refused.empty()) refused = "a reply";
         return false;
     }
 };
@@ -102,8 +103,7 @@ void* create_array(const redisReadTask* task, int elements) {
     const size_t count = elements > 0 ? static_cast<size_t>(elements) : 0;
     // An array announces its length: refuse at once one that cannot fit.
     if (builder->used + count * (kElementCost + kSmallestElement) > builder->limit) {
-        builder->refused = "an array of " + std::to_string(count) + " elements, more than " +
-                           std::to_string(builder->limit) + " bytes";
+        builder->refused = "a reply announcing an array of " + std::to_string(count) + " elements";
         return nullptr;
     }
     Reply* out = place(task, Reply::Type::kArray);
@@ -370,9 +370,10 @@ struct Connection::Impl {
     }
 
     [[noreturn]] void refuse() const {
-        fail(Error::Kind::kProtocol, "refused a reply of " + builder.refused +
-                                         " (the limit, REDIS_MAX_REPLY_BYTES, is " +
-                                         std::to_string(options.max_reply_bytes) + " bytes)");
+        // (The limit also allows kAllowancePerCommand for each command sent.)
+        fail(Error::Kind::kProtocol, "refused " + builder.refused +
+                                         " larger than the limit, REDIS_MAX_REPLY_BYTES = " +
+                                         std::to_string(options.max_reply_bytes) + " bytes");
     }
 
     [[noreturn]] void timed_out() const {
@@ -423,6 +424,9 @@ struct Connection::Impl {
     }
 
     std::vector<Reply> pipeline(const std::vector<Command>& commands) {
+        // EXEC answers one element for each queued command: a reply may be
+        // larger by what the commands sent allow, never by what the server wants.
+        builder.limit = options.max_reply_bytes + commands.size() * kAllowancePerCommand;
         std::vector<Reply> replies;
         replies.reserve(commands.size());
         std::string buffer;

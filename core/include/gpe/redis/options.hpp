@@ -38,7 +38,9 @@ struct Options {
     double socket_timeout = 5.0;
     // The largest reply accepted, in bytes received (an array counts 16 more
     // per element, for the memory each takes); a larger one is refused and
-    // the connection dropped, before it is buffered whole.
+    // the connection dropped, before it is buffered whole. The replies of a
+    // pipeline may also have 64 bytes for each of its commands (EXEC answers
+    // one element per queued command).
     size_t max_reply_bytes = kDefaultMaxReplyBytes;
 };
 
