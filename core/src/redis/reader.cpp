@@ -193,7 +193,13 @@ struct Reader::Impl {
         } while (start < found.size());
 
         std::vector<Reply> values(found.size());
-        std::vector<Reply> replies = run(batches);
+        // One exchange per script, so that each has the whole socket timeout
+        // (a deadline for a whole exchange): a large scrape is not refused
+        // for being large.
+        std::vector<Reply> replies;
+        replies.reserve(batches.size());
+        for (Command& batch : batches)
+            replies.push_back(std::move(run({std::move(batch)}).front()));
         for (size_t b = 0; b < replies.size(); ++b) {
             Reply& batch = replies[b];
             if (batch.is_error())
