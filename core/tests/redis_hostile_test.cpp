@@ -241,6 +241,31 @@ TEST_P(RedisHeals, AnOlderMarkerMeansAStaleReplica) {
     EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 3.0"));
 }
 
+TEST_P(RedisHeals, EvictedKeysOfASeriesAreSentAgain) {
+    // Eviction takes some keys and leaves the marker: found when the keys
+    // are renewed (every third of the TTL: 1 s here) or, without a TTL,
+    // checked (verify_seconds).
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", 5);
+    put(dir, "counter_2.db", "reqs", 6);
+    MirrorOptions options{dir.path(), "gunicorn", "h", GetParam() > 0 ? 3 : 0};
+    options.verify_seconds = 1;
+    Mirror mirror(client, options);
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string hash = series_hash(encode_series_key("reqs", "reqs_total", {}, {}, "help"));
+    client->pipeline({{"DEL", make_key("gunicorn", "counter", "1@h", kMeta, hash)},
+                      {"DEL", make_key("gunicorn", "counter", "2@h", kMetric, hash)}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    mirror.pass(diagnostics);  // finds them gone
+    mirror.pass(diagnostics);  // sends them again
+    EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 11.0"));
+    EXPECT_TRUE(diagnostics.warnings.empty()) << diagnostics.warnings.front();
+}
+
 INSTANTIATE_TEST_SUITE_P(Ttl, RedisHeals, ::testing::Values(0, 300));
 
 TEST(RedisHostileReal, ATransactionReplyMayHoldOneElementPerCommandSent) {

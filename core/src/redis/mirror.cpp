@@ -52,7 +52,8 @@ struct Mirror::State {
     uint64_t passes = 0;
     uint64_t epoch_sent = UINT64_MAX;  // connection epoch of the last full pass
     Clock::time_point next_refresh{};
-    long long deadline = 0;  // unix milliseconds at which this instance's keys expire
+    Clock::time_point next_verify{};  // TTL 0: when to check that every key still exists
+    long long deadline = 0;           // unix milliseconds at which this instance's keys expire
     std::string buffer;
 };
 
@@ -96,6 +97,10 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
             static_cast<long long>(client_->server_time() * 1000) + options_.ttl_seconds * 1000LL;
     }
     const std::string deadline = std::to_string(s.deadline);
+    // Without a TTL nothing renews (and so checks) the keys: every so often
+    // each series' keys are asked for, so that a partial loss (eviction)
+    // heals too.
+    const bool verify = !ttl && !resend && Clock::now() >= s.next_verify;
     ++s.passes;
 
     std::vector<Command> commands;
@@ -124,6 +129,7 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         size_t command;
         State::File* file;
         size_t index;
+        long long expected;  // the least integer reply while the keys are there
     };
     std::vector<Refreshed> refreshed;
     std::vector<Sent> sent;
@@ -178,12 +184,17 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
                         metas.push_back(MetaSent{commands.size() - 1, &file, index - 1});
                     }
                     if (ttl && (first || refresh)) {
-                        commands.push_back({"PEXPIREAT", entry.metric_key, deadline});
-                        // The meta key, which a changed value does not recreate, tells
-                        // whether the series' keys are still there.
+                        // A key that is gone (expired while the mirror stalled, evicted)
+                        // answers 0: the series is sent again next pass.
                         if (!first)
-                            refreshed.push_back(Refreshed{commands.size(), &file, index - 1});
+                            refreshed.push_back(Refreshed{commands.size(), &file, index - 1, 1});
+                        commands.push_back({"PEXPIREAT", entry.metric_key, deadline});
+                        if (!first)
+                            refreshed.push_back(Refreshed{commands.size(), &file, index - 1, 1});
                         commands.push_back({"PEXPIREAT", entry.meta_key, deadline});
+                    } else if (verify && !first) {
+                        refreshed.push_back(Refreshed{commands.size(), &file, index - 1, 2});
+                        commands.push_back({"EXISTS", entry.metric_key, entry.meta_key});
                     }
                 });
             } catch (const FormatError& e) {
@@ -276,7 +287,7 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
     for (const MetaSent& item : metas) refused(item.command, item.file, item.index);
     for (const Refreshed& item : refreshed) {
         const Reply& reply = exec.elements[item.command - 1];
-        if (reply.type == Reply::Type::kInteger && reply.integer == 0) {
+        if (reply.type == Reply::Type::kInteger && reply.integer < item.expected) {
             item.file->entries[item.index].sent = false;
         }
     }
@@ -292,6 +303,11 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         if (refresh) {
             s.next_refresh =
                 Clock::now() + std::chrono::milliseconds(options_.ttl_seconds * 1000 / 3);
+        }
+        if (verify || resend) {
+            s.next_verify =
+                Clock::now() +
+                std::chrono::milliseconds(static_cast<long long>(options_.verify_seconds * 1000));
         }
     }
     return report;

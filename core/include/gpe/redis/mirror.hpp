@@ -32,6 +32,10 @@ struct MirrorOptions {
     std::string prefix = "gunicorn";
     std::string instance;   // identifies this host or pod
     int ttl_seconds = 300;  // 0: keys never expire
+    // With ttl_seconds 0: how often every series' keys are checked (with a
+    // TTL they are checked when renewed, every third of it); a series whose
+    // keys are gone (evicted) is sent again.
+    double verify_seconds = 100;
 };
 
 struct PassReport {
