@@ -174,6 +174,31 @@ TEST(RedisHostile, ScanWhoseCursorNeverReturnsToZeroIsBounded) {
     EXPECT_LT(second.second, 1.5);
 }
 
+TEST(RedisHostile, ScanListingMoreKeysThanTheLimitIsRefused) {
+    // 1000 new keys on every page, as fast as loopback carries them.
+    FakeRedis server(
+        [page = 0](FakeRedis& s, int fd, const std::vector<std::string>& command) mutable {
+            if (command[0] == "PING") return s.send_all(fd, "+PONG\r\n");
+            if (command[0] == "GET") return s.send_all(fd, "$-1\r\n");
+            std::string out = "*2\r\n$1\r\n7\r\n*1000\r\n";
+            ++page;
+            for (int i = 0; i < 1000; ++i) {
+                const std::string key = "gunicorn:counter:" + std::to_string(page) +
+                                        "@h:metric:" + std::string(64, 'a') + std::to_string(i);
+                out += "$" + std::to_string(key.size()) + "\r\n" + key + "\r\n";
+            }
+            return s.send_all(fd, out);
+        });
+    Options o = local(server.port(), 5);
+    o.max_reply_bytes = 1 << 20;
+    auto client = std::make_shared<Client>(o);
+    Reader reader(client, "gunicorn");
+    const auto [error, took] = failure_of([&] { reader.collect(); });
+    EXPECT_TRUE(has(error.what(), "SCAN")) << error.what();
+    EXPECT_TRUE(has(error.what(), "REDIS_MAX_REPLY_BYTES")) << error.what();
+    EXPECT_LT(took, 2.0);
+}
+
 // ---- a real redis-server ----
 
 void put(const TempDir& dir, const std::string& file, const std::string& metric, double value) {

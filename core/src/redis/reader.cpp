@@ -99,6 +99,10 @@ struct Reader::Impl {
         const auto deadline = std::chrono::steady_clock::now() +
                               std::chrono::microseconds(static_cast<long long>(limit * 1e6));
         size_t pages = 0;
+        // The listing is bounded like a reply: its keys (16 bytes more each)
+        // may take twice REDIS_MAX_REPLY_BYTES, about 700,000 series by default.
+        const size_t max_bytes = 2 * client->options().max_reply_bytes;
+        size_t listed = 0;
         do {
             if (++pages > kMaxScanPages || std::chrono::steady_clock::now() > deadline) {
                 throw Error(Error::Kind::kProtocol,
@@ -121,6 +125,13 @@ struct Reader::Impl {
                     throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
                 }
                 if (!seen.try_emplace(element.str, true).second) continue;
+                listed += element.str.size() + 16;
+                if (listed > max_bytes) {
+                    throw Error(
+                        Error::Kind::kProtocol,
+                        concat("SCAN of ", match, " listed more than ", std::to_string(max_bytes),
+                               " bytes of keys (twice REDIS_MAX_REPLY_BYTES); refused"));
+                }
                 Found item{element.str, {}};
                 const auto parts = parse_key(item.key, prefix);
                 const std::string_view store = parts ? parts->store : std::string_view();
