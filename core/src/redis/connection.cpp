@@ -385,13 +385,6 @@ struct Connection::Impl {
                                         format_seconds(options.socket_timeout) + " s)");
     }
 
-    static std::string format_seconds(double seconds) {
-        std::string text = std::to_string(seconds);
-        text.erase(text.find_last_not_of('0') + 1);
-        if (text.ends_with('.')) text.pop_back();
-        return text;
-    }
-
     // The next reply, within the deadline set for its batch.
     Reply next_reply() {
         builder.used = 0;

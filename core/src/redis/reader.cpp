@@ -152,13 +152,6 @@ struct Reader::Impl {
         return found;
     }
 
-    static std::string format_seconds(double seconds) {
-        std::string text = std::to_string(seconds);
-        text.erase(text.find_last_not_of('0') + 1);
-        if (text.ends_with('.')) text.pop_back();
-        return text;
-    }
-
     // The key set version; a key of another type there (a foreign writer)
     // is named in a warning and gives a version that never matches, so the
     // keys are listed again every scrape until our mirror replaces it.

@@ -54,4 +54,7 @@ Options parse_url(std::string_view url);
 // "host:port/db" or "unix:/path/db", with TLS and user noted; no secrets.
 std::string describe(const Options& options);
 
+// Seconds as a person writes them: "5", "0.5".
+std::string format_seconds(double seconds);
+
 }  // namespace gpe::redis
