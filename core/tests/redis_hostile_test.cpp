@@ -338,6 +338,21 @@ TEST(RedisHostileReal, OutOfMemoryIsNamedNotOnlyExecabort) {
     EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 3.0"));
 }
 
+TEST(RedisHostileReal, AReadOnlyReplicaIsNamed) {
+    // A failover behind a proxy that now reaches a replica: READONLY, said.
+    REQUIRE_REDIS();
+    RedisServer primary;
+    RedisServer replica({"--replicaof", "127.0.0.1", std::to_string(primary.port())});
+    auto client = std::make_shared<Client>(local(replica.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", 1);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 300});
+    Diagnostics diagnostics;
+    const auto [error, took] = failure_of([&] { mirror.pass(diagnostics); });
+    EXPECT_TRUE(has(error.what(), "READONLY")) << error.what();
+    (void)took;
+}
+
 TEST(RedisHostileReal, KeysetHoldingAListDoesNotFailTheScrape) {
     REQUIRE_REDIS();
     RedisServer server;
