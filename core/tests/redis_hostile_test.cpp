@@ -211,6 +211,13 @@ std::string render(const std::shared_ptr<Client>& client, Diagnostics& diagnosti
     return reader.render(Format::kText, diagnostics);
 }
 
+// The one mirror marker of instance h.
+std::string marker_of(Client& client) {
+    const Reply keys = client.command({"KEYS", "gunicorn:mirror@h@*"});
+    EXPECT_EQ(keys.elements.size(), 1u);
+    return keys.elements.empty() ? std::string() : keys.elements[0].str;
+}
+
 class RedisHeals : public ::testing::TestWithParam<int> {};
 
 TEST_P(RedisHeals, LostDataWithoutADisconnectIsSentAgainWithinTwoPasses) {
@@ -241,8 +248,10 @@ TEST_P(RedisHeals, LostDataWithoutADisconnectIsSentAgainWithinTwoPasses) {
             make_key("gunicorn", "counter", "1@h", kMeta,
                      series_hash(encode_series_key("reqs", "reqs_total", {}, {}, "help")));
         EXPECT_GT(client->command({"PTTL", meta}).integer, 0);
-        EXPECT_GT(client->command({"PTTL", marker_key("gunicorn", "h")}).integer, 0);
     }
+    const long long marker_ttl = client->command({"PTTL", marker_of(*client)}).integer;
+    EXPECT_GT(marker_ttl, 0);  // without a TTL too: a day
+    EXPECT_LE(marker_ttl, 300 * 1000 * (GetParam() > 0 ? 1 : 288));
     EXPECT_EQ(mirror.pass(diagnostics).commands, 1u);  // and quiet again
     EXPECT_EQ(diagnostics.warnings.size(), 1u);
 }
@@ -256,11 +265,11 @@ TEST_P(RedisHeals, AnOlderMarkerMeansAStaleReplica) {
     Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", GetParam()});
     Diagnostics diagnostics;
     mirror.pass(diagnostics);
-    const std::string old = client->command({"GET", marker_key("gunicorn", "h")}).str;
+    const std::string marker = marker_of(*client);
+    const std::string old = client->command({"GET", marker}).str;
     put(dir, "counter_2.db", "reqs", 2);  // a new series, then the failover loses it
     mirror.pass(diagnostics);
-    client->pipeline(
-        {{"FLUSHALL"}, {"SET", marker_key("gunicorn", "h"), old}});  // what a replica had
+    client->pipeline({{"FLUSHALL"}, {"SET", marker, old}});  // what a replica had
     mirror.pass(diagnostics);
     mirror.pass(diagnostics);
     EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 3.0"));
@@ -289,6 +298,28 @@ TEST_P(RedisHeals, EvictedKeysOfASeriesAreSentAgain) {
     mirror.pass(diagnostics);  // sends them again
     EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 11.0"));
     EXPECT_TRUE(diagnostics.warnings.empty()) << diagnostics.warnings.front();
+}
+
+TEST_P(RedisHeals, TwoInstancesOfOneHostDoNotShareAMarker) {
+    // Two Gunicorn masters on one host: the same default instance id (the
+    // hostname), other PIDs, so other keys; their mirrors must not take each
+    // other's marker for lost data.
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir a;
+    TempDir b;
+    Mirror first(client, MirrorOptions{a.path(), "gunicorn", "host", GetParam()});
+    Mirror second(client, MirrorOptions{b.path(), "gunicorn", "host", GetParam()});
+    Diagnostics diagnostics;
+    for (int i = 1; i <= 3; ++i) {
+        put(a, "counter_1.db", "reqs", i);
+        put(b, "counter_2.db", "reqs", 10 * i);
+        first.pass(diagnostics);
+        second.pass(diagnostics);
+    }
+    EXPECT_TRUE(diagnostics.warnings.empty()) << diagnostics.warnings.front();
+    EXPECT_TRUE(has(render(client, diagnostics), "reqs_total 33.0"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Ttl, RedisHeals, ::testing::Values(0, 300));

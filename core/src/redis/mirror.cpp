@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
+constexpr long long kMarkerTtlMs = 24LL * 3600 * 1000;
+
 }  // namespace
 
 struct Mirror::State {
@@ -60,8 +62,9 @@ struct Mirror::State {
 Mirror::Mirror(std::shared_ptr<Client> client, MirrorOptions options)
     : client_(std::move(client)), options_(std::move(options)), state_(std::make_unique<State>()) {
     options_.instance = sanitize_segment(options_.instance);
-    state_->marker_key = marker_key(options_.prefix, options_.instance);
     state_->token = new_keyset_version();
+    state_->marker_key = marker_key(options_.prefix, options_.instance,
+                                    std::string_view(state_->token).substr(0, 16));
 }
 
 namespace {
@@ -225,13 +228,12 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
         if (found.type == Reply::Type::kString && found.str == s.marker_written) return;
         lost = true;
         s.epoch_sent = UINT64_MAX;  // the next pass sends everything
-        diagnostics.warn(concat(
-            "Redis lost keys of this instance (its marker ", s.marker_key, " is ",
-            found.type == Reply::Type::kString ? "another value"
-            : found.is_error()                 ? found.str
-                                               : std::string("gone"),
-            "; FLUSHALL, eviction or a failover?): sending everything again; if this repeats, "
-            "another mirror uses the same REDIS_INSTANCE_ID"));
+        diagnostics.warn(concat("Redis lost keys of this instance (its marker ", s.marker_key,
+                                " is ",
+                                found.type == Reply::Type::kString ? "an older value"
+                                : found.is_error()                 ? found.str
+                                                                   : std::string("gone"),
+                                "; FLUSHALL, eviction or a failover?): sending everything again"));
     };
     if (commands.size() == 2) {  // nothing to write: only the check
         const Reply found =
@@ -244,7 +246,11 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
     }
     const std::string marker = concat(s.token, ":", std::to_string(++s.marker_seq));
     commands.push_back({"SET", s.marker_key, marker});
-    if (ttl) commands.push_back({"PEXPIREAT", s.marker_key, deadline});
+    // The marker expires with the keys; without a TTL after a day, so that
+    // the markers of mirrors gone do not pile up (a quiet mirror's marker
+    // expiring costs one pass that sends everything).
+    commands.push_back(ttl ? Command{"PEXPIREAT", s.marker_key, deadline}
+                           : Command{"PEXPIRE", s.marker_key, std::to_string(kMarkerTtlMs)});
     // Readers keep the key list while this version stays the same.
     if (keys_created || !deleting.empty()) {
         commands.push_back({"SET", keyset_key(options_.prefix), new_keyset_version()});
