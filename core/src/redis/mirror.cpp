@@ -242,6 +242,7 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
             throw Error(Error::Kind::kServer, "mirror check failed: " + found.str);
         check_marker(found);
         report.commands = 1;
+        if (lost) return resend_now(report, diagnostics);
         return report;
     }
     const std::string marker = concat(s.token, ":", std::to_string(++s.marker_seq));
@@ -316,6 +317,18 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
                 std::chrono::milliseconds(static_cast<long long>(options_.verify_seconds * 1000));
         }
     }
+    if (lost) return resend_now(report, diagnostics);
+    return report;
+}
+
+PassReport Mirror::resend_now(const PassReport& check, Diagnostics& diagnostics) {
+    // At once, not a flush interval later: the check's pass is one
+    // transaction, everything sent is another (which checks nothing: depth 1).
+    PassReport report = pass(diagnostics);
+    report.written += check.written;
+    report.deleted += check.deleted;
+    report.commands += check.commands;
+    report.refreshed = report.refreshed || check.refreshed;
     return report;
 }
 

@@ -59,6 +59,9 @@ class Mirror {
     const MirrorOptions& options() const { return options_; }
 
   private:
+    // After a pass found Redis lost our keys: a pass that sends everything.
+    PassReport resend_now(const PassReport& check, Diagnostics& diagnostics);
+
     struct State;
     std::shared_ptr<Client> client_;
     MirrorOptions options_;
