@@ -79,6 +79,8 @@ Redis:
   --redis-instance ID      default the hostname              REDIS_INSTANCE_ID
   --redis-ttl SECONDS      default 300, 0 = never expire     REDIS_TTL_SECONDS
   --flush-interval SECONDS default 1                         REDIS_FLUSH_INTERVAL
+  (and from the environment only: REDIS_SOCKET_TIMEOUT, REDIS_CONNECT_TIMEOUT,
+  default 5 s; REDIS_MAX_REPLY_BYTES, default 33554432)
 Process:
   --parent-pid PID         exit when this process is gone
   --help                   this text
@@ -122,6 +124,15 @@ long parse_number(const std::string& name, const std::string& raw, long low, lon
     if (raw.empty() || *end != '\0' || value < low || value > high) {
         fail(name + "='" + raw + "' must be a whole number from " + std::to_string(low) + " to " +
              std::to_string(high));
+    }
+    return value;
+}
+
+double parse_seconds(const std::string& name, const std::string& raw) {
+    char* end = nullptr;
+    const double value = std::strtod(raw.c_str(), &end);
+    if (raw.empty() || *end != '\0' || !(value > 0) || value > 86400) {
+        fail(name + "='" + raw + "' must be a number of seconds above 0 (at most 86400)");
     }
     return value;
 }
@@ -245,6 +256,14 @@ Config parse(int argc, char** argv) {
         } catch (const std::invalid_argument& e) {
             fail(std::string("PROMETHEUS_REDIS_URL: ") + e.what());
         }
+        o.socket_timeout = parse_seconds("REDIS_SOCKET_TIMEOUT", env("REDIS_SOCKET_TIMEOUT", "5"));
+        o.connect_timeout =
+            parse_seconds("REDIS_CONNECT_TIMEOUT", env("REDIS_CONNECT_TIMEOUT", "5"));
+        o.max_reply_bytes = static_cast<size_t>(
+            parse_number("REDIS_MAX_REPLY_BYTES",
+                         env("REDIS_MAX_REPLY_BYTES", std::to_string(redis::kDefaultMaxReplyBytes)),
+                         static_cast<long>(redis::kMinMaxReplyBytes),
+                         static_cast<long>(redis::kMaxMaxReplyBytes)));
         if (flags.count("--redis-password-stdin")) {
             std::string password;
             std::getline(std::cin, password);

@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const size_t chunk = data[0] == 0 ? size : data[0];
     std::string_view input = gpe::fuzz::as_view(data + 1, size - 1);
     try {
-        gpe::redis::ReplyParser parser;
+        gpe::redis::ReplyParser parser(size_t{1} << 16);  // the budget paths too
         while (!input.empty()) {
             const std::string_view piece = input.substr(0, chunk);
             input.remove_prefix(piece.size());

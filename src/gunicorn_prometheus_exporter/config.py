@@ -263,6 +263,14 @@ class ExporterConfig:
         return parse_float("REDIS_CONNECT_TIMEOUT", 5.0)
 
     @property
+    def redis_max_reply_bytes(self) -> int:
+        """The largest reply read from Redis; a larger one is refused."""
+        from . import _native
+
+        return parse_int("REDIS_MAX_REPLY_BYTES", _native.REDIS_DEFAULT_MAX_REPLY_BYTES,
+                         _native.REDIS_MIN_MAX_REPLY_BYTES, _native.REDIS_MAX_MAX_REPLY_BYTES)
+
+    @property
     def redis_instance_id(self) -> str:
         """Identifies this host or pod in Redis keys; the hostname by default."""
         return _text("REDIS_INSTANCE_ID") or socket.gethostname()
@@ -280,6 +288,7 @@ class ExporterConfig:
         common = {
             "socket_timeout": self.redis_socket_timeout,
             "socket_connect_timeout": self.redis_connect_timeout,
+            "max_reply_bytes": self.redis_max_reply_bytes,
         }
         if self.redis_url:
             try:

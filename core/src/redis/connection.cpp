@@ -47,6 +47,10 @@ std::string openssl_error() {
     return buf;
 }
 
+// EXEC answers one element for each queued command: a reply may be larger by
+// what the commands sent allow (see pipeline()), never by what the server wants.
+constexpr size_t kAllowancePerCommand = 64;
+
 bool is_auth_error(std::string_view message) {
     return message.starts_with("WRONGPASS") || message.starts_with("NOAUTH") ||
            message.starts_with("NOPERM") ||
@@ -77,6 +81,8 @@ struct Connection::Impl {
         throw Error(kind, what + " (Redis at " + where + ")");
     }
 
+    bool connecting = true;  // which timeout the deadline is
+
     void start_deadline(double seconds) {
         deadline = Clock::now() + std::chrono::microseconds(static_cast<long long>(seconds * 1e6));
     }
@@ -86,7 +92,7 @@ struct Connection::Impl {
         for (;;) {
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) fail(Error::Kind::kTimeout, "timed out");
+            if (left.count() <= 0) timed_out();
             pollfd p{fd.get(), events, 0};
             const int n = ::poll(&p, 1, static_cast<int>(left.count()));
             if (n > 0) return;
@@ -207,7 +213,6 @@ struct Connection::Impl {
     }
 
     void write_all(std::string_view data) {
-        start_deadline(options.socket_timeout);
         while (!data.empty()) {
             ssize_t n = 0;
             if (ssl) {
@@ -280,19 +285,41 @@ struct Connection::Impl {
             }
             try {
                 parser.feed(std::string_view(buf, static_cast<size_t>(n)));
+            } catch (const ReplyRefused& e) {
+                refuse(e.refused());
             } catch (const Error& e) {
                 fail(e.kind(), e.what());
             }
+            // The deadline holds for the whole reply, also while data keeps coming.
+            if (Clock::now() >= deadline) timed_out();
             return;
         }
     }
 
+    [[noreturn]] void refuse(const std::string& refused) const {
+        // (The limit also allows kAllowancePerCommand for each command sent.)
+        fail(Error::Kind::kProtocol, "refused " + refused +
+                                         " larger than the limit, REDIS_MAX_REPLY_BYTES = " +
+                                         std::to_string(options.max_reply_bytes) + " bytes");
+    }
+
+    [[noreturn]] void timed_out() const {
+        if (connecting) {
+            fail(Error::Kind::kTimeout, "timed out connecting (connect timeout " +
+                                            format_seconds(options.connect_timeout) + " s)");
+        }
+        fail(Error::Kind::kTimeout, "timed out: no complete reply within the socket timeout (" +
+                                        format_seconds(options.socket_timeout) + " s)");
+    }
+
+    // The next reply, within the deadline set for its batch.
     Reply next_reply() {
-        start_deadline(options.socket_timeout);
         for (;;) {
             std::optional<Reply> reply;
             try {
                 reply = parser.next();
+            } catch (const ReplyRefused& e) {
+                refuse(e.refused());
             } catch (const Error& e) {
                 fail(e.kind(), e.what());
             }
@@ -319,6 +346,9 @@ struct Connection::Impl {
     }
 
     std::vector<Reply> pipeline(const std::vector<Command>& commands) {
+        // EXEC answers one element for each queued command: a reply may be
+        // larger by what the commands sent allow, never by what the server wants.
+        parser.set_limit(options.max_reply_bytes + commands.size() * kAllowancePerCommand);
         std::vector<Reply> replies;
         replies.reserve(commands.size());
         std::string buffer;
@@ -326,6 +356,8 @@ struct Connection::Impl {
             const size_t end = std::min(commands.size(), start + kBatch);
             buffer.clear();
             for (size_t i = start; i < end; ++i) append(buffer, commands[i]);
+            // One deadline for the batch: its commands written, every reply read.
+            start_deadline(options.socket_timeout);
             write_all(buffer);
             for (size_t i = start; i < end; ++i) replies.push_back(next_reply());
         }
@@ -337,8 +369,10 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     Impl& c = *impl_;
     c.options = options;
     c.where = describe(options);
+    c.parser.set_limit(options.max_reply_bytes);
     c.connect_socket();
     if (options.tls.enabled) c.start_tls();
+    c.connecting = false;
     std::vector<Command> hello;
     if (!options.password.empty()) {
         if (options.username.empty()) {

@@ -138,6 +138,13 @@ Options parse_url(std::string_view url) {
     return options;
 }
 
+std::string format_seconds(double seconds) {
+    std::string text = std::to_string(seconds);
+    text.erase(text.find_last_not_of('0') + 1);
+    if (text.ends_with('.')) text.pop_back();
+    return text;
+}
+
 std::string describe(const Options& options) {
     std::string out = options.unix_socket.empty()
                           ? options.host + ":" + std::to_string(options.port)
