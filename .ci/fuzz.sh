@@ -26,7 +26,7 @@ need() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 }
-need clang cmake make pkg-config nlohmann-json3-dev libhiredis-dev libcpp-httplib-dev \
+need clang cmake make pkg-config nlohmann-json3-dev libhiredis-dev \
     zlib1g-dev libssl-dev
 # libFuzzer and the sanitizer runtimes of the clang Debian installed.
 need "libclang-rt-$(clang++ -dumpversion | cut -d. -f1)-dev"

@@ -12,7 +12,7 @@ jobs="${GPE_JOBS:-$(nproc)}"
 build="$root/build/tsan"
 
 packages=(g++ cmake make pkg-config libgtest-dev nlohmann-json3-dev libhiredis-dev
-          libcpp-httplib-dev zlib1g-dev libssl-dev redis-server)
+          zlib1g-dev libssl-dev redis-server)
 missing=()
 for package in "${packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
 if ((${#missing[@]})); then
