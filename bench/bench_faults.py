@@ -1,5 +1,10 @@
-"""Benchmark: what faults cost. Requests lost per SIGKILL of a worker under
-load, for the sync, gthread and gevent workers.
+"""Benchmark: what faults cost, next to a run without the fault.
+
+1. Requests lost per SIGKILL of a worker under load, for the sync, gthread
+   and gevent workers.
+2. The agent's scrape latency while 1,000 connections trickle a header line
+   per second (slowloris), against the same scrapes alone (the comparison
+   with HTTP libraries is bench/bench_http_slowloris.py).
 
 Gunicorn (4 workers, our config, demo/app.py) is loaded by client threads
 over loopback; every 0.1 s one worker is killed with SIGKILL. A request is
@@ -9,7 +14,7 @@ worker class, the kills, the responses the clients received, the requests
 counted, and the loss per kill next to a run without kills. Target: < 0.01
 lost per kill.
 
-    python bench/bench_faults.py [--seconds 10] [--workers sync,gthread,gevent]
+    python bench/bench_faults.py [--seconds 10] [--workers sync,gthread,gevent] [--connections 1000]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import importlib.util
 import os
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import bench_http_slowloris as slowloris  # noqa: E402
 from gunicorn_runner import Gunicorn, value  # noqa: E402
 from timing import print_table, print_targets  # noqa: E402
 
@@ -84,11 +91,51 @@ def run(tmp: Path, worker_class: str, seconds: float, kill_every: float | None) 
     return {"kills": kills, "received": received, "counted": counted, "lost": max(0.0, received - counted)}
 
 
+def slowloris_latency(tmp: Path, connections: int) -> tuple[list[float], list[float], int, int]:
+    """Scrape latencies of the agent alone and under slowloris, and failures."""
+    import subprocess
+
+    from gunicorn_prometheus_exporter import agent as agent_module
+
+    directory = tmp / "slowloris-mp"
+    slowloris.write_directory(directory, slowloris.BODY_LINES)
+    port = slowloris.free_port()
+    proc = subprocess.Popen([str(agent_module.BINARY), "--directory", str(directory), "--bind", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                slowloris.request(port, slowloris.SCRAPE, 1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        alone, failed_alone = slowloris.scrape_latencies(port, 200, 15)
+        trickle = slowloris.Trickle(port, connections, 25)
+        try:
+            time.sleep(1.5)
+            loaded, failed_loaded = slowloris.scrape_latencies(port, 200, 15)
+        finally:
+            trickle.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    return alone, loaded, failed_alone, failed_loaded
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", default="sync,gthread,gevent")
+    parser.add_argument("--connections", type=int, default=1000, help="trickling connections")
     args = parser.parse_args()
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 500)), hard))
     kinds = [k for k in args.workers.split(",") if k != "gevent" or importlib.util.find_spec("gevent")]
     rows, misses = [], []
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
@@ -101,10 +148,21 @@ def main() -> int:
                          f"{per_kill:.4f}"])
             if per_kill >= TARGET_LOSS_PER_KILL or calm["lost"]:
                 misses.append(f"{kind}: {per_kill:.4f} lost per kill (target < {TARGET_LOSS_PER_KILL})")
+        alone, loaded, failed_alone, failed_loaded = slowloris_latency(Path(tmp), args.connections)
     print(f"Requests lost per SIGKILL of a worker ({CLIENTS} clients, 4 workers, a kill every 0.1 s, "
           f"{args.seconds:g} s):\n")
     print_table(["worker", "no kills: received", "no kills: lost", "kills", "received", "counted", "lost",
                  "lost per kill"], rows)
+    p99 = [statistics.quantiles(xs, n=100)[98] * 1000 if len(xs) > 1 else float("nan") for xs in (alone, loaded)]
+    p50 = [statistics.median(xs) * 1000 if xs else float("nan") for xs in (alone, loaded)]
+    print(f"\nThe agent's /metrics (~150 KB) alone and with {args.connections:,} connections trickling a header "
+          "line per second (ms):\n")
+    print_table(["", "p50", "p99", "scrapes failed"], [
+        ["alone", f"{p50[0]:.1f}", f"{p99[0]:.1f}", f"{failed_alone}/{failed_alone + len(alone)}"],
+        ["slowloris", f"{p50[1]:.1f}", f"{p99[1]:.1f}", f"{failed_loaded}/{failed_loaded + len(loaded)}"],
+        ["ratio", f"{p50[1] / p50[0]:.2f}x", f"{p99[1] / p99[0]:.2f}x", ""]])
+    if not p99[1] < 100 or failed_loaded:
+        misses.append(f"slowloris: p99 {p99[1]:.1f} ms, {failed_loaded} failed (target p99 < 100 ms, none failed)")
     print()
     print_targets(misses)
     return 0
