@@ -140,7 +140,8 @@ run() {
     shift
     [ -x "$dir/bin/sh" ] || die "$dir is not a root (create it first)"
     mkdir -p "$cache/apt-archives/partial" "$dir/var/cache/apt/archives"
-    trap 'unmount_all "$dir"' EXIT
+    run_dir="$dir"
+    trap 'unmount_all "$run_dir"' EXIT
     trap 'exit 130' INT TERM
     mount -t proc proc "$dir/proc"
     mount --bind /sys "$dir/sys"

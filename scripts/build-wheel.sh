@@ -60,7 +60,8 @@ interpreter() {  # prints the python of version $1, or nothing
     fi
     for candidate in $(command -v "python$version" 2>/dev/null) \
                      $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$version".*/bin/python"$version" 2>/dev/null | sort -V -r); do
-        if "$candidate" -c 'import sys, venv, ensurepip; print(sys.version)' >/dev/null 2>&1 &&
+        # a base interpreter (not a virtual environment) with venv and headers
+        if "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.prefix != sys.base_prefix)' >/dev/null 2>&1 &&
            "$candidate" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
             echo "$candidate"
             return
