@@ -7,7 +7,8 @@
 #   .ci/minimal-root.sh run DIR CMD [ARG..] CMD inside DIR (chroot), as root,
 #                                           with /proc, /sys, /dev, /dev/shm
 #                                           mounted for the command only
-#   .ci/minimal-root.sh remove DIR          unmount whatever is left, delete DIR
+#   .ci/minimal-root.sh kill DIR            end the processes running inside DIR
+#   .ci/minimal-root.sh remove DIR          end them, unmount, delete DIR
 #
 # The debootstrap result is cached as a tarball under
 # /var/cache/gunicorn-prometheus-exporter (override: GPE_ROOT_CACHE), keyed by
@@ -17,7 +18,9 @@
 #
 # The mirror, apt sources, pip configuration and CA bundle are this machine's,
 # read and copied in at run time. Downloaded .deb files are kept between runs
-# in the cache (bind-mounted at the root's /var/cache/apt/archives).
+# in the cache (bind-mounted at the root's /var/cache/apt/archives), and with
+# GPE_ROOT_PIP_CACHE=1 pip's cache too (not for the wheel smoke test, which
+# must not find wheels that another root compiled).
 set -euo pipefail
 
 suite=bookworm
@@ -149,12 +152,18 @@ run() {
     mount --bind /dev/shm "$dir/dev/shm"
     mount --bind /dev/pts "$dir/dev/pts"
     mount --bind "$cache/apt-archives" "$dir/var/cache/apt/archives"
+    if [ -n "${GPE_ROOT_PIP_CACHE:-}" ]; then  # pip's download cache, for roots that build from source
+        mkdir -p "$cache/pip" "$dir/root/.cache/pip"
+        mount --bind "$cache/pip" "$dir/root/.cache/pip"
+    fi
     # A clean environment: nothing of this machine's PATH (pyenv) or virtual
     # environments, only pip's and the proxies' settings and CI.
     local -a keep=()
     local name
     for name in $(compgen -e); do
         case "$name" in
+            # a find-links directory of this machine is not in the root
+            PIP_FIND_LINKS) [[ "${!name}" == *://* || -e "$dir${!name}" ]] && keep+=("$name=${!name}") ;;
             PIP_*|http_proxy|https_proxy|no_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|CI|GPE_*) keep+=("$name=${!name}") ;;
         esac
     done
@@ -179,6 +188,7 @@ case "${1:-}" in
     create) [ $# -eq 2 ] || die "usage: $0 create DIR"; create "$2" ;;
     run) [ $# -ge 3 ] || die "usage: $0 run DIR CMD [ARG...]"; shift; run "$@" ;;
     remove) [ $# -eq 2 ] || die "usage: $0 remove DIR"; remove "$2" ;;
+    kill) [ $# -eq 2 ] || die "usage: $0 kill DIR"; kill_inside "$(realpath "$2")" ;;
     tarball) cached_tarball ;;
     *) die "usage: $0 create|run|remove DIR ..." ;;
 esac
