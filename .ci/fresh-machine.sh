@@ -39,6 +39,7 @@ echo "== fresh Debian 12 root: scripts/demo.sh"
 # (then its processes in the root are ended), within 120 s.
 start=$SECONDS
 url='http://[0-9.]+:[0-9]+/metrics'
+: >"$work/demo.log"
 "$root/.ci/minimal-root.sh" run "$chroot_dir" /bin/bash -c \
     "cd $src && exec timeout 120 scripts/demo.sh --port $(free_port) --metrics-port $(free_port)" \
     >"$work/demo.log" 2>&1 &

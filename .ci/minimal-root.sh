@@ -13,8 +13,9 @@
 # The debootstrap result is cached as a tarball under
 # /var/cache/gunicorn-prometheus-exporter (override: GPE_ROOT_CACHE), keyed by
 # the mirror, the suite and the package list; it is written under a temporary
-# name and renamed when complete, and never changed afterwards: every root is
-# a fresh extraction, so one test run cannot leak into the next.
+# name and renamed when complete, and never changed afterwards (made again
+# when a week old): every root is a fresh extraction, so one test run cannot
+# leak into the next.
 #
 # The mirror, apt sources, pip configuration and CA bundle are this machine's,
 # read and copied in at run time. Downloaded .deb files are kept between runs
@@ -59,6 +60,10 @@ cached_tarball() {
     uri="$(mirror)"
     key="$(printf '%s\n' "$suite" minbase "$include" "$uri" | sha256sum | cut -c1-16)"
     tarball="$cache/$suite-minbase-$key.tar"
+    # A week old: made again, so that the roots follow Debian's point releases.
+    if [ -n "$(find "$tarball" -mtime +7 2>/dev/null)" ]; then
+        rm -f "$tarball"
+    fi
     if [ -s "$tarball" ]; then
         echo "$tarball"
         return
