@@ -5,12 +5,15 @@
 // run on its own. Configured by flags, or the exporter's environment variables.
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -52,8 +55,16 @@ HTTP:
   --client-cafile FILE     verify client certificates        PROMETHEUS_SSL_CLIENT_CAFILE
   --client-capath DIR                                        PROMETHEUS_SSL_CLIENT_CAPATH
   --client-auth-required   refuse clients without one        PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
+  --no-http                serve nothing: only mirror to Redis (a sidecar
+                           serves the metrics)
   --upgrade                share the port with the agent of the old master
                            (Gunicorn USR2 binary upgrade)
+  --request-timeout SECONDS
+                           default 10: the whole time a client has for its
+                           request (not per byte), and for an idle kept-alive
+                           connection; then it is closed
+  --max-connections N      default 4096; more: the connection that has waited
+                           longest for its request is closed
   --value-only-files       files as prometheus_client 0.17 and older writes
                            them (no timestamps)
 Redis:
@@ -68,6 +79,8 @@ Redis:
   --redis-instance ID      default the hostname              REDIS_INSTANCE_ID
   --redis-ttl SECONDS      default 300, 0 = never expire     REDIS_TTL_SECONDS
   --flush-interval SECONDS default 1                         REDIS_FLUSH_INTERVAL
+  (and from the environment only: REDIS_SOCKET_TIMEOUT, REDIS_CONNECT_TIMEOUT,
+  default 5 s; REDIS_MAX_REPLY_BYTES, default 33554432)
 Process:
   --parent-pid PID         exit when this process is gone
   --help                   this text
@@ -78,6 +91,7 @@ struct Config {
     std::string source;
     HttpOptions http;
     bool mirror = false;
+    bool serve = true;  // --no-http: mirror only
     std::optional<redis::Options> redis;
     std::string prefix = "gunicorn";
     std::string instance;
@@ -114,10 +128,19 @@ long parse_number(const std::string& name, const std::string& raw, long low, lon
     return value;
 }
 
+double parse_seconds(const std::string& name, const std::string& raw) {
+    char* end = nullptr;
+    const double value = std::strtod(raw.c_str(), &end);
+    if (raw.empty() || *end != '\0' || !(value > 0) || value > 86400) {
+        fail(name + "='" + raw + "' must be a number of seconds above 0 (at most 86400)");
+    }
+    return value;
+}
+
 Config parse(int argc, char** argv) {
     std::map<std::string, std::string> flags;
     const std::vector<std::string> switches = {
-        "--client-auth-required", "--mirror", "--upgrade", "--value-only-files",
+        "--client-auth-required", "--mirror", "--no-http", "--upgrade", "--value-only-files",
         "--redis-password-stdin", "--help"};
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
@@ -154,7 +177,10 @@ Config parse(int argc, char** argv) {
                                             "--client-capath",
                                             "--client-auth-required",
                                             "--upgrade",
+                                            "--request-timeout",
+                                            "--max-connections",
                                             "--mirror",
+                                            "--no-http",
                                             "--redis-url",
                                             "--redis-password-stdin",
                                             "--redis-prefix",
@@ -183,8 +209,23 @@ Config parse(int argc, char** argv) {
         parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED",
                    get("--client-auth-required", "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED"));
     c.http.upgrade = flags.count("--upgrade") > 0;
+    if (flags.count("--request-timeout")) {
+        const std::string raw = flags["--request-timeout"];
+        char* end = nullptr;
+        const double seconds = std::strtod(raw.c_str(), &end);
+        if (raw.empty() || *end != '\0' || !(seconds > 0) || seconds > 3600)
+            fail("--request-timeout='" + raw +
+                 "' must be a number of seconds above 0, at most 3600");
+        c.http.request_timeout = std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+    }
+    if (flags.count("--max-connections")) {
+        c.http.max_connections = static_cast<std::size_t>(
+            parse_number("--max-connections", flags["--max-connections"], 1, 1 << 20));
+    }
     if (flags.count("--value-only-files")) gpe::set_entry_layout(gpe::EntryLayout::kValueOnly);
     c.mirror = flags.count("--mirror") ? true : false;
+    c.serve = flags.count("--no-http") == 0;
+    if (!c.serve && !c.mirror) fail("--no-http needs --mirror: there would be nothing to do");
     const bool redis_wanted =
         c.mirror || c.source == "redis" || parse_bool("REDIS_ENABLED", env("REDIS_ENABLED"));
     if (c.source == "files" && c.directory.empty())
@@ -215,6 +256,14 @@ Config parse(int argc, char** argv) {
         } catch (const std::invalid_argument& e) {
             fail(std::string("PROMETHEUS_REDIS_URL: ") + e.what());
         }
+        o.socket_timeout = parse_seconds("REDIS_SOCKET_TIMEOUT", env("REDIS_SOCKET_TIMEOUT", "5"));
+        o.connect_timeout =
+            parse_seconds("REDIS_CONNECT_TIMEOUT", env("REDIS_CONNECT_TIMEOUT", "5"));
+        o.max_reply_bytes = static_cast<size_t>(
+            parse_number("REDIS_MAX_REPLY_BYTES",
+                         env("REDIS_MAX_REPLY_BYTES", std::to_string(redis::kDefaultMaxReplyBytes)),
+                         static_cast<long>(redis::kMinMaxReplyBytes),
+                         static_cast<long>(redis::kMaxMaxReplyBytes)));
         if (flags.count("--redis-password-stdin")) {
             std::string password;
             std::getline(std::cin, password);
@@ -265,6 +314,29 @@ class WarningLog {
     std::map<std::string, std::chrono::steady_clock::time_point> last_;
 };
 
+// The supervisor (agent.py) waits longer than this before SIGKILL, so a last
+// mirror pass that Redis lets hang cannot make the agent outlive its grace.
+constexpr std::chrono::seconds kFinalPassDeadline{3};
+
+// Stops the mirror (its last pass) or, past `deadline`, leaves without it:
+// the pass may be blocked on a Redis that stopped answering.
+void stop_within(redis::MirrorService& mirror, std::chrono::seconds deadline) {
+    std::promise<void> stopped;
+    std::future<void> done = stopped.get_future();
+    std::thread last([&] {
+        mirror.stop();
+        stopped.set_value();
+    });
+    if (done.wait_for(deadline) == std::future_status::timeout) {
+        log("WARNING", "the last mirror pass did not finish within " +
+                           std::to_string(deadline.count()) +
+                           " s (Redis does not answer); exiting");
+        std::fflush(stderr);
+        std::_Exit(0);  // the pass thread is blocked in a socket call: leave it
+    }
+    last.join();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -312,18 +384,36 @@ int main(int argc, char** argv) {
         mirror->start();
     }
 
-    HttpServer server(config.http, render);
-    try {
-        server.bind();
-    } catch (const std::exception& e) {
-        if (mirror) mirror->stop();
-        fail(e.what());
+    std::optional<HttpServer> server;
+    if (config.serve) {
+        // Each connection is a descriptor: raise the soft limit to the hard
+        // one, and hold no more connections than it leaves room for.
+        HttpOptions http = config.http;
+        rlimit files{};
+        if (::getrlimit(RLIMIT_NOFILE, &files) == 0) {
+            files.rlim_cur = files.rlim_max;
+            ::setrlimit(RLIMIT_NOFILE, &files);
+            ::getrlimit(RLIMIT_NOFILE, &files);
+            if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur > 64) {
+                http.max_connections =
+                    std::min<std::size_t>(http.max_connections, files.rlim_cur - 64);
+            }
+        }
+        server.emplace(http, render);
+        try {
+            server->bind();
+        } catch (const std::exception& e) {
+            if (mirror) mirror->stop();
+            fail(e.what());
+        }
+        log("INFO", std::string("serving ") +
+                        (config.source == "redis" ? "Redis " + config.prefix : config.directory) +
+                        " on " + (config.http.certfile.empty() ? "http" : "https") + "://" +
+                        config.http.bind + ":" + std::to_string(config.http.port) + "/metrics" +
+                        (mirror ? ", mirroring to Redis" : ""));
+    } else {
+        log("INFO", "mirroring " + config.directory + " to Redis (no HTTP)");
     }
-    log("INFO", std::string("serving ") +
-                    (config.source == "redis" ? "Redis " + config.prefix : config.directory) +
-                    " on " + (config.http.certfile.empty() ? "http" : "https") + "://" +
-                    config.http.bind + ":" + std::to_string(config.http.port) + "/metrics" +
-                    (mirror ? ", mirroring to Redis" : ""));
 
     std::thread waiter([&] {
         for (;;) {
@@ -332,17 +422,20 @@ int main(int argc, char** argv) {
             if (sig > 0) break;
             if (config.parent != 0 && ::getppid() != config.parent) break;  // the master is gone
         }
-        server.stop();
+        if (server) server->stop();
     });
     int code = 0;
-    try {
-        server.serve();
-    } catch (const std::exception& e) {
-        log("ERROR", e.what());
-        code = 1;
+    if (server) {
+        try {
+            server->serve();
+        } catch (const std::exception& e) {
+            log("ERROR", e.what());
+            code = 1;
+        }
+        ::kill(::getpid(), SIGTERM);  // wake the waiter if serve() ended by itself
     }
-    ::kill(::getpid(), SIGTERM);  // wake the waiter if serve() ended by itself
     waiter.join();
-    if (mirror) mirror->stop();  // a last pass
+    if (mirror) stop_within(*mirror, kFinalPassDeadline);  // a last pass
+
     return code;
 }

@@ -4,6 +4,7 @@
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
 #include <nanobind/stl/tuple.h>
@@ -44,6 +45,24 @@ std::vector<std::string> to_strings(nb::handle sequence, const char* what) {
     return out;
 }
 
+// prometheus_client's compatibility with the old lower-case variable, done
+// where its value class and its collector do it: copied to
+// PROMETHEUS_MULTIPROC_DIR, with a DeprecationWarning.
+void copy_deprecated_directory_variable() {
+    if (std::getenv("prometheus_multiproc_dir") == nullptr ||
+        std::getenv("PROMETHEUS_MULTIPROC_DIR") != nullptr) {
+        return;
+    }
+    nb::object environ = nb::module_::import_("os").attr("environ");
+    environ["PROMETHEUS_MULTIPROC_DIR"] = environ["prometheus_multiproc_dir"];
+    if (PyErr_WarnEx(PyExc_DeprecationWarning,
+                     "prometheus_multiproc_dir variable has been deprecated in favor of the upper "
+                     "case naming PROMETHEUS_MULTIPROC_DIR",
+                     1) < 0) {
+        throw nb::python_error();
+    }
+}
+
 }  // namespace
 
 NB_MODULE(_native, m) {
@@ -54,20 +73,39 @@ NB_MODULE(_native, m) {
     // that is not a leak worth a report on every shutdown.
     nb::set_leak_warnings(false);
 
+    nb::class_<gpe::ProcessIdentity>(
+        m, "ProcessIdentity",
+        "The process identity in a group of values' file names ({prefix}_{name}.db).")
+        .def(nb::new_(&gpe::ProcessIdentity::named), "name"_a, "A group named by the caller.")
+        .def_static("pid", &gpe::ProcessIdentity::pid, "The default group: this process's pid.")
+        .def_prop_ro("name", &gpe::ProcessIdentity::name)
+        .def("rename", &gpe::ProcessIdentity::rename, "name"_a,
+             "Move every value of the group to the files of `name`, in creation order.")
+        .def("close_files", &gpe::ProcessIdentity::close_files,
+             "Close the group's files; its values reopen them at their next update.");
+
     nb::class_<gpe::Value>(m, "NativeValue",
                            "A prometheus_client value stored in this process's mmap file.")
         .def(
             "__init__",
             [](gpe::Value* self, std::string_view typ, std::string_view metric_name,
                std::string_view name, nb::handle labelnames, nb::handle labelvalues,
-               std::string_view help_text, std::string_view multiprocess_mode, nb::kwargs) {
+               std::string_view help_text, std::string_view multiprocess_mode,
+               nb::handle /*redis_client*/, nb::handle /*redis_key_prefix*/,
+               std::shared_ptr<gpe::ProcessIdentity> identity, nb::kwargs) {
+                // The seed's RedisValue takes redis_client and redis_key_prefix
+                // positionally; values here never talk to Redis (the mirror does).
+                copy_deprecated_directory_variable();
                 const std::string key =
                     gpe::encode_series_key(metric_name, name, to_strings(labelnames, "label names"),
                                            to_strings(labelvalues, "label values"), help_text);
-                new (self) gpe::Value(gpe::file_prefix_for(typ, multiprocess_mode), key);
+                new (self) gpe::Value(gpe::file_prefix_for(typ, multiprocess_mode), key,
+                                      identity ? std::move(identity) : gpe::ProcessIdentity::pid());
             },
             "typ"_a, "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a,
-            "multiprocess_mode"_a = "", "kwargs"_a)
+            "multiprocess_mode"_a = "", "redis_client"_a = nb::none(),
+            "redis_key_prefix"_a = nb::none(), nb::kw_only(),
+            nb::arg("identity").none() = nb::none(), "kwargs"_a)
         .def("inc", &gpe::Value::inc, "amount"_a)
         .def(
             "set",
@@ -82,7 +120,10 @@ NB_MODULE(_native, m) {
             "Exemplars are not stored in multiprocess mode (as in prometheus_client).")
         .def("get_exemplar", [](gpe::Value&) { return nb::none(); })
         .def_prop_ro("key", &gpe::Value::key)
-        .def_prop_ro("file_prefix", &gpe::Value::prefix);
+        .def_prop_ro("file_prefix", &gpe::Value::prefix)
+        .def_static(
+            "close_all_files", [] { gpe::ProcessIdentity::pid()->close_files(); },
+            "Close the files of values of this process's pid (prometheus_client's classmethod).");
     nb::type<gpe::Value>().attr("_multiprocess") = true;
     init_fast_methods(nb::type<gpe::Value>());
     m.def("fast_method", &make_fast_method, "kind"_a, "original"_a);
@@ -96,6 +137,17 @@ NB_MODULE(_native, m) {
     m.def(
         "reset_files", [] { gpe::ValueStore::instance().reset(); },
         "Close this process's files; values reopen them at their next update.");
+    m.def("copy_deprecated_directory_variable", &copy_deprecated_directory_variable,
+          "Copy prometheus_multiproc_dir to PROMETHEUS_MULTIPROC_DIR with a DeprecationWarning, "
+          "as prometheus_client does.");
+    m.def(
+        "count_storage_errors_in",
+        [](gpe::Value* counter) { gpe::ValueStore::instance().count_storage_errors_in(counter); },
+        "counter"_a.none(),
+        "Increment this counter's native value at each storage failure (keep it alive).");
+    m.def(
+        "storage_errors", [] { return gpe::ValueStore::instance().storage_errors(); },
+        "Values of this process that could not be stored in a file so far.");
     m.def(
         "set_warning_handler",
         [](std::function<void(const std::string&)> handler) {

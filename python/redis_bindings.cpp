@@ -156,7 +156,15 @@ void bind_redis(nb::module_& m) {
                const std::string& unix_socket_path, bool ssl, const std::string& ssl_ca_certs,
                const std::string& ssl_ca_path, const std::string& ssl_certfile,
                const std::string& ssl_keyfile, bool ssl_verify, double socket_timeout,
-               double socket_connect_timeout) {
+               double socket_connect_timeout, size_t max_reply_bytes) {
+                if (max_reply_bytes < redis::kMinMaxReplyBytes ||
+                    max_reply_bytes > redis::kMaxMaxReplyBytes) {
+                    throw nb::value_error(("max_reply_bytes=" + std::to_string(max_reply_bytes) +
+                                           " must be from " +
+                                           std::to_string(redis::kMinMaxReplyBytes) + " to " +
+                                           std::to_string(redis::kMaxMaxReplyBytes))
+                                              .c_str());
+                }
                 redis::Options o;
                 o.host = host;
                 o.port = port;
@@ -168,12 +176,14 @@ void bind_redis(nb::module_& m) {
                                           ssl_certfile, ssl_keyfile,  ssl_verify};
                 o.socket_timeout = socket_timeout;
                 o.connect_timeout = socket_connect_timeout;
+                o.max_reply_bytes = max_reply_bytes;
                 new (self) redis::Client(std::move(o));
             },
             "host"_a = "localhost", "port"_a = 6379, "db"_a = 0, "username"_a = "",
             "password"_a = "", "unix_socket_path"_a = "", "ssl"_a = false, "ssl_ca_certs"_a = "",
             "ssl_ca_path"_a = "", "ssl_certfile"_a = "", "ssl_keyfile"_a = "",
-            "ssl_verify"_a = true, "socket_timeout"_a = 5.0, "socket_connect_timeout"_a = 5.0)
+            "ssl_verify"_a = true, "socket_timeout"_a = 5.0, "socket_connect_timeout"_a = 5.0,
+            "max_reply_bytes"_a = redis::kDefaultMaxReplyBytes)
         .def(
             "execute",
             [](redis::Client& self, nb::handle args) {
@@ -231,11 +241,14 @@ void bind_redis(nb::module_& m) {
                 nb::gil_scoped_release release;
                 report = redis::fold_process(client, prefix, process, archive);
             }
-            return nb::make_tuple(report.folded, report.deleted);
+            return nb::make_tuple(report.folded, report.deleted, report.skipped);
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
     m.def("redis_keyset_key", &redis::keyset_key, "prefix"_a);
+    m.attr("REDIS_DEFAULT_MAX_REPLY_BYTES") = redis::kDefaultMaxReplyBytes;
+    m.attr("REDIS_MIN_MAX_REPLY_BYTES") = redis::kMinMaxReplyBytes;
+    m.attr("REDIS_MAX_MAX_REPLY_BYTES") = redis::kMaxMaxReplyBytes;
     m.def("redis_glob_escape", &redis::glob_escape, "text"_a);
     m.def("redis_format_value", &redis::format_value, "value"_a);
     m.def(

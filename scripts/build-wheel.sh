@@ -2,8 +2,8 @@
 # Builds the binary wheels: one per CPython version this project claims (the
 # "Programming Language :: Python :: 3.X" classifiers of pyproject.toml, each
 # checked against requires-python), repaired by auditwheel into manylinux
-# wheels under dist/ that carry hiredis, OpenSSL and cpp-httplib (and what
-# they need) in gunicorn_prometheus_exporter.libs/, for the extension and the
+# wheels under dist/ that carry hiredis and OpenSSL (and what they need) in
+# gunicorn_prometheus_exporter.libs/, for the extension and the
 # agent executable alike. Installing one needs no compiler and no -dev package.
 #
 #   scripts/build-wheel.sh              every claimed version
@@ -112,15 +112,19 @@ for i in "${!versions[@]}"; do
         *'$ORIGIN/../../gunicorn_prometheus_exporter.libs'*) ;;
         *) echo "build-wheel: agent RUNPATH is '$runpath', not the bundled libraries" >&2; exit 1 ;;
     esac
-    bundled() {  # $1 loads each of the libraries $2... from the wheel
-        local elf="$1" lib
+    # Every library they load is the wheel's own or a manylinux system library.
+    bundled() {  # $1 loads each of the libraries $2... from the wheel, the rest from the system set
+        local elf="$1" lib foreign
         shift
         for lib in "$@"; do
             ldd "$elf" | grep -E "lib$lib[.-]" | grep -q "gunicorn_prometheus_exporter.libs/" ||
                 { echo "build-wheel: $(basename "$elf") does not load lib$lib from the wheel:" >&2; ldd "$elf" >&2; exit 1; }
         done
+        foreign="$(ldd "$elf" | grep '=>' | grep -v 'gunicorn_prometheus_exporter.libs/' |
+            grep -Ev '^\s*(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libz)\.so' || true)"
+        [ -z "$foreign" ] || { echo "build-wheel: $(basename "$elf") loads from outside the wheel:" >&2; echo "$foreign" >&2; exit 1; }
     }
-    bundled "$agent" hiredis ssl crypto cpp-httplib
+    bundled "$agent" ssl crypto
     bundled "$(ls "$check"/gunicorn_prometheus_exporter/_native*.so)" hiredis ssl crypto
     rm -rf "$check"
     echo "   $(basename "$wheel") $(du -k "$wheel" | cut -f1) KiB ($((SECONDS - start)) s)"

@@ -13,7 +13,7 @@ packages=(
     # build: compiler, CMake, Python headers for the extension
     g++ cmake make pkg-config python3-dev python3-venv
     # libraries of the core, the agent and the tests
-    nlohmann-json3-dev libhiredis-dev libssl-dev libcpp-httplib-dev zlib1g-dev libgtest-dev
+    nlohmann-json3-dev libhiredis-dev libssl-dev zlib1g-dev libgtest-dev
     # the tests' real servers and certificates
     redis-server openssl
 )

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gunicorn_runner import ROOT, clean_env
@@ -17,9 +18,10 @@ from gunicorn_runner import ROOT, clean_env
 PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
 
 
-def run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], timeout: float, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:
@@ -85,3 +87,11 @@ def exporter_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelBu
     build.cancel()
 
 
+
+
+@pytest.fixture(scope="session")
+def environments(tmp_path_factory: pytest.TempPathFactory, exporter_wheel: WheelBuild) -> Any:
+    """Virtual environments with other Gunicorn releases (tests/venvs.py), made on first use."""
+    from venvs import Environments
+
+    return Environments(tmp_path_factory.mktemp("venvs"), exporter_wheel)

@@ -178,7 +178,7 @@ def alive(pid: int) -> bool:
 class Gunicorn:
     """One real Gunicorn master with the exporter, its workers and its agent."""
 
-    def __init__(self, tmp: Path, workers: int = 2, worker_class: str = "sync", app: str = "app:app",
+    def __init__(self, tmp: Path, workers: int = 2, worker_class: str | None = "sync", app: str = "app:app",
                  chdir: Path | str = DEMO_DIR, extra_args: Iterable[str] = (), env: dict[str, str] | None = None,
                  metrics_port: int | None = None, wait_ready: bool = True, name: str = "gunicorn",
                  config: str | None = CONFIG) -> None:
@@ -196,7 +196,7 @@ class Gunicorn:
         })
         self.env.update(env or {})
         self.args = [sys.executable, "-m", "gunicorn", *(["-c", config] if config else []),
-                     "-w", str(workers), "-k", worker_class,
+                     "-w", str(workers), *(["-k", worker_class] if worker_class else []),
                      "-b", f"127.0.0.1:{self.port}", "--chdir", str(chdir), "--no-control-socket",
                      "--graceful-timeout", "1", *extra_args, app]
         self._log = open(self.log_path, "wb")

@@ -70,8 +70,22 @@ def proc_bytes(pid: int, what: str) -> bytes | None:
         return None
 
 
-def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password) -> None:
-    env = redis_env(redis_with_password, "hostA")
+def password_env(server, form: str) -> dict[str, str]:
+    """The server's settings with the password as REDIS_PASSWORD, or inside
+    PROMETHEUS_REDIS_URL (user:password@ or ?password=, forms the README documents)."""
+    env = redis_env(server, "hostA")
+    if form == "url":
+        env.pop("REDIS_PASSWORD")
+        env["PROMETHEUS_REDIS_URL"] = f"redis://:{server.password}@127.0.0.1:{server.port}/0"
+    elif form == "url-query":
+        env.pop("REDIS_PASSWORD")
+        env["PROMETHEUS_REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0?password={server.password}"
+    return env
+
+
+@pytest.mark.parametrize("form", ["variable", "url", "url-query"])
+def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password, form: str) -> None:
+    env = password_env(redis_with_password, form)
     with start(tmp_path, env, extra_args=["--log-level", "debug"]) as g:
         # the agent: read its environment and command line while it is alive
         seen_agents: dict[int, tuple[bytes, bytes]] = {}
@@ -96,7 +110,7 @@ def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password) -> No
             assert SECRET.encode() not in cmd, f"agent {pid} command line: {cmd!r}"
             assert SECRET.encode() not in environ, f"agent {pid} has the password in /proc/{pid}/environ"
         leaks = []
-        for pid in workers:
+        for pid in [g.pid, *workers]:
             cmd = proc_bytes(pid, "cmdline") or b""
             environ = proc_bytes(pid, "environ") or b""
             if SECRET.encode() in cmd:
@@ -106,6 +120,7 @@ def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password) -> No
                              + ", ".join(v.decode() for v in environ.split(b"\0") if SECRET.encode() in v))
         # the application sees no password either
         assert leaks == []
+        assert SECRET not in g.scrape()
     assert SECRET not in g.log(), "the password is in Gunicorn's log"
 
 

@@ -234,3 +234,135 @@ def test_disabling_restores_prometheus_client_methods(tmp_path: Path) -> None:
     assert Counter.__dict__["inc"] is not original
     exporter.disable_native_values()
     assert Counter.__dict__["inc"] is original
+
+
+def test_process_identifier_names_files_and_is_consulted_on_every_update(tmp_path: Path) -> None:
+    """As prometheus_client's MultiProcessValue(process_identifier): files are
+    {prefix}_{identifier()}.db, the function is called on every inc/set/get,
+    and a change moves every value of the class to the new files at once."""
+    calls = []
+    current = ["a"]
+
+    def identifier() -> str:
+        calls.append(1)
+        return current[0]
+
+    exporter.enable_native_values(str(tmp_path), process_identifier=identifier)
+    try:
+        assert exporter.native_values_enabled()
+        first = Counter("first", "f", registry=None)
+        second = Gauge("second", "s", multiprocess_mode="livesum", registry=None)
+        assert isinstance(first._value, NativeValue) and type(first._value) is not NativeValue
+        before = len(calls)
+        first.inc(2)
+        second.set(1)
+        assert first._value.get() == 2
+        assert len(calls) == before + 3
+        assert sorted(os.listdir(tmp_path)) == ["counter_a.db", "gauge_livesum_a.db"]
+
+        current[0] = "b"
+        assert first._value.get() == 0  # get() notices the change: the new file's entry
+        key_first = mmap_key("first", "first_total", (), (), "f")
+        key_second = mmap_key("second", "second", (), (), "s")
+        # Both values have their entries in the new files already, zeroed.
+        assert file_values(tmp_path / "counter_b.db") == {key_first: (0.0, 0.0)}
+        assert file_values(tmp_path / "gauge_livesum_b.db") == {key_second: (0.0, 0.0)}
+        first.inc(1)
+        second.set(5)
+        assert file_values(tmp_path / "counter_a.db") == {key_first: (2.0, 0.0)}
+        assert file_values(tmp_path / "counter_b.db") == {key_first: (1.0, 0.0)}
+        assert file_values(tmp_path / "gauge_livesum_b.db") == {key_second: (5.0, 0.0)}
+
+        current[0] = "a"
+        first.inc(1)  # back to the first file, which kept its value
+        assert file_values(tmp_path / "counter_a.db") == {key_first: (3.0, 0.0)}
+        assert b"first_total 4.0" in client_render(tmp_path)
+    finally:
+        exporter.disable_native_values()
+
+
+def test_value_classes_with_different_identifiers_coexist(tmp_path: Path) -> None:
+    """prometheus_client's own test: two classes in one process, two files."""
+    exporter.enable_native_values(str(tmp_path))
+    try:
+        assert values.MultiProcessValue is exporter.native_values.MultiProcessValue
+        assert values.MultiProcessValue() is NativeValue  # os.getpid: the native fast path
+        values.ValueClass = values.MultiProcessValue(lambda: 123)
+        c1 = Counter("c", "help", registry=None)
+        values.ValueClass = values.MultiProcessValue(lambda: 456)
+        c2 = Counter("c", "help", registry=None)
+        values.ValueClass = NativeValue
+        c3 = Counter("c", "help", registry=None)
+        c1.inc(1)
+        c2.inc(2)
+        c3.inc(4)
+        key = mmap_key("c", "c_total", (), (), "help")
+        assert file_values(tmp_path / "counter_123.db") == {key: (1.0, 0.0)}
+        assert file_values(tmp_path / "counter_456.db") == {key: (2.0, 0.0)}
+        assert file_values(tmp_path / f"counter_{os.getpid()}.db") == {key: (4.0, 0.0)}
+        assert b"c_total 7.0" in client_render(tmp_path)
+    finally:
+        exporter.disable_native_values()
+    assert values.MultiProcessValue is exporter.native_values._client_multi_process_value
+    assert values.ValueClass is not NativeValue
+
+
+def test_get_value_class_gives_native_values_while_enabled(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    exporter.enable_native_values()
+    try:
+        assert values.get_value_class() is NativeValue
+    finally:
+        exporter.disable_native_values()
+    assert values.get_value_class() is not NativeValue
+
+
+def test_close_all_multiprocess_files_closes_ours(tmp_path: Path) -> None:
+    """After values.close_all_multiprocess_files() (and the files removed, as
+    prometheus_client's tests do before mark_process_dead), values used again
+    write fresh files instead of the removed ones."""
+    exporter.enable_native_values(str(tmp_path))
+    try:
+        by_pid = Counter("p", "p", registry=None)
+        values.ValueClass = values.MultiProcessValue(lambda: "named")
+        named = Counter("n", "n", registry=None)
+        by_pid.inc(1)
+        named.inc(1)
+        for path in tmp_path.iterdir():
+            path.unlink()
+        values.close_all_multiprocess_files()
+        by_pid.inc(2)
+        named.inc(3)
+        assert list(file_values(tmp_path / f"counter_{os.getpid()}.db").values()) == [(2.0, 0.0)]
+        assert list(file_values(tmp_path / "counter_named.db").values()) == [(3.0, 0.0)]
+    finally:
+        exporter.disable_native_values()
+
+
+def test_lowercase_directory_variable_is_copied_with_a_warning(tmp_path: Path, monkeypatch) -> None:
+    """As prometheus_client: the value constructor and MultiProcessCollector()
+    copy prometheus_multiproc_dir to PROMETHEUS_MULTIPROC_DIR and warn."""
+    import warnings
+
+    exporter.enable_native_values(str(tmp_path))
+    try:
+        for make in (lambda: Counter("old", "o", registry=None),
+                     lambda: values.MultiProcessValue(lambda: 1)("counter", "x", "x_total", [], [], "h"),
+                     lambda: exporter.MultiProcessCollector(None)):
+            monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+            monkeypatch.setenv("prometheus_multiproc_dir", str(tmp_path))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                make()
+                make()  # copied: no second warning
+            assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+            assert [w.category for w in caught] == [DeprecationWarning]
+            assert "PROMETHEUS_MULTIPROC_DIR" in str(caught[0].message)
+        # With a path, the collector leaves the environment alone (as theirs).
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exporter.MultiProcessCollector(None, path=str(tmp_path))
+        assert caught == [] and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    finally:
+        exporter.disable_native_values()

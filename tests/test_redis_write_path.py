@@ -199,8 +199,9 @@ def _restart_mid_run(directory: str) -> dict:
             os.read(ready_r, 1)
         time.sleep(0.15)  # some passes go through
         mid = _render(server)
-        server.restart()  # all data gone
-        wiped = _render(server)
+        before = server.process.pid
+        server.restart()  # a new redis-server, empty (no persistence); the mirror may refill it at once
+        wiped = server.process.pid != before
         for pid in pids:
             os.waitpid(pid, 0)
         _pass_until_it_works(manager)
@@ -214,7 +215,7 @@ def _restart_mid_run(directory: str) -> dict:
 
 def test_redis_restart_mid_run_loses_nothing(tmp_path) -> None:
     result = in_child(_restart_mid_run, str(tmp_path))
-    assert result["wiped"] == {}
+    assert result["wiped"]
     # the restart happened while the workers were still counting
     assert result["mid"].get(("work_all_total", ()), 0) < WORKERS * ROUNDS * PER_ROUND * 0.5
     expected = {("work_total", (("worker", str(w)),)): float(ROUNDS * PER_ROUND) for w in range(WORKERS)}

@@ -102,6 +102,10 @@ ArchiveReport mark_process_dead(const std::string& directory, std::string_view p
             read_used_region(path, buffer);
             const std::vector<Entry> entries = parse_all(buffer);
             MmapFile archive(concat(directory, "/", prefix, "_", kArchiveId, ".db"));
+            std::vector<std::string_view> keys;
+            keys.reserve(entries.size());
+            for (const Entry& entry : entries) keys.push_back(entry.key);
+            archive.reserve(keys);  // all of the file or nothing: never folded twice
             fold_into(archive, entries, fold);
         } catch (const std::exception& e) {
             // Keep the file: it is skipped by readers if corrupt, and nothing

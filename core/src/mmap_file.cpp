@@ -25,6 +25,18 @@ uint32_t read_u32(const char* p) {
     return v;
 }
 
+// Gives the first `size` bytes of `fd` real storage. A mapped page of a
+// sparse file that the filesystem cannot back (a full tmpfs) kills the
+// process with SIGBUS at the first store; allocating first turns that into
+// an error here. ftruncate alone would only make the file sparse.
+void allocate(int fd, size_t size, const std::string& path, const char* what) {
+    const int error = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+    if (error != 0) {
+        errno = error;
+        throw_errno(std::string(what) + " " + path);
+    }
+}
+
 // Readers in other processes poll the header: publish it with one store.
 void write_used(char* base, size_t used) {
     std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(base))
@@ -117,12 +129,17 @@ void create_complete(const std::string& path) {
     FileDescriptor fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (fd.get() < 0) throw_errno("cannot create " + temporary);
     const uint32_t header[2] = {static_cast<uint32_t>(kHeaderSize), 0};
-    if (::ftruncate(fd.get(), static_cast<off_t>(kInitialFileSize)) != 0 ||
-        ::pwrite(fd.get(), header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) {
+    try {
+        allocate(fd.get(), kInitialFileSize, temporary, "cannot allocate");
+    } catch (const std::system_error&) {
+        ::unlink(temporary.c_str());
+        throw;
+    }
+    if (::pwrite(fd.get(), header, sizeof header, 0) != static_cast<ssize_t>(sizeof header)) {
         const int error = errno;
         ::unlink(temporary.c_str());
         errno = error;
-        throw_errno("cannot size " + temporary);
+        throw_errno("cannot write " + temporary);
     }
     // link() fails if another process created the file meanwhile: theirs wins.
     if (::link(temporary.c_str(), path.c_str()) != 0 && errno != EEXIST) {
@@ -146,13 +163,10 @@ MmapFile::MmapFile(std::string path) : path_(std::move(path)) {
     struct stat st {};
     if (::fstat(fd_.get(), &st) != 0) throw_errno("cannot stat " + path_);
     capacity_ = static_cast<size_t>(st.st_size);
-    if (capacity_ == 0) {
-        if (::ftruncate(fd_.get(), static_cast<off_t>(kInitialFileSize)) != 0) {
-            throw_errno("cannot size " + path_);
-        }
-        capacity_ = kInitialFileSize;
-    }
+    if (capacity_ == 0) capacity_ = kInitialFileSize;
     if (capacity_ < kHeaderSize) throw FormatError("file is shorter than its 8-byte header");
+    // Also an existing file: another writer may have left it sparse.
+    allocate(fd_.get(), capacity_, path_, "cannot allocate");
     mappings_.emplace_back(fd_.get(), capacity_);
     used_ = read_u32(base());
     if (used_ == 0) {
@@ -170,6 +184,13 @@ MmapFile::MmapFile(std::string path) : path_(std::move(path)) {
         const size_t entry_end = static_cast<size_t>(key.data() - b) - 4 + entry_size(key.size());
         positions_.emplace(std::string(key), entry_end - value_bytes());
     });
+}
+
+bool MmapFile::is_file_at_path() const {
+    struct stat ours {};
+    struct stat named {};
+    return ::fstat(fd_.get(), &ours) == 0 && ::stat(path_.c_str(), &named) == 0 &&
+           ours.st_dev == named.st_dev && ours.st_ino == named.st_ino;
 }
 
 double* MmapFile::find(std::string_view key) const {
@@ -196,12 +217,18 @@ double* MmapFile::slot(std::string_view key) {
     return reinterpret_cast<double*>(base() + value_offset);
 }
 
+void MmapFile::reserve(const std::vector<std::string_view>& keys) {
+    size_t needed = used_;
+    for (std::string_view key : keys) {
+        if (find(key) == nullptr) needed += entry_size(key.size());
+    }
+    if (needed > capacity_) grow_to(needed);
+}
+
 void MmapFile::grow_to(size_t min_capacity) {
     size_t capacity = capacity_;
     while (capacity < min_capacity) capacity *= 2;
-    if (::ftruncate(fd_.get(), static_cast<off_t>(capacity)) != 0) {
-        throw_errno("cannot grow " + path_);
-    }
+    allocate(fd_.get(), capacity, path_, "cannot grow");
     mappings_.emplace_back(fd_.get(), capacity);
     capacity_ = capacity;
 }

@@ -75,6 +75,13 @@ void append_json_string(std::string& out, std::string_view text) {
             if ((p[i] & 0xC0) != 0x80) throw std::invalid_argument("invalid UTF-8 in series key");
             cp = (cp << 6) | (p[i] & 0x3F);
         }
+        // Overlong forms, surrogates and code points past U+10FFFF are not
+        // UTF-8 either: Python's strings never hold them, and accepting them
+        // would write a key that decodes to other text.
+        static constexpr uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < kMinimum[extra] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
+            throw std::invalid_argument("invalid UTF-8 in series key");
+        }
         p += extra + 1;
         if (cp >= 0x10000) {
             cp -= 0x10000;
@@ -127,6 +134,9 @@ SeriesKey decode_series_key(std::string_view key) {
     } catch (const nlohmann::json::parse_error& e) {
         throw std::invalid_argument("series key is not valid JSON (at byte " +
                                     std::to_string(e.byte) + ")");
+    } catch (const nlohmann::json::exception& e) {
+        // out_of_range for a number past double's range, e.g. 1e999
+        throw std::invalid_argument(std::string("series key is not valid JSON: ") + e.what());
     }
     if (!parsed.is_array() || parsed.size() != 4 || !parsed[0].is_string() ||
         !parsed[1].is_string() || !parsed[2].is_object() || !parsed[3].is_string()) {

@@ -3,12 +3,14 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
+#include <utility>
 
 namespace gpe {
 
@@ -54,7 +56,9 @@ ValueStore& ValueStore::instance() {
     return store;
 }
 
-ValueStore::ValueStore() : pid_(::getpid()) {
+ValueStore::ValueStore()
+    : pid_identity_(std::make_shared<ProcessIdentity>(ProcessIdentity::Private{}, "", true)) {
+    identities_.push_back(pid_identity_);
     // Take the lock around fork so that no thread holds it in the child.
     ::pthread_atfork(&ValueStore::before_fork, &ValueStore::after_fork_in_parent,
                      &ValueStore::after_fork_in_child);
@@ -66,19 +70,19 @@ void ValueStore::after_fork_in_parent() { instance().mutex_.unlock(); }
 
 void ValueStore::after_fork_in_child() {
     ValueStore& store = instance();
-    store.generation_.fetch_add(1, std::memory_order_acq_rel);
+    // Only the pid changed: named groups keep their files (their identifier
+    // function decides whether the child is someone else).
+    store.pid_identity_->generation_.fetch_add(1, std::memory_order_acq_rel);
     store.mutex_.unlock();
 }
 
 void ValueStore::set_directory(std::string directory) {
     std::lock_guard lock(mutex_);
     directory_ = std::move(directory);
-    for (auto& [prefix, file] : files_) retired_.push_back(std::move(file));
-    files_.clear();
-    // Values destroyed before the change do not follow into the new directory.
-    std::erase_if(created_, [](const Created& created) { return created.value == nullptr; });
-    for (size_t i = 0; i < created_.size(); ++i) created_[i].value->index_ = i;
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    for (const auto& weak : identities_) {
+        // Values destroyed before the change do not follow into the new directory.
+        if (auto identity = weak.lock()) identity->retire_files_locked(true);
+    }
 }
 
 void ValueStore::reset() {
@@ -95,6 +99,54 @@ void ValueStore::set_warning_handler(std::function<void(const std::string&)> han
     warn_ = std::move(handler);
 }
 
+void ValueStore::storage_failed_locked(const std::system_error& error) {
+    storage_errors_.fetch_add(1, std::memory_order_relaxed);
+    ++undelivered_errors_;
+    std::string directory;
+    try {
+        directory = resolve_directory();
+    } catch (const std::exception&) {
+    }
+    if (reported_.emplace(directory, error.code().value()).second) {
+        undelivered_warnings_.push_back(
+            "cannot store metrics in " + directory + ": " + error.what() +
+            "; the values stay exact in this process's memory, but do not reach the files "
+            "(gunicorn_exporter_storage_errors_total counts each one)");
+    }
+}
+
+void ValueStore::deliver_reports() {
+    std::vector<std::string> warnings;
+    uint64_t errors = 0;
+    Value* counter = nullptr;
+    std::function<void(const std::string&)> warn;
+    {
+        std::lock_guard lock(mutex_);
+        if (undelivered_errors_ == 0 && undelivered_warnings_.empty()) return;
+        warnings.swap(undelivered_warnings_);
+        errors = std::exchange(undelivered_errors_, 0);
+        counter = error_counter_;
+        warn = warn_;
+    }
+    for (const auto& message : warnings) {
+        if (warn)
+            warn(message);
+        else
+            std::fprintf(stderr, "gunicorn_prometheus_exporter: %s\n", message.c_str());
+    }
+    if (counter != nullptr) counter->inc(static_cast<double>(errors));
+}
+
+void ValueStore::count_storage_errors_in(Value* counter) {
+    std::lock_guard lock(mutex_);
+    error_counter_ = counter;
+}
+
+void ValueStore::add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity) {
+    std::erase_if(identities_, [](const auto& weak) { return weak.expired(); });
+    identities_.push_back(identity);
+}
+
 std::string ValueStore::resolve_directory() const {
     if (!directory_.empty()) return directory_;
     const char* env = std::getenv("PROMETHEUS_MULTIPROC_DIR");
@@ -107,89 +159,180 @@ std::string ValueStore::resolve_directory() const {
     return env;
 }
 
-MmapFile& ValueStore::file_for(std::string_view prefix) {
-    if (pid_ != ::getpid()) {
-        // First use in a forked child: the parent's files are not ours.
-        pid_ = ::getpid();
-        files_.clear();
-        retired_.clear();
-    }
-    if (auto it = files_.find(prefix); it != files_.end()) return *it->second;
-    const std::string directory = resolve_directory();
-    std::string path = concat(directory, "/", prefix, "_", std::to_string(pid_), ".db");
-    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
-        if ((*it)->path() == path) {  // the same directory again: take the file back
-            MmapFile& ref = **it;
-            files_.emplace(std::string(prefix), std::move(*it));
-            retired_.erase(it);
-            return ref;
+std::shared_ptr<MmapFile> ValueStore::find_ours_locked(const std::string& path) const {
+    std::shared_ptr<MmapFile> retired;
+    for (const auto& weak : identities_) {
+        const auto identity = weak.lock();
+        if (!identity) continue;
+        for (const auto& [prefix, file] : identity->files_) {
+            if (file->path() == path) return file;
+        }
+        for (const auto& file : identity->retired_) {
+            if (!retired && file->path() == path && file->is_file_at_path()) retired = file;
         }
     }
+    return retired;
+}
+
+std::shared_ptr<MmapFile> ValueStore::open_locked(std::string_view prefix, std::string_view name) {
+    const std::string directory = resolve_directory();
+    std::string path = concat(directory, "/", prefix, "_", name, ".db");
+    if (auto file = find_ours_locked(path)) return file;
     if (mapped_by_this_process(path)) {
         // prometheus_client's own values of this process write this file
         // (metrics created before native values were enabled). Two writers
         // would corrupt it: use a process id of our own instead.
-        const std::string ours =
-            concat(directory, "/", prefix, "_", std::to_string(pid_), "-native.db");
+        const std::string ours = concat(directory, "/", prefix, "_", name, "-native.db");
         if (warn_) {
             warn_("metrics were created before native values were enabled; " + path +
                   " belongs to prometheus_client in this process, writing " + ours + " instead");
         }
         path = ours;
+        if (auto file = find_ours_locked(path)) return file;
     }
-    std::unique_ptr<MmapFile> file;
     try {
-        file = std::make_unique<MmapFile>(path);
+        return std::make_shared<MmapFile>(path);
     } catch (const FormatError& e) {
         // A corrupt file of a former process with our pid: keep it for
         // inspection, start a fresh one, and say so.
         const std::string aside = path + ".corrupt";
         std::rename(path.c_str(), aside.c_str());
         if (warn_) warn_("set aside corrupt file " + path + " as " + aside + ": " + e.what());
-        file = std::make_unique<MmapFile>(path);
+        return std::make_shared<MmapFile>(path);
     }
+}
+
+const std::shared_ptr<ProcessIdentity>& ProcessIdentity::pid() {
+    return ValueStore::instance().pid_identity_;
+}
+
+std::shared_ptr<ProcessIdentity> ProcessIdentity::named(std::string name) {
+    auto identity = std::make_shared<ProcessIdentity>(Private{}, std::move(name), false);
+    ValueStore& store = ValueStore::instance();
+    std::lock_guard lock(store.mutex_);
+    store.add_identity_locked(identity);
+    return identity;
+}
+
+ProcessIdentity::ProcessIdentity(Private, std::string name, bool follows_pid)
+    : follows_pid_(follows_pid), name_(std::move(name)), pid_(::getpid()) {}
+
+std::string ProcessIdentity::name() {
+    std::lock_guard lock(ValueStore::instance().mutex_);
+    return follows_pid_ ? std::to_string(::getpid()) : name_;
+}
+
+void ProcessIdentity::rename(std::string name) {
+    if (follows_pid_) throw std::logic_error("the pid group follows the pid; it cannot be renamed");
+    {
+        std::lock_guard lock(ValueStore::instance().mutex_);
+        if (name == name_) return;
+        retire_files_locked(false);
+        name_ = std::move(name);
+        bind_all_locked();
+    }
+    ValueStore::instance().deliver_reports();
+}
+
+void ProcessIdentity::close_files() {
+    std::lock_guard lock(ValueStore::instance().mutex_);
+    retire_files_locked(true);
+}
+
+void ProcessIdentity::retire_files_locked(bool forget_destroyed) {
+    for (auto& [prefix, file] : files_) {
+        if (std::find(retired_.begin(), retired_.end(), file) == retired_.end()) {
+            retired_.push_back(std::move(file));
+        }
+    }
+    files_.clear();
+    if (forget_destroyed) {
+        std::erase_if(created_, [](const Created& created) { return created.value == nullptr; });
+        for (size_t i = 0; i < created_.size(); ++i) created_[i].value->index_ = i;
+    }
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+MmapFile& ProcessIdentity::file_for(std::string_view prefix) {
+    if (follows_pid_ && pid_ != ::getpid()) {
+        // First use in a forked child: the parent's files are not ours.
+        pid_ = ::getpid();
+        files_.clear();
+        retired_.clear();
+    }
+    if (auto it = files_.find(prefix); it != files_.end()) return *it->second;
+    const std::string name = follows_pid_ ? std::to_string(pid_) : name_;
+    auto file = ValueStore::instance().open_locked(prefix, name);
     MmapFile& ref = *file;
     files_.emplace(std::string(prefix), std::move(file));
     return ref;
 }
 
-double* ValueStore::bind(std::string_view prefix, std::string_view key, uint64_t& generation_out) {
-    std::lock_guard lock(mutex_);
-    const bool forked = pid_ != ::getpid();
-    generation_out = generation_.load(std::memory_order_acquire);
-    if (forked) {
-        // First update in a forked child: every inherited value gets its slot
-        // in this process's files now, in creation order (prometheus_client
-        // does the same), so e.g. an inherited `all` gauge shows this worker
-        // with 0.
-        for (const Created& created : created_) {
-            double* slot = file_for(created.prefix).slot(created.key);
-            if (created.value != nullptr) created.value->bind_locked(slot, generation_out);
-        }
+double* ProcessIdentity::slot_locked(std::string_view prefix, std::string_view key,
+                                     double* memory) {
+    try {
+        return file_for(prefix).slot(key);
+    } catch (const std::system_error& e) {
+        ValueStore::instance().storage_failed_locked(e);
+        return memory;
     }
-    return file_for(prefix).slot(key);
 }
 
-size_t ValueStore::add(Value* value) {
-    std::lock_guard lock(mutex_);
+void ProcessIdentity::bind_all_locked() {
+    const uint64_t generation = generation_.load(std::memory_order_acquire);
+    for (const Created& created : created_) {
+        double unused[2] = {0.0, 0.0};  // a destroyed value's entry is still created
+        double* memory = created.value != nullptr ? created.value->memory_ : unused;
+        double* slot = slot_locked(created.prefix, created.key, memory);
+        if (created.value != nullptr) created.value->bind_locked(slot, generation);
+    }
+}
+
+double* ProcessIdentity::bind(std::string_view prefix, std::string_view key, double* memory,
+                              uint64_t& generation_out) {
+    double* slot = nullptr;
+    {
+        std::lock_guard lock(ValueStore::instance().mutex_);
+        generation_out = generation_.load(std::memory_order_acquire);
+        if (follows_pid_ && pid_ != ::getpid()) {
+            // First update in a forked child: every inherited value gets its
+            // slot in this process's files now, in creation order
+            // (prometheus_client does the same), so e.g. an inherited `all`
+            // gauge shows this worker with 0.
+            bind_all_locked();
+        }
+        slot = slot_locked(prefix, key, memory);
+    }
+    ValueStore::instance().deliver_reports();
+    return slot;
+}
+
+size_t ProcessIdentity::add(Value* value) {
+    std::lock_guard lock(ValueStore::instance().mutex_);
     created_.push_back(Created{value->prefix(), value->key(), value});
     return created_.size() - 1;
 }
 
-void ValueStore::remove(size_t index) {
-    std::lock_guard lock(mutex_);
+void ProcessIdentity::remove(size_t index) {
+    std::lock_guard lock(ValueStore::instance().mutex_);
     created_[index].value = nullptr;
 }
 
-Value::Value(std::string prefix, std::string key)
+Value::Value(std::string prefix, std::string key, std::shared_ptr<ProcessIdentity> identity)
     : prefix_(std::move(prefix)),
       key_(std::move(key)),
+      identity_(std::move(identity)),
       most_recent_(prefix_.ends_with("mostrecent")) {
     rebind();
-    index_ = ValueStore::instance().add(this);
+    index_ = identity_->add(this);
 }
 
-Value::~Value() { ValueStore::instance().remove(index_); }
+Value::~Value() {
+    identity_->remove(index_);
+    ValueStore& store = ValueStore::instance();
+    std::lock_guard lock(store.mutex_);
+    if (store.error_counter_ == this) store.error_counter_ = nullptr;
+}
 
 void Value::bind_locked(double* slot, uint64_t generation) {
     slot_.store(slot, std::memory_order_relaxed);
@@ -198,7 +341,7 @@ void Value::bind_locked(double* slot, uint64_t generation) {
 
 void Value::rebind() {
     uint64_t generation = 0;
-    double* s = ValueStore::instance().bind(prefix_, key_, generation);
+    double* s = identity_->bind(prefix_, key_, memory_, generation);
     slot_.store(s, std::memory_order_relaxed);
     generation_.store(generation, std::memory_order_release);
 }

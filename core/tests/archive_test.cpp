@@ -1,6 +1,9 @@
 #include "gpe/archive.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -96,6 +99,34 @@ TEST(Archive, CorruptFileIsKeptAndReported) {
     ASSERT_EQ(diagnostics.warnings.size(), 1u);
     EXPECT_NE(diagnostics.warnings[0].find("counter_3.db"), std::string::npos);
     EXPECT_FALSE(exists(dir.file("counter_archive.db")));
+}
+
+TEST(Archive, AnArchiveThatCannotGrowFoldsNothingAndKeepsTheFile) {
+    TempDir dir;
+    put(dir, "counter_4.db", "old", "old_total", 1);
+    Diagnostics first;
+    mark_process_dead(dir.path(), "4", first);  // the archive exists, 64 KiB
+    // A dead process with more series than the archive can take without growing.
+    const std::string big(30000, 'x');
+    put(dir, "counter_5.db", "old", "old_total", 2);
+    put(dir, "counter_5.db", big + "a", big + "a_total", 1);
+    put(dir, "counter_5.db", big + "b", big + "b_total", 1);
+    const std::string before = render_dir(dir);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::signal(SIGXFSZ, SIG_IGN);
+        const rlimit rl{kInitialFileSize, kInitialFileSize};
+        ::setrlimit(RLIMIT_FSIZE, &rl);
+        Diagnostics diagnostics;
+        const ArchiveReport report = mark_process_dead(dir.path(), "5", diagnostics);
+        ::_exit(report.folded == 0 && diagnostics.warnings.size() == 1 ? 0 : 1);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_TRUE(exists(dir.file("counter_5.db")));
+    EXPECT_EQ(render_dir(dir), before);  // nothing folded twice, nothing lost
 }
 
 TEST(Archive, RejectsPathLikeIds) {

@@ -71,6 +71,22 @@ TEST(RedisUrl, BadUrlsNameTheProblemButNotThePassword) {
         EXPECT_NE(std::string(e.what()).find("port"), std::string::npos);
         EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos);
     }
+    // An unescaped '?' in the password splits it: the part before is
+    // read as the port or the database, and must not be quoted either.
+    for (const char* url : {"redis://:hunter?2@host", "redis://u:hunter?db=1@host"}) {
+        try {
+            parse_url(url);
+            ADD_FAILURE() << url;
+        } catch (const std::invalid_argument& e) {
+            EXPECT_EQ(std::string(e.what()).find("hunter"), std::string::npos) << e.what();
+        }
+    }
+    try {
+        parse_url("redis://host:63x9");
+        FAIL();
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("'63x9'"), std::string::npos) << e.what();
+    }
 }
 
 TEST(RedisLayout, KeysRoundTripAndForeignKeysAreRejected) {

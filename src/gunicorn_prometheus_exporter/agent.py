@@ -16,6 +16,10 @@ logger = logging.getLogger("gunicorn_prometheus_exporter")
 
 BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
 
+# How long a TERMed agent may take before SIGKILL: longer than its last mirror
+# pass may (3 s, kFinalPassDeadline in agent/main.cpp), so that pass is not cut.
+STOP_GRACE_SECONDS = 5.0
+
 # Held while the agent is spawned and while the master forks a worker: a
 # worker forked in the middle of Popen would keep Popen's error pipe open
 # without ever exec'ing, and Popen would wait for it forever.
@@ -93,7 +97,7 @@ class AgentSupervisor:
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(5)
+                process.wait(STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
         if self._thread.is_alive():

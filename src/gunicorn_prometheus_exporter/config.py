@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from enum import Enum
 from typing import Any
+
+from ._logging import logger
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -63,6 +68,29 @@ def _text(name: str, default: str = "") -> str:
 class ExporterConfig:
     """The exporter's settings, from environment variables."""
 
+    # The variables' names, as 0.2.x's class spelled them.
+    ENV_PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+    ENV_PROMETHEUS_METRICS_PORT = "PROMETHEUS_METRICS_PORT"
+    ENV_PROMETHEUS_BIND_ADDRESS = "PROMETHEUS_BIND_ADDRESS"
+    ENV_GUNICORN_WORKERS = "GUNICORN_WORKERS"
+    ENV_GUNICORN_TIMEOUT = "GUNICORN_TIMEOUT"
+    ENV_GUNICORN_KEEPALIVE = "GUNICORN_KEEPALIVE"
+    ENV_REDIS_ENABLED = "REDIS_ENABLED"
+    ENV_REDIS_HOST = "REDIS_HOST"
+    ENV_REDIS_PORT = "REDIS_PORT"
+    ENV_REDIS_DB = "REDIS_DB"
+    ENV_REDIS_PASSWORD = "REDIS_PASSWORD"
+    ENV_REDIS_KEY_PREFIX = "REDIS_KEY_PREFIX"
+    ENV_REDIS_TTL_SECONDS = "REDIS_TTL_SECONDS"
+    ENV_REDIS_TTL_DISABLED = "REDIS_TTL_DISABLED"
+    ENV_SIDECAR_MODE = "SIDECAR_MODE"
+    ENV_CLEANUP_DB_FILES = "CLEANUP_DB_FILES"
+    ENV_PROMETHEUS_SSL_CERTFILE = "PROMETHEUS_SSL_CERTFILE"
+    ENV_PROMETHEUS_SSL_KEYFILE = "PROMETHEUS_SSL_KEYFILE"
+    ENV_PROMETHEUS_SSL_CLIENT_CAFILE = "PROMETHEUS_SSL_CLIENT_CAFILE"
+    ENV_PROMETHEUS_SSL_CLIENT_CAPATH = "PROMETHEUS_SSL_CLIENT_CAPATH"
+    ENV_PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED = "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED"
+
     # -- the /metrics endpoint (served by the agent) --
     @property
     def prometheus_bind_address(self) -> str:
@@ -111,6 +139,24 @@ class ExporterConfig:
         """Seconds between two refreshes of the worker resource gauges."""
         return parse_float("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL", 5.0)
 
+    @property
+    def prometheus_ssl_enabled(self) -> bool:
+        """Whether /metrics is served over HTTPS."""
+        return bool(self.prometheus_ssl_certfile and self.prometheus_ssl_keyfile)
+
+    # -- Gunicorn settings named by 0.2.x's YAML schema (gunicorn_config applies them) --
+    @property
+    def gunicorn_workers(self) -> int:
+        return parse_int("GUNICORN_WORKERS", 1, 1)
+
+    @property
+    def gunicorn_timeout(self) -> int:
+        return parse_int("GUNICORN_TIMEOUT", 30, 0)
+
+    @property
+    def gunicorn_keepalive(self) -> int:
+        return parse_int("GUNICORN_KEEPALIVE", 2, 0)
+
     @staticmethod
     def _existing_file(name: str) -> str:
         path = _text(name)
@@ -118,9 +164,10 @@ class ExporterConfig:
             raise ValueError(f"{name}={path!r} is not a file")
         return path
 
-    def validate(self) -> None:
+    def validate(self) -> bool:
         """Reads every setting once: the first invalid one raises ValueError
-        naming its variable (at start, not at the first scrape)."""
+        naming its variable (at start, not at the first scrape). True when
+        all are valid (0.2.x returned False and logged instead of raising)."""
         for name in dir(type(self)):
             if isinstance(getattr(type(self), name), property):
                 getattr(self, name)
@@ -129,6 +176,7 @@ class ExporterConfig:
         if self.prometheus_ssl_client_auth_required and not (
                 self.prometheus_ssl_client_cafile or self.prometheus_ssl_client_capath):
             raise ValueError("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED needs PROMETHEUS_SSL_CLIENT_CAFILE or _CAPATH")
+        return True
 
     # -- Redis (the seed's variables) --
     @property
@@ -215,6 +263,14 @@ class ExporterConfig:
         return parse_float("REDIS_CONNECT_TIMEOUT", 5.0)
 
     @property
+    def redis_max_reply_bytes(self) -> int:
+        """The largest reply read from Redis; a larger one is refused."""
+        from . import _native
+
+        return parse_int("REDIS_MAX_REPLY_BYTES", _native.REDIS_DEFAULT_MAX_REPLY_BYTES,
+                         _native.REDIS_MIN_MAX_REPLY_BYTES, _native.REDIS_MAX_MAX_REPLY_BYTES)
+
+    @property
     def redis_instance_id(self) -> str:
         """Identifies this host or pod in Redis keys; the hostname by default."""
         return _text("REDIS_INSTANCE_ID") or socket.gethostname()
@@ -232,6 +288,7 @@ class ExporterConfig:
         common = {
             "socket_timeout": self.redis_socket_timeout,
             "socket_connect_timeout": self.redis_connect_timeout,
+            "max_reply_bytes": self.redis_max_reply_bytes,
         }
         if self.redis_url:
             try:
@@ -255,11 +312,177 @@ class ExporterConfig:
             **common,
         }
 
+    # -- 0.2.x's summaries --
+    @property
+    def is_sidecar(self) -> bool:
+        return parse_bool("SIDECAR_MODE", False)
+
+    def get_prometheus_config(self) -> dict[str, Any]:
+        return {"bind_address": self.prometheus_bind_address, "port": self.prometheus_metrics_port,
+                "multiproc_dir": self.prometheus_multiproc_dir}
+
+    def get_gunicorn_config(self) -> dict[str, Any]:
+        if self.is_sidecar:
+            return {}
+        return {"workers": self.gunicorn_workers, "timeout": self.gunicorn_timeout,
+                "keepalive": self.gunicorn_keepalive}
+
+    def print_config(self) -> None:
+        """Log the settings (never secrets)."""
+        for key, value in {**self.get_prometheus_config(), **self.get_gunicorn_config(),
+                           "redis_enabled": self.redis_enabled}.items():
+            logger.info("%s: %s", key, value)
+
     def __repr__(self) -> str:  # never shows secrets
         return f"ExporterConfig(redis_enabled={self.redis_enabled}, redis_key_prefix={self.redis_key_prefix!r})"
 
 
 config = ExporterConfig()
+
+
+# -- 0.2.x's configuration lifecycle API, over the one ``config`` above --
+
+class ConfigState(Enum):
+    UNINITIALIZED = "uninitialized"
+    INITIALIZING = "initializing"
+    INITIALIZED = "initialized"
+    VALIDATING = "validating"
+    UPDATING = "updating"
+    CLEANUP = "cleanup"
+    ERROR = "error"
+
+
+class ConfigManager:
+    """0.2.x's lifecycle around the settings: ``initialize`` (optionally from
+    a YAML file and variable overrides) validates them, ``get_config``
+    returns the validated ``ExporterConfig``. Settings are read from the
+    environment on use either way."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._state = ConfigState.UNINITIALIZED
+        self._config: ExporterConfig | None = None
+        self._errors: list[str] = []
+        self._initialization_time: float | None = None
+
+    @property
+    def state(self) -> ConfigState:
+        return self._state
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._state is ConfigState.INITIALIZED
+
+    @property
+    def validation_errors(self) -> list[str]:
+        return list(self._errors)
+
+    def initialize(self, config_file: str | None = None, **overrides: Any) -> None:
+        """Raises RuntimeError when initialized already, ValueError naming the
+        variable when a setting is invalid."""
+        with self._lock:
+            if self._state in (ConfigState.INITIALIZED, ConfigState.INITIALIZING):
+                raise RuntimeError(f"Configuration already {self._state.value}")
+            self._state = ConfigState.INITIALIZING
+            try:
+                if config_file:
+                    load_yaml_config(config_file)
+                for name, value in overrides.items():
+                    if value is not None:
+                        os.environ[name] = str(value)
+                self._validate()
+            except Exception:
+                self._state = ConfigState.ERROR
+                raise
+            self._config = config
+            self._initialization_time = time.time()
+            self._state = ConfigState.INITIALIZED
+
+    def _validate(self) -> None:
+        self._errors.clear()
+        try:
+            config.validate()
+        except ValueError as e:
+            self._errors.append(str(e))
+            raise
+
+    def get_config(self) -> ExporterConfig:
+        with self._lock:
+            if self._config is None or self._state is not ConfigState.INITIALIZED:
+                raise RuntimeError(f"Configuration not ready (state: {self._state.value})")
+            return self._config
+
+    def update_config(self, **overrides: Any) -> None:
+        with self._lock:
+            self.get_config()
+            for name, value in overrides.items():
+                if value is not None:
+                    os.environ[name] = str(value)
+            self._validate()
+
+    def reload_config(self) -> None:
+        with self._lock:
+            self.get_config()
+            self._validate()
+
+    def cleanup(self) -> None:
+        with self._lock:
+            self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._config = None
+            self._errors.clear()
+            self._initialization_time = None
+            self._state = ConfigState.UNINITIALIZED
+
+    def get_config_summary(self) -> dict[str, Any]:
+        with self._lock:
+            if self._config is None:
+                return {"state": self._state.value, "initialized": False}
+            return {"state": self._state.value, "initialized": True,
+                    "initialization_time": self._initialization_time, "validation_errors": self.validation_errors,
+                    "prometheus_port": config.prometheus_metrics_port, "redis_enabled": config.redis_enabled,
+                    "gunicorn_workers": config.gunicorn_workers}
+
+    def health_check(self) -> dict[str, Any]:
+        with self._lock:
+            errors = [] if self.is_initialized else [f"Configuration not ready (state: {self._state.value})"]
+            return {"healthy": not errors, "state": self._state.value, "errors": errors}
+
+
+_manager: ConfigManager | None = None  # the process-wide manager of 0.2.x's functions
+_manager_lock = threading.Lock()
+
+
+def get_config_manager() -> ConfigManager:
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = ConfigManager()
+        return _manager
+
+
+def initialize_config(config_file: str | None = None, **overrides: Any) -> None:
+    """0.2.x: validate the settings once (RuntimeError if done already)."""
+    get_config_manager().initialize(config_file, **overrides)
+
+
+def get_config() -> ExporterConfig:
+    """0.2.x: the validated settings, initialized on first use."""
+    manager = get_config_manager()
+    with manager._lock:
+        if manager.state is ConfigState.UNINITIALIZED:
+            manager.initialize()
+    return manager.get_config()
+
+
+def cleanup_config() -> None:
+    global _manager
+    with _manager_lock:
+        if _manager is not None:
+            _manager.cleanup()
+            _manager = None
 
 
 # YAML file (the schema of gunicorn-prometheus-exporter 0.2.x) -> variables.
@@ -275,7 +498,6 @@ _YAML_SETTINGS = {
     ("gunicorn", "workers"): "GUNICORN_WORKERS",
     ("gunicorn", "timeout"): "GUNICORN_TIMEOUT",
     ("gunicorn", "keepalive"): "GUNICORN_KEEPALIVE",
-    ("redis", "enabled"): "REDIS_ENABLED",
     ("redis", "host"): "REDIS_HOST",
     ("redis", "port"): "REDIS_PORT",
     ("redis", "db"): "REDIS_DB",
@@ -297,6 +519,8 @@ def load_yaml_config(path: str) -> None:
     win. Raises ValueError naming the file and the key for anything unknown."""
     import yaml
 
+    from . import directory
+
     try:
         with open(path, encoding="utf-8") as f:
             document = yaml.safe_load(f) or {}
@@ -311,19 +535,37 @@ def load_yaml_config(path: str) -> None:
     for section, body in root.items():
         if not isinstance(body, dict):
             raise ValueError(f"{path}: exporter.{section} must be a mapping")
-        for key, value in body.items():
-            if section == "prometheus" and key == "ssl" and isinstance(value, dict):
-                for ssl_key, ssl_value in value.items():
-                    if ssl_key != "enabled":
-                        values[_yaml_variable(path, "ssl", ssl_key)] = ssl_value
-                continue
-            if section == "ssl" and key == "enabled":
-                continue
-            values[_yaml_variable(path, section, key)] = value
+        if section == "prometheus" and "ssl" in body:  # where 0.2.x reads ssl from
+            body = dict(body)
+            ssl = body.pop("ssl")
+            if not isinstance(ssl, dict):
+                raise ValueError(f"{path}: exporter.prometheus.ssl must be a mapping")
+            values.update(_section_values(path, "ssl", ssl))
+        values.update(_section_values(path, section, body))
+    private = directory.is_private(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     for name, value in values.items():
-        if value is None or name in os.environ:
+        if value is None:
             continue
-        os.environ[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if name == "PROMETHEUS_MULTIPROC_DIR" and private:
+            # Our private directory was made before this file was read: the
+            # file's directory is the user's choice, the environment's was ours.
+            directory.replace_private_directory(text)
+            directory.prepare_master()
+        elif name not in os.environ:
+            os.environ[name] = text
+
+
+def _section_values(path: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The variables of one section. As in 0.2.x, the ``ssl`` and ``redis``
+    sections apply only when they say ``enabled: true``."""
+    variables = {_yaml_variable(path, section, key): value for key, value in body.items() if key != "enabled"}
+    if section not in ("ssl", "redis"):
+        return variables
+    enabled = body.get("enabled", False)
+    if not enabled or str(enabled).strip().lower() in _FALSE:
+        return {}
+    return {**variables, "REDIS_ENABLED": True} if section == "redis" else variables
 
 
 def _yaml_variable(path: str, section: str, key: str) -> str:

@@ -10,24 +10,26 @@ worker_abort) share this module's state, which is per process by nature.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import _native
+from . import _native, directory
 from .agent import AgentSupervisor
 from .config import config
 from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, WorkerGauges, create, create_worker_gauges
 from .multiprocess import mark_process_dead
+from .middleware import request_path
 from .native_values import VALUE_ONLY_FILES, enable_native_values
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
+F = TypeVar("F", bound=Callable[..., Any])
 
 COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
 
@@ -38,7 +40,6 @@ class _State:
 
     metrics: Metrics | None = None
     directory: str | None = None
-    owned_directory: str | None = None
     redis_password: str | None = None
     supervisor: AgentSupervisor | None = None
     stopping: bool = False
@@ -55,6 +56,31 @@ class _State:
 _state = _State()
 
 
+_failed_hooks: set[str] = set()  # hooks whose failure this process logged already
+
+
+def _guarded(hook: F) -> F:
+    """Metrics never take Gunicorn down: an exception out of a hook of ours
+    is logged (with the traceback the first time, per hook and process) and
+    goes no further."""
+    name = hook.__name__.lstrip("_")
+
+    @functools.wraps(hook)
+    def guarded(*args: Any) -> Any:
+        try:
+            return hook(*args)
+        except Exception:
+            if name not in _failed_hooks:
+                _failed_hooks.add(name)
+                logger.exception("metrics hook %s failed; Gunicorn carries on (further failures of it are "
+                                 "logged at debug level)", name)
+            else:
+                logger.debug("metrics hook %s failed again", name, exc_info=True)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
 def _exit_marker(pid: int) -> Path:
     assert _state.directory is not None
     return Path(_state.directory) / f".exit-{pid}"
@@ -62,50 +88,98 @@ def _exit_marker(pid: int) -> Path:
 
 # ---------------------------------------------------------------- master ----
 
-OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"  # passed to the new master of a USR2 upgrade
+def on_starting(server: Any) -> None:
+    """Master, before anything: settings checked, directory ready, values native."""
+    config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
+    if _state.redis_password is None:
+        _state.redis_password = _take_redis_password()  # first: whatever fails later
+    _on_starting(server)
 
 
-def _prepare_directory(server: Any, upgrade: bool) -> str:
-    directory = config.prometheus_multiproc_dir
-    if directory is None:
-        # Private and in memory unless the user chose a place.
-        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        directory = tempfile.mkdtemp(prefix="gunicorn-prometheus-", dir=base)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        os.environ[OWNED_DIRECTORY] = directory
-    if os.environ.get(OWNED_DIRECTORY) == directory:
-        _state.owned_directory = directory
+@_guarded
+def _on_starting(server: Any) -> None:
+    upgrade = "GUNICORN_PID" in os.environ
+    _state.directory = directory.prepare_master()
+    if directory.is_private(_state.directory):
         # A USR2 upgrade starts the new master with the environment Gunicorn
         # saved at start: it must get the same directory, and own it.
         env_orig = getattr(getattr(server, "cfg", None), "env_orig", None)
         if isinstance(env_orig, dict):
-            env_orig["PROMETHEUS_MULTIPROC_DIR"] = directory
-            env_orig[OWNED_DIRECTORY] = directory
-    os.makedirs(directory, exist_ok=True)
-    if not upgrade and config.cleanup_db_files:
-        # Files of an earlier run would add its counts to ours. During a USR2
-        # upgrade the old master's workers still write here: keep them.
-        for name in os.listdir(directory):
-            if name.endswith(".db") or name.startswith(".exit-"):
-                os.unlink(os.path.join(directory, name))
-    return directory
-
-
-def on_starting(server: Any) -> None:
-    """Master, before anything: settings checked, directory ready, values native."""
-    config.validate()  # an invalid setting stops Gunicorn here, named
-    upgrade = "GUNICORN_PID" in os.environ
-    _state.directory = _prepare_directory(server, upgrade)
-    enable_native_values(_state.directory)
+            env_orig["PROMETHEUS_MULTIPROC_DIR"] = _state.directory
+            env_orig[directory.OWNED_DIRECTORY] = _state.directory
     _state.metrics = create()
-    # Workers and the agent must not inherit the Redis password.
-    _state.redis_password = os.environ.get("REDIS_PASSWORD")
-    if _state.redis_password is not None:
-        # Zeroed in the process's environment block too (what /proc shows
-        # and what forked workers inherit), not only unset.
+    _native.count_storage_errors_in(_state.metrics.storage_errors._value)
+    install_missing_hooks(server)
+    logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
+
+
+def _take_redis_password() -> str | None:
+    """The Redis password, taken out of this process's environment: workers
+    and the agent must not inherit it (the agent gets it through a pipe).
+    Zeroed in the environment block too (what /proc/PID/environ shows and
+    forked workers inherit), not only unset. PROMETHEUS_REDIS_URL keeps its
+    place without the password; as elsewhere, the URL's wins."""
+    password = os.environ.get("REDIS_PASSWORD")
+    if password is not None:
         _native.scrub_environment_variable("REDIS_PASSWORD")
         os.environ.pop("REDIS_PASSWORD", None)
-    logger.info("metrics directory %s%s", _state.directory, " (binary upgrade)" if upgrade else "")
+    url = os.environ.get("PROMETHEUS_REDIS_URL")
+    if url:
+        in_url = _native.parse_redis_url(url).get("password") or None
+        if in_url is not None:
+            without = url_without_password(url)
+            _native.scrub_environment_variable("PROMETHEUS_REDIS_URL")
+            os.environ["PROMETHEUS_REDIS_URL"] = without
+            password = in_url
+    return password
+
+
+def url_without_password(url: str) -> str:
+    """``url`` with its password (``user:password@`` or ``?password=``)
+    removed and everything else kept; ValueError if that cannot be done."""
+    scheme, sep, rest = url.partition("://")
+    authority_end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at >= 0:
+        user = rest[:at].split(":", 1)[0]
+        rest = (user + "@" if user else "") + rest[at + 1:]
+    path, qmark, query = rest.partition("?")
+    kept = [pair for pair in query.split("&") if pair and not pair.startswith("password=")]
+    without = scheme + sep + path + ("?" + "&".join(kept) if kept else "")
+    before, after = _native.parse_redis_url(url), _native.parse_redis_url(without)
+    if after.get("password") or {**before, "password": ""} != {**after, "password": ""}:
+        raise ValueError("PROMETHEUS_REDIS_URL: cannot take the password out of the URL; give it in "
+                         "REDIS_PASSWORD instead")
+    return without
+
+
+def install_missing_hooks(server: Any) -> None:
+    """Every hook of ours that the configuration left at Gunicorn's default
+    is installed (a 0.2.x configuration names only a few of them); hooks of
+    the user's own are kept (they call ours, see the module docstring)."""
+    cfg: Any = getattr(server, "cfg", None)
+    settings = getattr(cfg, "settings", None)
+    if cfg is None or not isinstance(settings, dict):
+        return
+    added = []
+    for name, hook in HOOKS.items():
+        setting = settings.get(name)
+        if setting is not None and setting.value is setting.default:
+            cfg.set(name, hook)
+            added.append(name)
+    if added and len(added) < len(HOOKS):
+        logger.info("metrics hooks added to the configuration: %s", ", ".join(added))
+
+
+def _warn_if_uninstrumented(server: Any) -> None:
+    worker_class = getattr(server, "worker_class", None)
+    if isinstance(worker_class, type) and request_path(worker_class) is None:
+        logger.warning(
+            "worker class %s.%s serves requests without Gunicorn's request hooks and is not one the "
+            "exporter can instrument: its requests are not counted (resource, restart and app metrics "
+            "still are). Supported: sync, gthread, gevent, eventlet, gevent_pywsgi, tornado, asgi, "
+            "uvicorn's UvicornWorker/UvicornH11Worker and their subclasses.",
+            worker_class.__module__, worker_class.__qualname__)
 
 
 def _count_signals(server: Any) -> None:
@@ -167,14 +241,31 @@ def _agent_args(server: Any) -> tuple[list[str], dict[str, str]]:
 
 def when_ready(server: Any) -> None:
     """Master, listening: count signals, start the agent."""
-    metrics = _state.metrics
-    if metrics is None:  # on_starting was not configured
+    start_master_metrics(server, serve_http=True)
+
+
+def start_master_metrics(server: Any, serve_http: bool) -> None:
+    """when_ready's work; ``serve_http`` False: the agent only mirrors to
+    Redis, for a sidecar that serves the metrics."""
+    if _state.metrics is None:  # on_starting was not configured: its checks stop Gunicorn
         on_starting(server)
-        metrics = _state.metrics
-    assert metrics is not None
+    _start_agent(server, serve_http)
+
+
+@_guarded
+def _start_agent(server: Any, serve_http: bool) -> None:
+    metrics = _state.metrics
+    if metrics is None:
+        return
     _count_signals(server)
+    _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
     args, env = _agent_args(server)
+    if not serve_http:
+        if not config.redis_enabled:
+            logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")
+            return
+        args.append("--no-http")
     password = _state.redis_password if config.redis_enabled else None
     _state.supervisor = AgentSupervisor(args, env, password)
     _state.supervisor.start()
@@ -222,6 +313,7 @@ def _restart_reason(server: Any, worker: Any) -> str | None:
     return "crash"  # killed (e.g. out of memory) or died without a word
 
 
+@_guarded
 def child_exit(server: Any, worker: Any) -> None:
     """Master, a worker is gone: count the restart, archive its metrics."""
     metrics = _state.metrics
@@ -236,26 +328,27 @@ def child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid, _state.directory)
 
 
+@_guarded
 def pre_fork(server: Any, worker: Any) -> None:
     """Master, about to fork a worker: one more alive."""
     if _state.metrics is not None:
         _state.metrics.master_workers.set(len(server.WORKERS) + 1)
 
 
+@_guarded
 def on_reload(server: Any) -> None:
     """Master, HUP: the workers running now will be replaced."""
     _state.reload_pids |= set(server.WORKERS)
 
 
+@_guarded
 def on_exit(server: Any) -> None:
     """Master, leaving: stop the agent, remove a directory of ours."""
     _state.stopping = True
     if _state.supervisor is not None:
         _state.supervisor.stop()
         _state.supervisor = None
-    successor = getattr(server, "reexec_pid", 0)
-    if _state.owned_directory and not successor:
-        shutil.rmtree(_state.owned_directory, ignore_errors=True)
+    directory.release(successor=bool(getattr(server, "reexec_pid", 0)))
 
 
 # ---------------------------------------------------------------- worker ----
@@ -271,6 +364,7 @@ def _set_state(state: str) -> None:
             gauges.state.labels(name).set(1 if name == state else 0)
 
 
+@_guarded
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, after fork: request recorder, resource sampler, error counter."""
     metrics = _state.metrics
@@ -331,12 +425,13 @@ def _error_status(exc: BaseException) -> int:
     return 400 if isinstance(exc, client_errors) else 500
 
 
+@_guarded
 def post_worker_init(worker: Any) -> None:
     """Worker, app loaded: wrap the app where requests bypass the hooks."""
     recorder = _state.recorder
     if recorder is None:
         return
-    from .middleware import ASGIRecorder, WSGIRecorder
+    from .middleware import ASGIRecorder, WSGIRecorder, is_asgi3
 
     errors = _state.metrics.worker_error_handling.labels("500") if _state.metrics else None
 
@@ -344,15 +439,34 @@ def post_worker_init(worker: Any) -> None:
         if errors is not None:
             errors.inc()
 
-    if getattr(worker, "asgi", None) is not None:
-        worker.asgi = ASGIRecorder(worker.asgi, recorder, on_error)  # post_request gets no response
-        _state.middleware = True
-    elif any(base.__name__ in ("GeventPyWSGIWorker", "TornadoWorker") for base in type(worker).__mro__):
-        worker.wsgi = WSGIRecorder(worker.wsgi, recorder, on_error)  # their servers skip the hooks
-        _state.middleware = True
+    path = request_path(type(worker))
+    app: Any = getattr(worker, "asgi" if path == "gunicorn-asgi" else "wsgi", None)
+    if app is None:
+        return
+    if path == "gunicorn-asgi":
+        worker.asgi = ASGIRecorder(app, recorder, on_error)  # post_request gets no response
+    elif path == "asgi" and is_asgi3(app):
+        worker.wsgi = ASGIRecorder(app, recorder, on_error)  # uvicorn serves it, no hooks
+    elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
+        worker.wsgi = WSGIRecorder(app, recorder, on_error)  # their servers skip the hooks
+    elif path == "hooks":
+        # Recorded by the wrapper too, as soon as the outcome is known: the
+        # hooks run after the response was sent, so a worker killed between
+        # the two would lose a request its client received. Gunicorn counts
+        # a raising app in handle_error itself.
+        worker.wsgi = WSGIRecorder(app, recorder, lambda: None)
+    else:
+        if path is not None:
+            logger.warning("requests of this worker are not counted: %r is not an app the exporter can "
+                           "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)", app)
+        return
+    _state.middleware = True
 
 
+@_guarded
 def pre_request(worker: Any, req: Any) -> None:
+    if _state.middleware:
+        return  # the app's wrapper times the request
     try:
         req._gpe_start = time.perf_counter()
     except AttributeError:  # a request object without attributes of ours
@@ -387,6 +501,7 @@ def _request_bytes(req: Any, environ: Any) -> float:
         return 0.0
 
 
+@_guarded
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, a request is done: one native call records it."""
     recorder = _state.recorder
@@ -402,6 +517,7 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
                     _request_bytes(req, environ), float(sent), raised)
 
 
+@_guarded
 def worker_abort(worker: Any) -> None:
     """Worker, killed for a timeout (SIGABRT)."""
     _state.aborted = True
@@ -419,6 +535,7 @@ def _report_exit(worker: Any, reason: str) -> None:
         _state.metrics.worker_restart.labels(reason).inc()
 
 
+@_guarded
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker, leaving: say why, for the master's restart count."""
     _set_state("stopping")
@@ -462,7 +579,25 @@ def instrument_worker(worker: Any) -> None:
         _state.metrics = create()
     post_fork(None, worker)
     settings = getattr(worker.cfg, "settings", {})
-    for name, hook in (("pre_request", pre_request), ("post_request", post_request)):
+    for name, hook in (("post_worker_init", post_worker_init), ("pre_request", pre_request),
+                       ("post_request", post_request)):
         setting = settings.get(name)
         if setting is not None and getattr(worker.cfg, name) is setting.default:
             worker.cfg.set(name, hook)
+
+
+# The hook names of gunicorn-prometheus-exporter 0.2.x (at the end: they call the hooks above).
+from .legacy import (  # noqa: E402
+    default_on_exit,
+    default_on_starting,
+    default_post_fork,
+    default_when_ready,
+    default_worker_int,
+    load_yaml_config,
+    redis_sidecar_when_ready,
+    redis_when_ready,
+)
+
+__all__ = [*HOOKS, "instrument_worker", "install_missing_hooks", "default_on_exit", "default_on_starting",
+           "default_post_fork", "default_when_ready", "default_worker_int", "load_yaml_config",
+           "redis_sidecar_when_ready", "redis_when_ready"]

@@ -34,6 +34,7 @@ class Metrics:
     master_worker_restart: Counter
     master_workers: Gauge
     master_signals: Counter
+    storage_errors: Counter
 
 
 @dataclass
@@ -102,4 +103,7 @@ def create() -> Metrics:
             "gunicorn_master_workers", "Workers alive", multiprocess_mode="livesum", registry=r),
         master_signals=Counter(
             "gunicorn_master_signals", "Signals handled by the master", ["signal"], registry=r),
+        storage_errors=Counter(
+            "gunicorn_exporter_storage_errors", "Values that could not be stored in the multiprocess "
+            "directory (a full filesystem, ...): they stay exact in their process's memory only", registry=r),
     )

@@ -43,6 +43,8 @@ class MultiProcessCollector:
     """
 
     def __init__(self, registry: Any, path: str | None = None) -> None:
+        if path is None:
+            _native.copy_deprecated_directory_variable()  # where prometheus_client does it
         self._path = _directory(path)
         self._reader = _native.MultiprocessReader()
         if registry:

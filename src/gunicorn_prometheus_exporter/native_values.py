@@ -7,6 +7,16 @@ process's memory-mapped files, in prometheus_client's own format, through the
 C++ core. Create metrics after enabling: values created before keep the class
 they were created with.
 
+``MultiProcessValue(process_identifier)`` is prometheus_client's function of
+that name with native values: files are named ``{prefix}_{identifier()}.db``,
+the identifier is consulted on every ``inc``/``set``/``get``, and when it
+changes every value of the class moves to the new identifier's files. With the
+default, ``os.getpid``, the class is ``NativeValue`` itself, which follows fork
+in C++; another identifier gives a subclass, whose values therefore take
+prometheus_client's own metric methods (the fast paths accept exactly
+``NativeValue``). While enabled, ``prometheus_client.values.MultiProcessValue``
+is this function.
+
 While enabled, the update methods of prometheus_client's metric classes get a
 native fast path (one C call per ``inc``/``set``/``observe``) for metrics with
 native values; every other case runs prometheus_client's own method.
@@ -15,6 +25,8 @@ native values; every other case runs prometheus_client's own method.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 
 from prometheus_client import metrics as _client_metrics
 from prometheus_client import mmap_dict as _client_mmap_dict
@@ -27,6 +39,8 @@ NativeValue = _native.NativeValue
 
 # The value class that was active before enabling, restored by disabling.
 _previous_value_class: type | None = None
+# prometheus_client's MultiProcessValue, restored by disabling.
+_client_multi_process_value = _client_values.MultiProcessValue
 
 _native.set_warning_handler(lambda message: logger.warning("%s", message))
 
@@ -61,17 +75,94 @@ def _remove_fast_methods() -> None:
     _original_methods.clear()
 
 
+def _register_cleanup(cleanup: Callable[[], None]) -> None:
+    # prometheus_client's close_all_multiprocess_files() runs these (and
+    # forgets them, as it forgets its own); releases before 0.20 have neither.
+    cleanups = getattr(_client_values, "_multi_process_cleanups", None)
+    if cleanups is not None and cleanup not in cleanups:
+        cleanups.append(cleanup)
+
+
+def _close_pid_files() -> None:
+    NativeValue.close_all_files()
+
+
+def MultiProcessValue(process_identifier: Callable[[], object] = os.getpid) -> type:  # noqa: N802
+    """``prometheus_client.values.MultiProcessValue`` with native values.
+
+    ``process_identifier`` must return distinct values in processes that run
+    at the same time (prometheus_client's rule). ``os.getpid`` gives
+    ``NativeValue``; any other function a subclass of it that consults the
+    function on every update, as prometheus_client's class does.
+    """
+    if process_identifier is os.getpid:
+        _register_cleanup(_close_pid_files)
+        return NativeValue
+    return _identified_value_class(process_identifier)
+
+
+def _identified_value_class(process_identifier: Callable[[], object]) -> type:
+    # Called once now and on every update; names formatted as prometheus_client's.
+    current = process_identifier()
+    identity = _native.ProcessIdentity("{}".format(current))
+    lock = threading.Lock()
+
+    def check_for_identifier_change() -> None:
+        nonlocal current
+        with lock:
+            actual = process_identifier()
+            if actual != current:
+                current = actual
+                identity.rename("{}".format(actual))
+
+    class IdentifiedNativeValue(NativeValue):
+        """Native values named by a process identifier function."""
+
+        def __init__(self, typ: str, metric_name: str, name: str, labelnames: object,
+                     labelvalues: object, help_text: str, multiprocess_mode: str = "",
+                     **kwargs: object) -> None:
+            _native.copy_deprecated_directory_variable()
+            check_for_identifier_change()
+            super().__init__(typ, metric_name, name, labelnames, labelvalues, help_text,
+                             multiprocess_mode, identity=identity, **kwargs)
+
+        def inc(self, amount: float) -> None:
+            check_for_identifier_change()
+            super().inc(amount)
+
+        def set(self, value: float, timestamp: float | None = None) -> None:
+            check_for_identifier_change()
+            super().set(value, timestamp)
+
+        def get(self) -> float:
+            check_for_identifier_change()
+            return super().get()
+
+        @staticmethod
+        def close_all_files() -> None:
+            identity.close_files()
+
+    _register_cleanup(identity.close_files)
+    return IdentifiedNativeValue
+
+
+def _is_native(value_class: object) -> bool:
+    return isinstance(value_class, type) and issubclass(value_class, NativeValue)
+
+
 def _environment_directory() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
-def enable_native_values(path: str | None = None) -> None:
+def enable_native_values(path: str | None = None,
+                         process_identifier: Callable[[], object] = os.getpid) -> None:
     """Store the values of metrics created from now on natively.
 
     ``path`` is the multiprocess directory; by default it is
     ``PROMETHEUS_MULTIPROC_DIR``, read whenever a file is opened (as
-    prometheus_client does). Raises ``ValueError`` naming the directory when it
-    does not exist.
+    prometheus_client does). ``process_identifier`` names this process's files
+    as in ``prometheus_client.values.MultiProcessValue``. Raises ``ValueError``
+    naming the directory when it does not exist.
     """
     global _previous_value_class
     directory = path if path is not None else _environment_directory()
@@ -81,24 +172,26 @@ def enable_native_values(path: str | None = None) -> None:
         source = "path" if path is not None else "PROMETHEUS_MULTIPROC_DIR"
         raise ValueError(f"{source}={directory!r} is not a directory")
     _native.set_directory(path or "")
-    if _client_values.ValueClass is not NativeValue:
+    if not _is_native(_client_values.ValueClass):
         _previous_value_class = _client_values.ValueClass
-        _client_values.ValueClass = NativeValue
+    _client_values.ValueClass = MultiProcessValue(process_identifier)
+    _client_values.MultiProcessValue = MultiProcessValue
     _install_fast_methods()
 
 
 def disable_native_values() -> None:
     """Give metrics created from now on prometheus_client's own values again."""
     global _previous_value_class
-    if _client_values.ValueClass is NativeValue:
+    if _is_native(_client_values.ValueClass):
         _client_values.ValueClass = _previous_value_class or _client_values.MutexValue
         _previous_value_class = None
+    _client_values.MultiProcessValue = _client_multi_process_value
     _remove_fast_methods()
 
 
 def native_values_enabled() -> bool:
     """Whether metrics created now get native values."""
-    return _client_values.ValueClass is NativeValue
+    return _is_native(_client_values.ValueClass)
 
 
 def enable_from_environment() -> None:

@@ -34,7 +34,24 @@ def _make(name: str) -> type:
     return type(name, (base,), {"init_process": init_process, "__module__": __name__})
 
 
+def _make_master() -> type:
+    from gunicorn.arbiter import Arbiter
+
+    def setup(self: Any, app: Any) -> None:
+        from . import hooks
+
+        Arbiter.setup(self, app)
+        hooks.install_missing_hooks(self)  # our hooks count signals and restarts
+
+    return type("PrometheusMaster", (Arbiter,), {"setup": setup, "__module__": __name__,
+                                                 "__doc__": "0.2.x's Arbiter subclass: Gunicorn's with our hooks."})
+
+
 def __getattr__(name: str) -> type:
+    if name == "PrometheusMaster":
+        if name not in _classes:
+            _classes[name] = _make_master()
+        return _classes[name]
     if name not in _BASES:
         raise AttributeError(name)
     if name not in _classes:

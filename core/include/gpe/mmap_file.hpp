@@ -101,7 +101,9 @@ class Mapping {
     size_t size_ = 0;
 };
 
-// The writer side of one file, e.g. counter_1234.db. Not thread-safe: the
+// The writer side of one file, e.g. counter_1234.db. Its pages are allocated
+// before they are mapped (posix_fallocate), so a full filesystem is an error
+// from the constructor, slot() or reserve(), never a SIGBUS. Not thread-safe: the
 // owner serialises calls. Pointers returned by slot() stay valid for the life
 // of the object, also after the file grows (old mappings are kept; being
 // MAP_SHARED views of the same file they stay coherent).
@@ -115,11 +117,18 @@ class MmapFile {
     // layout), appended (zeroed) if new.
     double* slot(std::string_view key);
 
+    // Room for every one of `keys` that is new, so that slot() for them
+    // cannot fail midway (the archive folds all of a file or nothing).
+    // Throws std::system_error when the file cannot grow.
+    void reserve(const std::vector<std::string_view>& keys);
+
     // The slot of `key` if present, without creating it.
     double* find(std::string_view key) const;
 
     const std::string& path() const { return path_; }
     size_t capacity() const { return capacity_; }
+    // Whether path() still names this file (it was not removed or replaced).
+    bool is_file_at_path() const;
 
   private:
     void grow_to(size_t min_capacity);

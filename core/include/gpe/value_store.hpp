@@ -1,6 +1,6 @@
 // Native values for prometheus_client's multiprocess mode: each value is a
-// slot in this process's memory-mapped file ({type}_{pid}.db or
-// gauge_{mode}_{pid}.db), updated with one atomic store, no lock and no
+// slot in a memory-mapped file ({type}_{identity}.db or
+// gauge_{mode}_{identity}.db), updated with one atomic store, no lock and no
 // system call on the hot path.
 #pragma once
 
@@ -11,8 +11,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "gpe/mmap_file.hpp"
@@ -26,56 +28,70 @@ class Value;
 // std::invalid_argument naming the bad type or mode.
 std::string file_prefix_for(std::string_view type, std::string_view multiprocess_mode);
 
-// The files of this process. One per process because the files are per
-// process ({prefix}_{pid}.db) and fork handlers need a fixed place to reset
-// them in the child; this is the reason it is a process-wide singleton.
-class ValueStore {
+// The process identity a group of values writes under - the {identity} of
+// {prefix}_{identity}.db - with the group's files and its values in creation
+// order. prometheus_client's MultiProcessValue(process_identifier) makes one
+// such group per value class, and several coexist in one process. The
+// default group is this process's pid and follows fork by itself; a named
+// group keeps its name across fork, because its caller's identifier function
+// decides when it changes (rename()).
+class ProcessIdentity {
+    struct Private {};
+
   public:
-    static ValueStore& instance();
+    // The default group: this process's pid.
+    static const std::shared_ptr<ProcessIdentity>& pid();
+    // A group named by the caller.
+    static std::shared_ptr<ProcessIdentity> named(std::string name);
 
-    // Directory for files opened from now on; "" means the environment
-    // variable PROMETHEUS_MULTIPROC_DIR, read when a file is opened (as
-    // prometheus_client does). Existing values move to the new files at
-    // their next update.
-    void set_directory(std::string directory);
+    ProcessIdentity(Private, std::string name, bool follows_pid);
+    ProcessIdentity(const ProcessIdentity&) = delete;
+    ProcessIdentity& operator=(const ProcessIdentity&) = delete;
 
-    // Receives warnings (a corrupt file set aside, ...).
-    void set_warning_handler(std::function<void(const std::string&)> handler);
+    // The name in file names (the pid for the default group).
+    std::string name();
+    // A named group only: moves every value of the group, in creation order,
+    // to the files of `name`, creating their entries there (prometheus_client's
+    // reset after a pid change). Nothing happens when the name is the same.
+    // Throws std::logic_error for the default group.
+    void rename(std::string name);
+    // Closes the group's files; its values reopen them at their next update.
+    void close_files();
 
-    // Bumped whenever slots must be looked up again: after fork in the child,
-    // and when the directory changes.
+    // Bumped whenever the group's values must look up their slots again.
     uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
-    // The [value, timestamp] slot of `key` in file `prefix` of this process,
-    // created if new. Throws std::system_error naming the file on I/O errors.
-    double* bind(std::string_view prefix, std::string_view key, uint64_t& generation_out);
+    // The [value, timestamp] slot of `key` in file `prefix` of this group,
+    // created if new. When the file cannot hold it (a full filesystem, a
+    // directory gone), `memory` is returned instead and the store reports the
+    // failure: the value stays exact in this process, only not in the files.
+    double* bind(std::string_view prefix, std::string_view key, double* memory,
+                 uint64_t& generation_out);
 
-    // Closes every file (values reopen theirs at their next update).
-    void reset();
-
-    // Every value ever created (prometheus_client keeps them all too), so
-    // that after fork all of them get their slot in the child's files at
-    // once, in creation order, as prometheus_client's values do.
+    // Every value ever created in the group (prometheus_client keeps them all
+    // too), so that after fork or a rename all of them get their slot in the
+    // new files at once, in creation order, as prometheus_client's values do.
     size_t add(Value* value);  // returns the value's index
     void remove(size_t index);
 
   private:
-    ValueStore();
-    static void before_fork();
-    static void after_fork_in_parent();
-    static void after_fork_in_child();
+    friend class ValueStore;
+    // All with the store's mutex held.
     MmapFile& file_for(std::string_view prefix);
-    std::string resolve_directory() const;
+    double* slot_locked(std::string_view prefix, std::string_view key, double* memory);
+    void bind_all_locked();
+    void retire_files_locked(bool forget_destroyed);
+    void after_fork_in_child();
 
-    std::mutex mutex_;
+    const bool follows_pid_;
+    std::string name_;
+    pid_t pid_ = 0;  // of the process whose files files_ holds (default group)
     std::atomic<uint64_t> generation_{1};
-    pid_t pid_;
-    std::string directory_;
-    StringMap<std::unique_ptr<MmapFile>> files_;
+    StringMap<std::shared_ptr<MmapFile>> files_;
     // Files replaced while values may still hold their slots: kept mapped
-    // (writes to them are harmless) until the next fork drops them.
-    std::vector<std::unique_ptr<MmapFile>> retired_;
-    std::function<void(const std::string&)> warn_;
+    // (writes to them are harmless), taken back while their path still names
+    // them; the pid group drops them at the next fork.
+    std::vector<std::shared_ptr<MmapFile>> retired_;
     struct Created {
         std::string prefix;
         std::string key;
@@ -84,10 +100,72 @@ class ValueStore {
     std::vector<Created> created_;
 };
 
+// What all groups of this process share: one lock, the directory, the files
+// (one object per path: two groups with the same name must not append to one
+// file through two objects) and the fork handlers. Process-wide because fork
+// handlers need a fixed place to reset the files in the child.
+class ValueStore {
+  public:
+    static ValueStore& instance();
+
+    // Directory for files opened from now on; "" means the environment
+    // variable PROMETHEUS_MULTIPROC_DIR, read when a file is opened (as
+    // prometheus_client does). Existing values of every group move to the
+    // new files at their next update.
+    void set_directory(std::string directory);
+
+    // Receives warnings (a corrupt file set aside, ...).
+    void set_warning_handler(std::function<void(const std::string&)> handler);
+
+    // Closes the files of every group (values reopen theirs at their next update).
+    void reset();
+
+    // Storage failures so far (values that live in process memory instead of
+    // a file); each failure also increments `counter` when one is given (a
+    // value whose slot was made while there was room, e.g. at start).
+    uint64_t storage_errors() const { return storage_errors_.load(std::memory_order_relaxed); }
+    void count_storage_errors_in(Value* counter);
+
+  private:
+    friend class ProcessIdentity;
+    friend class Value;
+    ValueStore();
+    static void before_fork();
+    static void after_fork_in_parent();
+    static void after_fork_in_child();
+    // With mutex_ held: the file {prefix}_{name}.db of the directory.
+    std::shared_ptr<MmapFile> open_locked(std::string_view prefix, std::string_view name);
+    // With mutex_ held: our object for `path`, one a group uses or a replaced
+    // one that still is the file at `path` (switching back and forth between
+    // names or directories then keeps one mapping per file).
+    std::shared_ptr<MmapFile> find_ours_locked(const std::string& path) const;
+    std::string resolve_directory() const;
+    void add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity);
+    // With mutex_ held: a value could not be stored; reported by
+    // deliver_reports() (one warning per directory and cause).
+    void storage_failed_locked(const std::system_error& error);
+    // Without mutex_: warnings and counts of failures since the last call.
+    // (The warning handler and the counter may take other locks, the GIL
+    // among them, so they are never called with mutex_ held.)
+    void deliver_reports();
+
+    std::mutex mutex_;
+    std::string directory_;
+    std::vector<std::weak_ptr<ProcessIdentity>> identities_;
+    std::shared_ptr<ProcessIdentity> pid_identity_;
+    std::function<void(const std::string&)> warn_;
+    std::atomic<uint64_t> storage_errors_{0};
+    uint64_t undelivered_errors_ = 0;
+    std::vector<std::string> undelivered_warnings_;
+    std::set<std::pair<std::string, int>> reported_;  // (directory, errno) warned about
+    Value* error_counter_ = nullptr;
+};
+
 // One series of one metric, e.g. the `_sum` of a histogram child.
 class Value {
   public:
-    Value(std::string prefix, std::string key);
+    Value(std::string prefix, std::string key,
+          std::shared_ptr<ProcessIdentity> identity = ProcessIdentity::pid());
     ~Value();
     Value(const Value&) = delete;
     Value& operator=(const Value&) = delete;
@@ -110,27 +188,29 @@ class Value {
     }
     const std::string& key() const { return key_; }
     const std::string& prefix() const { return prefix_; }
+    ProcessIdentity& identity() const { return *identity_; }
     // A mostrecent gauge: set() carries a timestamp, inc() is not allowed.
     bool most_recent() const { return most_recent_; }
 
   private:
     double* slot() {
-        if (generation_.load(std::memory_order_acquire) != ValueStore::instance().generation()) {
-            rebind();
-        }
+        if (generation_.load(std::memory_order_acquire) != identity_->generation()) rebind();
         return slot_.load(std::memory_order_relaxed);
     }
     void rebind();
-    // Binds with the store's mutex held (from the store, after fork).
+    // Binds with the store's mutex held (from the group, after fork or a rename).
     void bind_locked(double* slot, uint64_t generation);
+    friend class ProcessIdentity;
     friend class ValueStore;
 
     std::string prefix_;
     std::string key_;
+    const std::shared_ptr<ProcessIdentity> identity_;
     bool most_recent_ = false;
-    size_t index_ = 0;  // in the store's list of created values
+    size_t index_ = 0;  // in the group's list of created values
     std::atomic<double*> slot_{nullptr};
     std::atomic<uint64_t> generation_{0};
+    double memory_[2] = {0.0, 0.0};  // the slot when no file can hold it
 };
 
 }  // namespace gpe

@@ -2,7 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <hiredis/hiredis.h>
+#include <hiredis/hiredis.h>  // redisFormatCommandArgv
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "gpe/mmap_file.hpp"  // FileDescriptor
 
@@ -33,12 +34,6 @@ struct SslCtxFree {
 struct SslFree {
     void operator()(SSL* ssl) const { SSL_free(ssl); }
 };
-struct ReaderFree {
-    void operator()(redisReader* reader) const { redisReaderFree(reader); }
-};
-struct ReplyFree {
-    void operator()(redisReply* reply) const { freeReplyObject(reply); }
-};
 struct AddrinfoFree {
     void operator()(addrinfo* info) const { freeaddrinfo(info); }
 };
@@ -52,35 +47,9 @@ std::string openssl_error() {
     return buf;
 }
 
-Reply convert(const redisReply* r) {
-    Reply out;
-    switch (r->type) {
-        case REDIS_REPLY_STRING:
-            out.type = Reply::Type::kString;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_STATUS:
-            out.type = Reply::Type::kStatus;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_ERROR:
-            out.type = Reply::Type::kError;
-            out.str.assign(r->str, r->len);
-            break;
-        case REDIS_REPLY_INTEGER:
-            out.type = Reply::Type::kInteger;
-            out.integer = r->integer;
-            break;
-        case REDIS_REPLY_ARRAY:
-            out.type = Reply::Type::kArray;
-            out.elements.reserve(r->elements);
-            for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-            break;
-        default:
-            out.type = Reply::Type::kNil;
-    }
-    return out;
-}
+// EXEC answers one element for each queued command: a reply may be larger by
+// what the commands sent allow (see pipeline()), never by what the server wants.
+constexpr size_t kAllowancePerCommand = 64;
 
 bool is_auth_error(std::string_view message) {
     return message.starts_with("WRONGPASS") || message.starts_with("NOAUTH") ||
@@ -105,12 +74,14 @@ struct Connection::Impl {
     FileDescriptor fd;
     std::unique_ptr<SSL_CTX, SslCtxFree> ctx;
     std::unique_ptr<SSL, SslFree> ssl;
-    std::unique_ptr<redisReader, ReaderFree> reader{redisReaderCreate()};
+    ReplyParser parser;
     Clock::time_point deadline;
 
     [[noreturn]] void fail(Error::Kind kind, const std::string& what) const {
         throw Error(kind, what + " (Redis at " + where + ")");
     }
+
+    bool connecting = true;  // which timeout the deadline is
 
     void start_deadline(double seconds) {
         deadline = Clock::now() + std::chrono::microseconds(static_cast<long long>(seconds * 1e6));
@@ -121,7 +92,7 @@ struct Connection::Impl {
         for (;;) {
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) fail(Error::Kind::kTimeout, "timed out");
+            if (left.count() <= 0) timed_out();
             pollfd p{fd.get(), events, 0};
             const int n = ::poll(&p, 1, static_cast<int>(left.count()));
             if (n > 0) return;
@@ -242,7 +213,6 @@ struct Connection::Impl {
     }
 
     void write_all(std::string_view data) {
-        start_deadline(options.socket_timeout);
         while (!data.empty()) {
             ssize_t n = 0;
             if (ssl) {
@@ -313,24 +283,47 @@ struct Connection::Impl {
                 }
                 if (n == 0) fail(Error::Kind::kConnection, "connection closed by server");
             }
-            if (redisReaderFeed(reader.get(), buf, static_cast<size_t>(n)) != REDIS_OK) {
-                fail(Error::Kind::kProtocol, "cannot parse reply");
+            try {
+                parser.feed(std::string_view(buf, static_cast<size_t>(n)));
+            } catch (const ReplyRefused& e) {
+                refuse(e.refused());
+            } catch (const Error& e) {
+                fail(e.kind(), e.what());
             }
+            // The deadline holds for the whole reply, also while data keeps coming.
+            if (Clock::now() >= deadline) timed_out();
             return;
         }
     }
 
+    [[noreturn]] void refuse(const std::string& refused) const {
+        // (The limit also allows kAllowancePerCommand for each command sent.)
+        fail(Error::Kind::kProtocol, "refused " + refused +
+                                         " larger than the limit, REDIS_MAX_REPLY_BYTES = " +
+                                         std::to_string(options.max_reply_bytes) + " bytes");
+    }
+
+    [[noreturn]] void timed_out() const {
+        if (connecting) {
+            fail(Error::Kind::kTimeout, "timed out connecting (connect timeout " +
+                                            format_seconds(options.connect_timeout) + " s)");
+        }
+        fail(Error::Kind::kTimeout, "timed out: no complete reply within the socket timeout (" +
+                                        format_seconds(options.socket_timeout) + " s)");
+    }
+
+    // The next reply, within the deadline set for its batch.
     Reply next_reply() {
-        start_deadline(options.socket_timeout);
         for (;;) {
-            void* raw = nullptr;
-            if (redisReaderGetReply(reader.get(), &raw) != REDIS_OK) {
-                fail(Error::Kind::kProtocol, std::string("protocol error: ") + reader->errstr);
+            std::optional<Reply> reply;
+            try {
+                reply = parser.next();
+            } catch (const ReplyRefused& e) {
+                refuse(e.refused());
+            } catch (const Error& e) {
+                fail(e.kind(), e.what());
             }
-            if (raw != nullptr) {
-                std::unique_ptr<redisReply, ReplyFree> reply(static_cast<redisReply*>(raw));
-                return convert(reply.get());
-            }
+            if (reply) return std::move(*reply);
             read_some();
         }
     }
@@ -353,6 +346,9 @@ struct Connection::Impl {
     }
 
     std::vector<Reply> pipeline(const std::vector<Command>& commands) {
+        // EXEC answers one element for each queued command: a reply may be
+        // larger by what the commands sent allow, never by what the server wants.
+        parser.set_limit(options.max_reply_bytes + commands.size() * kAllowancePerCommand);
         std::vector<Reply> replies;
         replies.reserve(commands.size());
         std::string buffer;
@@ -360,6 +356,8 @@ struct Connection::Impl {
             const size_t end = std::min(commands.size(), start + kBatch);
             buffer.clear();
             for (size_t i = start; i < end; ++i) append(buffer, commands[i]);
+            // One deadline for the batch: its commands written, every reply read.
+            start_deadline(options.socket_timeout);
             write_all(buffer);
             for (size_t i = start; i < end; ++i) replies.push_back(next_reply());
         }
@@ -371,9 +369,10 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     Impl& c = *impl_;
     c.options = options;
     c.where = describe(options);
-    if (!c.reader) throw Error(Error::Kind::kConnection, "out of memory");
+    c.parser.set_limit(options.max_reply_bytes);
     c.connect_socket();
     if (options.tls.enabled) c.start_tls();
+    c.connecting = false;
     std::vector<Command> hello;
     if (!options.password.empty()) {
         if (options.username.empty()) {

@@ -20,6 +20,22 @@ repeat
   cursor = page[1]
   for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
 until cursor == '0'
+-- Every key here may hold another type (a foreign writer): reads go through
+-- pcall and a key of another type is skipped (and named in the answer), never
+-- an error that stops the fold half-way. Writes use redis.call after the
+-- types were checked, so that a refused write (OOM) stops the script before
+-- the keys of that series are deleted.
+local skipped = {}
+local function hashlike(k)
+  local t = redis.pcall('TYPE', k)
+  t = type(t) == 'table' and t.ok or t
+  return t == 'hash' or t == 'none', t
+end
+local function read(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil, r.err end
+  return r
+end
 for _, key in ipairs(keys) do
   local rest = string.sub(key, #prefix + 2)
   local store, hash = string.match(rest, '^([^:]+):[^:]+:metric:([^:]+)$')
@@ -27,11 +43,27 @@ for _, key in ipairs(keys) do
     local meta = prefix .. ':' .. store .. ':' .. process .. ':meta:' .. hash
     local target = prefix .. ':' .. store .. ':' .. archive .. ':metric:' .. hash
     local target_meta = prefix .. ':' .. store .. ':' .. archive .. ':meta:' .. hash
-    local value, stamp = unpack(redis.call('HMGET', key, 'value', 'timestamp'))
+    local bad, why = nil, nil
+    for _, k in ipairs({key, meta, target, target_meta}) do
+      local ok, t = hashlike(k)
+      if not ok then bad, why = k, 'not a hash but a ' .. tostring(t); break end
+    end
+    local pair, old_pair, original, typ, mode
+    if not bad then
+      pair, why = read('HMGET', key, 'value', 'timestamp')
+      if pair then old_pair, why = read('HMGET', target, 'value', 'timestamp') end
+      if old_pair then original, why = read('HGET', meta, 'original_key') end
+      if original ~= nil then typ = read('HGET', meta, 'typ'); mode = read('HGET', meta, 'multiprocess_mode') end
+      if why then bad = key end
+    end
+    if bad then
+      skipped[#skipped + 1] = bad .. ': ' .. tostring(why)
+    else
+    local value, stamp = pair[1], pair[2]
     local keep = store == 'gauge_all'
     local live = string.sub(store, 1, 10) == 'gauge_live'
     if not keep and not live and value then
-      local old, old_stamp = unpack(redis.call('HMGET', target, 'value', 'timestamp'))
+      local old, old_stamp = old_pair[1], old_pair[2]
       local new, new_stamp = value, stamp or '0'
       local v, o = tonumber(value), tonumber(old or '')
       if old then
@@ -55,11 +87,9 @@ for _, key in ipairs(keys) do
         end
       end
       redis.call('HSET', target, 'value', new, 'timestamp', new_stamp or '0')
-      local original = redis.call('HGET', meta, 'original_key')
       if original then
         redis.call('HSET', target_meta, 'original_key', original,
-                   'typ', redis.call('HGET', meta, 'typ') or '',
-                   'multiprocess_mode', redis.call('HGET', meta, 'multiprocess_mode') or '')
+                   'typ', typ or '', 'multiprocess_mode', mode or '')
       end
       local ttl = redis.call('PTTL', key)
       if ttl > 0 then
@@ -71,10 +101,11 @@ for _, key in ipairs(keys) do
     if not keep then
       deleted = deleted + redis.call('DEL', key, meta)
     end
+    end
   end
 end
 redis.call('SET', keyset, ARGV[6])
-return {folded, deleted}
+return {folded, deleted, skipped}
 )lua";
 
 }  // namespace
@@ -86,9 +117,12 @@ FoldReport fold_process(Client& client, const std::string& prefix, const std::st
     const Reply reply = client.command({"EVAL", kScript, "0", prefix, process, archive, pattern,
                                         keyset_key(prefix), new_keyset_version()});
     FoldReport report;
-    if (reply.type == Reply::Type::kArray && reply.elements.size() == 2) {
+    if (reply.type == Reply::Type::kArray && reply.elements.size() == 3) {
         report.folded = reply.elements[0].integer;
         report.deleted = reply.elements[1].integer;
+        for (const Reply& item : reply.elements[2].elements) {
+            report.skipped.push_back(concat("skipped Redis key ", item.str));
+        }
     }
     return report;
 }

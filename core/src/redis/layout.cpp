@@ -32,6 +32,11 @@ std::string make_key(std::string_view prefix, std::string_view store, std::strin
 
 std::string keyset_key(std::string_view prefix) { return concat(prefix, ":keyset"); }
 
+std::string marker_key(std::string_view prefix, std::string_view instance,
+                       std::string_view mirror) {
+    return concat(prefix, ":mirror@", sanitize_segment(instance), "@", sanitize_segment(mirror));
+}
+
 std::string new_keyset_version() {
     // Fresh from the kernel every time: a generator's state would be copied
     // into forked children, which would then hand out the same versions.

@@ -26,12 +26,16 @@ std::string percent_decode(std::string_view text) {
     return out;
 }
 
-int parse_int(std::string_view text, std::string_view what, std::string_view url_shape) {
+// `echo`: whether the message may quote `text`. Not in a URL with userinfo:
+// a password with an unescaped '?' is split wrongly, and part of it would be
+// quoted as the port or database.
+int parse_int(std::string_view text, std::string_view what, std::string_view url_shape, bool echo) {
     int value = 0;
     auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (ec != std::errc() || ptr != text.data() + text.size() || value < 0) {
-        throw std::invalid_argument("invalid " + std::string(what) + " '" + std::string(text) +
-                                    "' in Redis URL " + std::string(url_shape));
+        throw std::invalid_argument("invalid " + std::string(what) +
+                                    (echo ? " '" + std::string(text) + "'" : std::string()) +
+                                    " in Redis URL " + std::string(url_shape));
     }
     return value;
 }
@@ -51,6 +55,7 @@ Options parse_url(std::string_view url) {
                                     "' (use redis://, rediss:// or unix://)");
     }
     const std::string shape = std::string(scheme) + "://...";
+    const bool echo = url.find('@') == std::string_view::npos;
     options.tls.enabled = scheme == "rediss";
     std::string_view rest = url.substr(scheme_end + 3);
 
@@ -80,7 +85,7 @@ Options parse_url(std::string_view url) {
         if (const size_t slash = rest.find('/'); slash != std::string_view::npos) {
             hostport = rest.substr(0, slash);
             const std::string_view db = rest.substr(slash + 1);
-            if (!db.empty()) options.db = parse_int(db, "database", shape);
+            if (!db.empty()) options.db = parse_int(db, "database", shape, echo);
         }
         if (!hostport.empty() && hostport.front() == '[') {  // [::1]:6379
             const size_t close = hostport.find(']');
@@ -90,11 +95,11 @@ Options parse_url(std::string_view url) {
             options.host = std::string(hostport.substr(1, close - 1));
             hostport = hostport.substr(close + 1);
             if (!hostport.empty() && hostport.front() == ':') {
-                options.port = parse_int(hostport.substr(1), "port", shape);
+                options.port = parse_int(hostport.substr(1), "port", shape, echo);
             }
         } else if (const size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
             options.host = std::string(hostport.substr(0, colon));
-            options.port = parse_int(hostport.substr(colon + 1), "port", shape);
+            options.port = parse_int(hostport.substr(colon + 1), "port", shape, echo);
         } else if (!hostport.empty()) {
             options.host = std::string(hostport);
         }
@@ -112,7 +117,7 @@ Options parse_url(std::string_view url) {
         const std::string value =
             eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1));
         if (name == "db") {
-            options.db = parse_int(value, "database", shape);
+            options.db = parse_int(value, "database", shape, echo);
         } else if (name == "password") {
             options.password = value;
         } else if (name == "username") {
@@ -131,6 +136,13 @@ Options parse_url(std::string_view url) {
         // Other redis-py options (socket_timeout, ...) do not change the target.
     }
     return options;
+}
+
+std::string format_seconds(double seconds) {
+    std::string text = std::to_string(seconds);
+    text.erase(text.find_last_not_of('0') + 1);
+    if (text.ends_with('.')) text.pop_back();
+    return text;
 }
 
 std::string describe(const Options& options) {

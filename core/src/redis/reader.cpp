@@ -16,6 +16,11 @@ constexpr int kMaxAttempts = 3;
 constexpr const char* kScanCount = "1000";
 constexpr size_t kKeysPerScript = 10000;
 constexpr std::chrono::seconds kKeyListMaxAge{5};
+// A SCAN walk ends when its cursor comes back to 0. A server whose cursor
+// never does (a broken proxy, something else on the address) must not hold
+// the scrape, and every scrape queued behind it, for ever: the walk is
+// refused after this many pages, or after the socket timeout in all.
+constexpr size_t kMaxScanPages = 100000;
 
 // KEYS: metric keys, then the key set version key; ARGV[1]: how many of the
 // keys (the first ones) need no timestamp. Returns the version, then each
@@ -23,7 +28,10 @@ constexpr std::chrono::seconds kKeyListMaxAge{5};
 constexpr const char* kReadScript = R"lua(
 local plain = tonumber(ARGV[1])
 local n = #KEYS - 1
-local out = {redis.call('GET', KEYS[n + 1])}
+-- pcall for every key: any of them may hold another type (a foreign writer).
+local version = redis.pcall('GET', KEYS[n + 1])
+if type(version) == 'table' then version = '\1wrongtype' end
+local out = {version}
 local j = 1
 for i = 1, plain do
   j = j + 1
@@ -61,6 +69,7 @@ struct Reader::Impl {
     std::mutex mutex;
     SeriesCache cache;
     StringMap<std::string> json_by_hash;
+    StringMap<std::string> meta_errors;  // hash -> "meta key: server's error", this scrape
     struct Resolved {
         SeriesCache::Key* key;
         uint32_t pid_labels;
@@ -84,15 +93,45 @@ struct Reader::Impl {
 
     std::vector<Found> scan(Diagnostics& diagnostics) {
         std::vector<Found> found;
+        StringMap<bool> seen;  // SCAN may return a key more than once
         std::string cursor = "0";
+        const double limit = client->options().socket_timeout;
+        const auto deadline = std::chrono::steady_clock::now() +
+                              std::chrono::microseconds(static_cast<long long>(limit * 1e6));
+        size_t pages = 0;
+        // The listing is bounded like a reply: its keys (16 bytes more each)
+        // may take twice REDIS_MAX_REPLY_BYTES, about 700,000 series by default.
+        const size_t max_bytes = 2 * client->options().max_reply_bytes;
+        size_t listed = 0;
         do {
+            if (++pages > kMaxScanPages || std::chrono::steady_clock::now() > deadline) {
+                throw Error(Error::Kind::kProtocol,
+                            concat("SCAN of ", match,
+                                   " did not finish (its cursor never came back "
+                                   "to 0) within ",
+                                   std::to_string(kMaxScanPages), " pages and ",
+                                   format_seconds(limit), " s (the socket timeout); refused"));
+            }
             const Reply page = run({{"SCAN", cursor, "MATCH", match, "COUNT", kScanCount}}).front();
             if (page.is_error()) throw Error(Error::Kind::kServer, "SCAN failed: " + page.str);
-            if (page.type != Reply::Type::kArray || page.elements.size() != 2) {
+            if (page.type != Reply::Type::kArray || page.elements.size() != 2 ||
+                page.elements[0].type != Reply::Type::kString ||
+                page.elements[1].type != Reply::Type::kArray) {
                 throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
             }
             cursor = page.elements[0].str;
             for (const Reply& element : page.elements[1].elements) {
+                if (element.type != Reply::Type::kString) {
+                    throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
+                }
+                if (!seen.try_emplace(element.str, true).second) continue;
+                listed += element.str.size() + 16;
+                if (listed > max_bytes) {
+                    throw Error(
+                        Error::Kind::kProtocol,
+                        concat("SCAN of ", match, " listed more than ", std::to_string(max_bytes),
+                               " bytes of keys (twice REDIS_MAX_REPLY_BYTES); refused"));
+                }
                 Found item{element.str, {}};
                 const auto parts = parse_key(item.key, prefix);
                 const std::string_view store = parts ? parts->store : std::string_view();
@@ -113,8 +152,21 @@ struct Reader::Impl {
         return found;
     }
 
-    static std::string version_of(const Reply& reply) {
-        return reply.type == Reply::Type::kString ? reply.str : std::string("0");
+    // The key set version; a key of another type there (a foreign writer)
+    // is named in a warning and gives a version that never matches, so the
+    // keys are listed again every scrape until our mirror replaces it.
+    std::string version_of(const Reply& reply, Diagnostics* diagnostics = nullptr) {
+        if (reply.type == Reply::Type::kString && reply.str != kWrongType) return reply.str;
+        if (reply.is_error() || reply.type == Reply::Type::kString) {
+            if (diagnostics != nullptr) {
+                diagnostics->warn(concat("ignored Redis key ", keyset_key(prefix),
+                                         ": not a string (",
+                                         reply.is_error() ? reply.str : "WRONGTYPE",
+                                         "); the key list is read again every scrape"));
+            }
+            return std::string(kWrongType);
+        }
+        return "0";
     }
 
     // [value, timestamp] of every key (timestamp nil where not needed), read
@@ -145,7 +197,13 @@ struct Reader::Impl {
         } while (start < found.size());
 
         std::vector<Reply> values(found.size());
-        std::vector<Reply> replies = run(batches);
+        // One exchange per script, so that each has the whole socket timeout
+        // (a deadline for a whole exchange): a large scrape is not refused
+        // for being large.
+        std::vector<Reply> replies;
+        replies.reserve(batches.size());
+        for (Command& batch : batches)
+            replies.push_back(std::move(run({std::move(batch)}).front()));
         for (size_t b = 0; b < replies.size(); ++b) {
             Reply& batch = replies[b];
             if (batch.is_error())
@@ -174,11 +232,13 @@ struct Reader::Impl {
             ++stats.attempts;
             cache.trim(last_series);
             Diagnostics diagnostics;
-            const std::string version = version_of(run({{"GET", keyset_key(prefix)}}).front());
+            const std::string version =
+                version_of(run({{"GET", keyset_key(prefix)}}).front(), &diagnostics);
             // Writers other than our mirror do not move the version: list
             // the keys again every few seconds anyway.
             const auto now = std::chrono::steady_clock::now();
-            if (!keys_valid || version != keys_version || now - keys_listed > kKeyListMaxAge) {
+            if (!keys_valid || version != keys_version || version == kWrongType ||
+                now - keys_listed > kKeyListMaxAge) {
                 keys_listed = now;
                 keys = scan(diagnostics);
                 scan_warnings = diagnostics.warnings;
@@ -201,12 +261,13 @@ struct Reader::Impl {
             // Series keys of hashes not seen before, from their meta keys.
             std::vector<Command> metas;
             std::vector<std::string> meta_hashes;
+            StringMap<bool> asked;
+            meta_errors.clear();
             for (const Found& item : keys) {
                 const std::string_view hash = item.parts.hash;
                 if (json_by_hash.contains(hash) ||
-                    std::find(meta_hashes.begin(), meta_hashes.end(), hash) != meta_hashes.end()) {
+                    !asked.try_emplace(std::string(hash), true).second)
                     continue;
-                }
                 meta_hashes.emplace_back(hash);
                 metas.push_back(
                     {"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
@@ -215,8 +276,11 @@ struct Reader::Impl {
             if (!metas.empty()) {
                 const std::vector<Reply> replies = run(metas);
                 for (size_t i = 0; i < replies.size(); ++i) {
-                    if (replies[i].type == Reply::Type::kString)
+                    if (replies[i].type == Reply::Type::kString) {
                         json_by_hash[meta_hashes[i]] = replies[i].str;
+                    } else if (replies[i].is_error()) {  // e.g. WRONGTYPE: not a hash
+                        meta_errors[meta_hashes[i]] = concat(metas[i][1], ": ", replies[i].str);
+                    }
                 }
             }
             return merge(keys, *values, diagnostics, accumulate);
@@ -287,8 +351,11 @@ struct Reader::Impl {
         }
         auto json = json_by_hash.find(item.parts.hash);
         if (json == json_by_hash.end()) {
-            diagnostics.warn(
-                concat("skipped Redis key ", item.key, ": its meta key has no original_key"));
+            const auto error = meta_errors.find(item.parts.hash);
+            diagnostics.warn(concat("skipped Redis key ", item.key,
+                                    error == meta_errors.end()
+                                        ? std::string(": its meta key has no original_key")
+                                        : concat(": its meta key ", error->second)));
             return nullptr;
         }
         SeriesCache::Key* key = nullptr;

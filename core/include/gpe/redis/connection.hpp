@@ -1,7 +1,8 @@
 // One connection to Redis: TCP or Unix socket, optionally TLS (OpenSSL),
 // with connect and socket timeouts, AUTH and SELECT on connect, and
-// pipelining. RESP is encoded and parsed by hiredis; the transport is ours
-// because the hiredis Debian ships (0.14) has no TLS.
+// pipelining. RESP is encoded and parsed by hiredis (replies through
+// ReplyParser); the transport is ours because the hiredis Debian ships (0.14)
+// has no TLS.
 #pragma once
 
 #include <memory>
@@ -11,18 +12,9 @@
 
 #include "gpe/redis/errors.hpp"
 #include "gpe/redis/options.hpp"
+#include "gpe/redis/reply_parser.hpp"  // Reply
 
 namespace gpe::redis {
-
-struct Reply {
-    enum class Type { kString, kArray, kInteger, kNil, kStatus, kError };
-    Type type = Type::kNil;
-    std::string str;  // string, status or error text
-    long long integer = 0;
-    std::vector<Reply> elements;
-
-    bool is_error() const { return type == Type::kError; }
-};
 
 using Command = std::vector<std::string>;
 

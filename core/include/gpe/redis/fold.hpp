@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "gpe/redis/client.hpp"
 
@@ -15,6 +16,9 @@ namespace gpe::redis {
 struct FoldReport {
     long long folded = 0;   // series added to the archive
     long long deleted = 0;  // keys deleted
+    // "skipped Redis key K: why" for each key of another type (not folded,
+    // not deleted).
+    std::vector<std::string> skipped;
 };
 
 // `process` and `archive` are process segments ({pid}@{instance}).

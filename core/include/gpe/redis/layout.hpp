@@ -44,6 +44,13 @@ std::string keyset_key(std::string_view prefix);
 // not even after Redis lost its data.
 std::string new_keyset_version();
 
+// The marker of one mirror, {prefix}:mirror@{instance}@{mirror}: rewritten
+// by every mirror transaction, read by the next one; when it is not what the
+// mirror wrote last, Redis lost data and everything is sent again. {mirror}
+// is random, one per Mirror: two Gunicorn instances on one host share the
+// default instance id (the hostname) and must not share a marker.
+std::string marker_key(std::string_view prefix, std::string_view instance, std::string_view mirror);
+
 // The parts of one of our keys under `prefix`; nullopt for anything else.
 std::optional<KeyParts> parse_key(std::string_view key, std::string_view prefix);
 

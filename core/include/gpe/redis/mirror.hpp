@@ -32,6 +32,10 @@ struct MirrorOptions {
     std::string prefix = "gunicorn";
     std::string instance;   // identifies this host or pod
     int ttl_seconds = 300;  // 0: keys never expire
+    // With ttl_seconds 0: how often every series' keys are checked (with a
+    // TTL they are checked when renewed, every third of it); a series whose
+    // keys are gone (evicted) is sent again.
+    double verify_seconds = 100;
 };
 
 struct PassReport {
@@ -55,6 +59,9 @@ class Mirror {
     const MirrorOptions& options() const { return options_; }
 
   private:
+    // After a pass found Redis lost our keys: a pass that sends everything.
+    PassReport resend_now(const PassReport& check, Diagnostics& diagnostics);
+
     struct State;
     std::shared_ptr<Client> client_;
     MirrorOptions options_;

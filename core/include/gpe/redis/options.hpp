@@ -1,10 +1,19 @@
 // How to reach Redis: the seed's REDIS_* settings or a PROMETHEUS_REDIS_URL.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace gpe::redis {
+
+// REDIS_MAX_REPLY_BYTES: default and range. The least still holds a SCAN
+// page and a read script's batch of values.
+inline constexpr size_t kDefaultMaxReplyBytes = size_t{32} << 20;
+inline constexpr size_t kMinMaxReplyBytes = size_t{1} << 20;
+inline constexpr size_t kMaxMaxReplyBytes = size_t{4} << 30;
+// hiredis refuses arrays nested deeper than this (fixed in hiredis 0.14).
+inline constexpr int kMaxReplyDepth = 7;
 
 struct TlsOptions {
     bool enabled = false;
@@ -24,7 +33,15 @@ struct Options {
     std::string password;
     TlsOptions tls;
     double connect_timeout = 5.0;  // seconds
-    double socket_timeout = 5.0;   // seconds, per read or write
+    // Seconds for a whole exchange: writing a batch of (up to 1024 pipelined)
+    // commands and reading every reply to it, however fast the bytes arrive.
+    double socket_timeout = 5.0;
+    // The largest reply accepted, in bytes received (an array counts 16 more
+    // per element, for the memory each takes); a larger one is refused and
+    // the connection dropped, before it is buffered whole. The replies of a
+    // pipeline may also have 64 bytes for each of its commands (EXEC answers
+    // one element per queued command).
+    size_t max_reply_bytes = kDefaultMaxReplyBytes;
 };
 
 // Parses redis://[[user]:password@]host[:port][/db],
@@ -36,5 +53,8 @@ Options parse_url(std::string_view url);
 
 // "host:port/db" or "unix:/path/db", with TLS and user noted; no secrets.
 std::string describe(const Options& options);
+
+// Seconds as a person writes them: "5", "0.5".
+std::string format_seconds(double seconds);
 
 }  // namespace gpe::redis

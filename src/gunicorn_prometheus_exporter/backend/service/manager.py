@@ -143,8 +143,11 @@ class RedisStorageManager:
             return
         native = RedisClient.wrap(client or self._redis_client or RedisClient.from_config()).native
         instance = config.redis_instance_id
-        _native.redis_fold_process(native, prefix, _native.redis_process_id(str(pid), instance),
-                                   _native.redis_process_id("archive", instance))
+        _, _, skipped = _native.redis_fold_process(
+            native, prefix, _native.redis_process_id(str(pid), instance),
+            _native.redis_process_id("archive", instance))
+        for warning in skipped:
+            logger.warning("%s", warning)
 
     # -- internals --
     def _pass_now(self) -> None:
