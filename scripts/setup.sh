@@ -14,8 +14,8 @@ packages=(
     g++ cmake make pkg-config python3-dev python3-venv
     # libraries of the core, the agent and the tests
     nlohmann-json3-dev libhiredis-dev libssl-dev zlib1g-dev libgtest-dev
-    # the tests' real servers and certificates
-    redis-server openssl
+    # the tests' real servers, certificates and socket counts (ss)
+    redis-server openssl iproute2
 )
 missing=()
 for package in "${packages[@]}"; do
