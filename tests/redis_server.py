@@ -27,13 +27,19 @@ def make_tls_files(directory: Path) -> dict[str, str]:
     d = directory
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
+    # Extensions as Python 3.13's default context (VERIFY_X509_STRICT) requires:
+    # key usage on the CA, key identifiers on the certificates it signs.
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
-    for name, san in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"), ("client", "")):
+    for name, san, usage in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", "serverAuth"),
+                             ("client", "", "clientAuth")):
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
             "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
         ext = d / f"{name}.ext"
-        ext.write_text(san + "\n" if san else "basicConstraints=CA:FALSE\n")
+        ext.write_text(san + "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                       f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\n"
+                       "authorityKeyIdentifier=keyid,issuer\n")
         run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
             str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-out", str(d / f"{name}.crt"),
             "-extfile", str(ext))
