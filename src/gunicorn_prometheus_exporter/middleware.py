@@ -1,9 +1,11 @@
-"""Request recording for workers whose requests do not pass Gunicorn's
-pre/post_request hooks: gevent_pywsgi and tornado serve the WSGI app with
-their own servers, uvicorn's workers serve the ASGI app with uvicorn, and
-Gunicorn's ASGI worker passes no response to post_request. The app is wrapped
-once per worker (post_worker_init); the recording is still one native call
-per request.
+"""Request recording: the app of every worker is wrapped once
+(post_worker_init), and each request is recorded with one native call as
+soon as its outcome is known, before its last bytes leave (Gunicorn's
+post_request hook runs after the answer was sent: a worker killed in
+between would lose a request its client received). For some workers the
+wrapper is the only way at all: gevent_pywsgi and tornado serve the WSGI
+app with their own servers, uvicorn's workers serve the ASGI app with
+uvicorn, and Gunicorn's ASGI worker passes no response to post_request.
 
 ``request_path`` tells, from the worker class alone, which way a worker's
 requests are recorded, so that the master can warn at start about a class
@@ -18,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 # How a worker class's requests reach us:
-#   "hooks": Gunicorn calls pre_request/post_request with the response;
+#   "hooks": Gunicorn's own WSGI workers (they call the request hooks and
+#            handle_error); the app in worker.wsgi is wrapped as well;
 #   "wsgi"/"asgi": the app in worker.wsgi is wrapped (its server skips the hooks);
 #   "gunicorn-asgi": Gunicorn's ASGI worker, whose app is worker.asgi;
 #   None: a class we do not know; its requests are not counted.
