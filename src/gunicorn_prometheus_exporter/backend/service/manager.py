@@ -15,7 +15,6 @@ import atexit
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from prometheus_client import values as client_values
 
 from ... import _native
 from ...config import config
+from ...directory import make_private_directory
 from ...multiprocess import mark_process_dead
 from ...native_values import disable_native_values, enable_native_values, native_values_enabled
 from ..core.client import RedisClient
@@ -165,9 +165,7 @@ class RedisStorageManager:
                 raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={directory!r} is not a directory")
             return directory
         # Private and in memory: values never touch a disk in Redis mode.
-        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        directory = tempfile.mkdtemp(prefix=f"gunicorn-prometheus-{os.getpid()}-", dir=base)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # workers inherit it
+        directory = make_private_directory()  # named in PROMETHEUS_MULTIPROC_DIR: workers inherit it
         self._owned_directory = (directory, os.getpid())
         return directory
 
