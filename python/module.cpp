@@ -25,6 +25,7 @@
 #include "gpe/series_key.hpp"
 #include "gpe/value_store.hpp"
 #include "redis_bindings.hpp"
+#include "settings_bindings.hpp"
 #include "worker_bindings.hpp"
 
 namespace nb = nanobind;
@@ -67,6 +68,7 @@ void copy_deprecated_directory_variable() {
 
 NB_MODULE(_native, m) {
     bind_redis(m);
+    bind_settings(m);
     bind_worker_metrics(m);
     m.doc() = "Native core of gunicorn_prometheus_exporter";
     // Metrics usually live in module globals until the interpreter exits;

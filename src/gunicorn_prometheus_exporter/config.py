@@ -1,9 +1,11 @@
 """Configuration: ``ExporterConfig`` and its singleton ``config``.
 
 Every setting is read from the environment when it is used, so that a
-Gunicorn config file or a test can set variables at any time before. Invalid
-values raise ``ValueError`` naming the variable. Booleans accept 1/0,
-true/false, yes/no, on/off (any case).
+Gunicorn config file or a test can set variables at any time before. Names,
+defaults, parsing and validation come from the settings table the agent
+reads too (core/src/settings.cpp): invalid values raise ``ValueError``
+naming the variable. Booleans accept 1/0, true/false, yes/no, on/off (any
+case).
 """
 
 from __future__ import annotations
@@ -17,52 +19,16 @@ from typing import Any
 
 from ._logging import logger
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off", ""}  # as the table reads booleans (for YAML's ``enabled``)
 
 
-def parse_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+def read_setting(name: str) -> Any:
+    """The variable ``name`` as the settings table reads it (one table, in
+    core/src/settings.cpp, which the agent reads too): its default when unset,
+    ValueError naming the variable and the value when invalid."""
+    from . import _native
 
-
-def parse_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name}={value} must be at most {maximum}")
-    return value
-
-
-def parse_float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not value > minimum:
-        raise ValueError(f"{name}={value} must be greater than {minimum}")
-    return value
-
-
-def _text(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    return _native.read_setting(name, os.environ.get(name))
 
 
 class ExporterConfig:
@@ -94,50 +60,50 @@ class ExporterConfig:
     # -- the /metrics endpoint (served by the agent) --
     @property
     def prometheus_bind_address(self) -> str:
-        return _text("PROMETHEUS_BIND_ADDRESS", "0.0.0.0") or "0.0.0.0"
+        return str(read_setting("PROMETHEUS_BIND_ADDRESS"))
 
     @property
     def prometheus_metrics_port(self) -> int:
-        return parse_int("PROMETHEUS_METRICS_PORT", 9091, 1, 65535)
+        return int(read_setting("PROMETHEUS_METRICS_PORT"))
 
     @property
     def prometheus_multiproc_dir(self) -> str | None:
-        return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        return read_setting("PROMETHEUS_MULTIPROC_DIR") or None
 
     @property
     def prometheus_ssl_certfile(self) -> str:
-        return self._existing_file("PROMETHEUS_SSL_CERTFILE")
+        return str(read_setting("PROMETHEUS_SSL_CERTFILE"))
 
     @property
     def prometheus_ssl_keyfile(self) -> str:
-        return self._existing_file("PROMETHEUS_SSL_KEYFILE")
+        return str(read_setting("PROMETHEUS_SSL_KEYFILE"))
 
     @property
     def prometheus_ssl_client_cafile(self) -> str:
-        return self._existing_file("PROMETHEUS_SSL_CLIENT_CAFILE")
+        return str(read_setting("PROMETHEUS_SSL_CLIENT_CAFILE"))
 
     @property
     def prometheus_ssl_client_capath(self) -> str:
-        return _text("PROMETHEUS_SSL_CLIENT_CAPATH")
+        return str(read_setting("PROMETHEUS_SSL_CLIENT_CAPATH"))
 
     @property
     def prometheus_ssl_client_auth_required(self) -> bool:
-        return parse_bool("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED", False)
+        return bool(read_setting("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED"))
 
     @property
     def cleanup_db_files(self) -> bool:
         """Remove files of an earlier run at start (never during a USR2 upgrade)."""
-        return parse_bool("CLEANUP_DB_FILES", True)
+        return bool(read_setting("CLEANUP_DB_FILES"))
 
     @property
     def config_file(self) -> str | None:
         """A YAML configuration file to apply at start."""
-        return os.environ.get("GUNICORN_PROMETHEUS_CONFIG") or None
+        return read_setting("GUNICORN_PROMETHEUS_CONFIG") or None
 
     @property
     def resource_sample_interval(self) -> float:
         """Seconds between two refreshes of the worker resource gauges."""
-        return parse_float("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL", 5.0)
+        return float(read_setting("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL"))
 
     @property
     def prometheus_ssl_enabled(self) -> bool:
@@ -147,22 +113,15 @@ class ExporterConfig:
     # -- Gunicorn settings named by 0.2.x's YAML schema (gunicorn_config applies them) --
     @property
     def gunicorn_workers(self) -> int:
-        return parse_int("GUNICORN_WORKERS", 1, 1)
+        return int(read_setting("GUNICORN_WORKERS"))
 
     @property
     def gunicorn_timeout(self) -> int:
-        return parse_int("GUNICORN_TIMEOUT", 30, 0)
+        return int(read_setting("GUNICORN_TIMEOUT"))
 
     @property
     def gunicorn_keepalive(self) -> int:
-        return parse_int("GUNICORN_KEEPALIVE", 2, 0)
-
-    @staticmethod
-    def _existing_file(name: str) -> str:
-        path = _text(name)
-        if path and not os.path.isfile(path):
-            raise ValueError(f"{name}={path!r} is not a file")
-        return path
+        return int(read_setting("GUNICORN_KEEPALIVE"))
 
     def validate(self) -> bool:
         """Reads every setting once: the first invalid one raises ValueError
@@ -181,104 +140,95 @@ class ExporterConfig:
     # -- Redis (the seed's variables) --
     @property
     def redis_enabled(self) -> bool:
-        return parse_bool("REDIS_ENABLED", False)
+        return bool(read_setting("REDIS_ENABLED"))
 
     @property
     def redis_host(self) -> str:
-        return _text("REDIS_HOST", "localhost") or "localhost"
+        return str(read_setting("REDIS_HOST"))
 
     @property
     def redis_port(self) -> int:
-        return parse_int("REDIS_PORT", 6379, 1, 65535)
+        return int(read_setting("REDIS_PORT"))
 
     @property
     def redis_db(self) -> int:
-        return parse_int("REDIS_DB", 0, 0)
+        return int(read_setting("REDIS_DB"))
 
     @property
     def redis_key_prefix(self) -> str:
-        prefix = _text("REDIS_KEY_PREFIX", "gunicorn") or "gunicorn"
-        if any(c in prefix for c in "*?[]\\"):
-            raise ValueError(f"REDIS_KEY_PREFIX={prefix!r} must not contain * ? [ ] or \\")
-        return prefix
+        return str(read_setting("REDIS_KEY_PREFIX"))  # no glob characters: the table refuses them
 
     @property
     def redis_ttl_seconds(self) -> int:
-        return parse_int("REDIS_TTL_SECONDS", 300, 0)
+        return int(read_setting("REDIS_TTL_SECONDS"))
 
     @property
     def redis_ttl_disabled(self) -> bool:
-        return parse_bool("REDIS_TTL_DISABLED", False) or self.redis_ttl_seconds == 0
+        return bool(read_setting("REDIS_TTL_DISABLED")) or self.redis_ttl_seconds == 0
 
     @property
     def redis_password(self) -> str | None:
-        return os.environ.get("REDIS_PASSWORD") or None
+        return read_setting("REDIS_PASSWORD") or None
 
     @property
     def redis_ssl(self) -> bool:
-        return parse_bool("REDIS_SSL", False)
+        return bool(read_setting("REDIS_SSL"))
 
     # -- Redis (additions) --
     @property
     def redis_username(self) -> str | None:
-        return os.environ.get("REDIS_USERNAME") or None
+        return read_setting("REDIS_USERNAME") or None
 
     @property
     def redis_url(self) -> str | None:
-        return os.environ.get("PROMETHEUS_REDIS_URL") or None
+        return read_setting("PROMETHEUS_REDIS_URL") or None
 
     @property
     def redis_ssl_ca_certs(self) -> str:
-        return _text("REDIS_SSL_CA_CERTS")
+        return str(read_setting("REDIS_SSL_CA_CERTS"))
 
     @property
     def redis_ssl_ca_path(self) -> str:
-        return _text("REDIS_SSL_CA_PATH")
+        return str(read_setting("REDIS_SSL_CA_PATH"))
 
     @property
     def redis_ssl_certfile(self) -> str:
-        return _text("REDIS_SSL_CERTFILE")
+        return str(read_setting("REDIS_SSL_CERTFILE"))
 
     @property
     def redis_ssl_keyfile(self) -> str:
-        return _text("REDIS_SSL_KEYFILE")
+        return str(read_setting("REDIS_SSL_KEYFILE"))
 
     @property
     def redis_ssl_verify(self) -> bool:
-        raw = _text("REDIS_SSL_CERT_REQS", "required").strip().lower()
-        if raw not in ("required", "none"):
-            raise ValueError(f"REDIS_SSL_CERT_REQS={raw!r} must be 'required' or 'none'")
-        return raw == "required"
+        return read_setting("REDIS_SSL_CERT_REQS") == "required"  # the table allows required or none
 
     @property
     def redis_unix_socket(self) -> str:
-        return _text("REDIS_UNIX_SOCKET")
+        return str(read_setting("REDIS_UNIX_SOCKET"))
 
     @property
     def redis_socket_timeout(self) -> float:
-        return parse_float("REDIS_SOCKET_TIMEOUT", 5.0)
+        return float(read_setting("REDIS_SOCKET_TIMEOUT"))
 
     @property
     def redis_connect_timeout(self) -> float:
-        return parse_float("REDIS_CONNECT_TIMEOUT", 5.0)
+        return float(read_setting("REDIS_CONNECT_TIMEOUT"))
 
     @property
     def redis_max_reply_bytes(self) -> int:
         """The largest reply read from Redis; a larger one is refused."""
-        from . import _native
-
-        return parse_int("REDIS_MAX_REPLY_BYTES", _native.REDIS_DEFAULT_MAX_REPLY_BYTES,
-                         _native.REDIS_MIN_MAX_REPLY_BYTES, _native.REDIS_MAX_MAX_REPLY_BYTES)
+        return int(read_setting("REDIS_MAX_REPLY_BYTES"))
 
     @property
     def redis_instance_id(self) -> str:
         """Identifies this host or pod in Redis keys; the hostname by default."""
-        return _text("REDIS_INSTANCE_ID") or socket.gethostname()
+        return str(read_setting("REDIS_INSTANCE_ID")) or socket.gethostname()
 
     @property
     def redis_flush_interval(self) -> float:
         """Seconds between two mirror passes to Redis."""
-        return parse_float("REDIS_FLUSH_INTERVAL", 1.0)
+        return float(read_setting("REDIS_FLUSH_INTERVAL"))
 
     def redis_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the native Redis client: PROMETHEUS_REDIS_URL
@@ -315,7 +265,7 @@ class ExporterConfig:
     # -- 0.2.x's summaries --
     @property
     def is_sidecar(self) -> bool:
-        return parse_bool("SIDECAR_MODE", False)
+        return bool(read_setting("SIDECAR_MODE"))
 
     def get_prometheus_config(self) -> dict[str, Any]:
         return {"bind_address": self.prometheus_bind_address, "port": self.prometheus_metrics_port,

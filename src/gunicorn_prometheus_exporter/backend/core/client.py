@@ -70,11 +70,21 @@ class RedisClient:
         pool = getattr(client, "connection_pool", None)
         if pool is not None:
             kw = dict(pool.connection_kwargs)
+
+            def value(key: str, variable: str) -> Any:
+                """redis-py's setting, else the table's default for ``variable``."""
+                given = kw.get(key)
+                return given if given not in (None, "") else _native.read_setting(variable, None)
+
+            # redis-py also takes ssl.VerifyMode, and None for CERT_NONE; a client
+            # verifies the same with optional as with required.
+            reqs = kw.get("ssl_cert_reqs", "required")
+            reqs = {None: "none", 0: "none", 1: "required", 2: "required", "optional": "required"}.get(reqs, reqs)
             ssl = "ssl_certfile" in kw or "ssl_ca_certs" in kw or pool.connection_class.__name__ == "SSLConnection"
             return cls(
-                host=str(kw.get("host", "localhost")),
-                port=int(kw.get("port", 6379)),
-                db=int(kw.get("db", 0)),
+                host=str(value("host", "REDIS_HOST")),
+                port=int(value("port", "REDIS_PORT")),
+                db=int(value("db", "REDIS_DB")),
                 username=kw.get("username") or "",
                 password=kw.get("password") or "",
                 unix_socket_path=kw.get("path") or "",
@@ -82,9 +92,9 @@ class RedisClient:
                 ssl_ca_certs=kw.get("ssl_ca_certs") or "",
                 ssl_certfile=kw.get("ssl_certfile") or "",
                 ssl_keyfile=kw.get("ssl_keyfile") or "",
-                ssl_verify=kw.get("ssl_cert_reqs", "required") not in ("none", None, 0),
-                socket_timeout=float(kw.get("socket_timeout") or 5.0),
-                socket_connect_timeout=float(kw.get("socket_connect_timeout") or 5.0),
+                ssl_verify=_native.read_setting("REDIS_SSL_CERT_REQS", str(reqs)) == "required",
+                socket_timeout=float(value("socket_timeout", "REDIS_SOCKET_TIMEOUT")),
+                socket_connect_timeout=float(value("socket_connect_timeout", "REDIS_CONNECT_TIMEOUT")),
             )
         raise TypeError(f"not a Redis client: {type(client).__name__}")
 
