@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -99,3 +100,38 @@ def test_the_agent_honours_redis_socket_timeout(tmp_path: Path) -> None:
     status, body, long = _scrape_of_a_stopped_redis(tmp_path, "3")
     assert status == 503, body
     assert long >= 2.5, long  # the default (5 s) or the short one would not say so
+
+
+def _scrape_of_a_full_listener(tmp_path: Path, connect_timeout: str) -> tuple[int, float]:
+    """A sidecar's scrape when its Redis address never completes a connection:
+    a listener whose accept queue is full drops further SYNs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # Linux queues backlog + 1; more to be sure
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        try:
+            with Agent(tmp_path, ["--source", "redis"], name=f"sidecar-{connect_timeout}",
+                       env={"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
+                            "REDIS_CONNECT_TIMEOUT": connect_timeout, "REDIS_SOCKET_TIMEOUT": "0.5"}) as agent:
+                wait_for(lambda: _status(agent.port, "/health") is not None, 10, message=agent.log)
+                start = time.monotonic()
+                status = http_get(agent.port, "/metrics", timeout=60)[0]
+                return status, time.monotonic() - start
+        finally:
+            for s in fillers:
+                s.close()
+
+
+def test_the_agent_honours_redis_connect_timeout(tmp_path: Path) -> None:
+    status, short = _scrape_of_a_full_listener(tmp_path, "0.5")
+    assert status == 503
+    assert short < 4, short
+    status, long = _scrape_of_a_full_listener(tmp_path, "3")
+    assert status == 503
+    assert long >= 2.5, long
