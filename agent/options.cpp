@@ -1,6 +1,9 @@
 // Resolves the agent's flags and environment into its Config (options.hpp).
 #include "options.hpp"
 
+#include <chrono>
+#include <utility>
+
 #include "gpe/redis/options.hpp"
 
 namespace gpe::agent {

@@ -3,9 +3,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
-#include <cmath>
 #include <string>
 
 #include "gpe/redis/options.hpp"
