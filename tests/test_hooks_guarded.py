@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from gunicorn_prometheus_exporter import hooks
+from gunicorn_prometheus_exporter import guard, hooks
 
 
 class BrokenServer:
@@ -16,7 +16,7 @@ class BrokenServer:
 
 
 def test_a_failing_hook_is_logged_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    hooks._failed_hooks.discard("on_reload")
+    guard.failed_hooks.discard("on_reload")
     with caplog.at_level(logging.DEBUG, logger="gunicorn_prometheus_exporter"):
         assert hooks.on_reload(BrokenServer()) is None
         assert hooks.on_reload(BrokenServer()) is None
