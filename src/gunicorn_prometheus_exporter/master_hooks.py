@@ -92,7 +92,9 @@ def _warn_if_uninstrumented(server: Any) -> None:
             "exporter can instrument: its requests are not counted (resource, restart and app metrics "
             "still are). Supported: sync, gthread, gevent, eventlet, gevent_pywsgi, tornado, asgi, "
             "uvicorn's UvicornWorker/UvicornH11Worker and their subclasses.",
-            worker_class.__module__, worker_class.__qualname__)
+            worker_class.__module__,
+            worker_class.__qualname__,
+        )
 
 
 def _count_signals(server: Any, metrics: Metrics) -> None:
@@ -108,7 +110,9 @@ def _count_signals(server: Any, metrics: Metrics) -> None:
             if name == "ttou":
                 before = set(server.WORKERS)
                 result = original()
-                _master.scale_down_pids |= before - set(server.WORKERS) | _killed_oldest(server, before)
+                _master.scale_down_pids |= before - set(server.WORKERS) | _killed_oldest(
+                    server, before
+                )
                 return result
             return original()
 

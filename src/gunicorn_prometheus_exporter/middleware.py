@@ -51,7 +51,7 @@ def is_asgi3(app: Any) -> bool:
     """Whether ``app`` is an ASGI 3 application (uvicorn's own test)."""
     if inspect.isclass(app):
         return False  # ASGI 2: a class instantiated per connection
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(call)
 
 

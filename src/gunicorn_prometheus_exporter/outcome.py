@@ -58,17 +58,35 @@ def request_bytes(environ: object, headers: Iterable[tuple[Any, Any]] | None) ->
     return byte_count(length if length is not None else header(headers, "content-length"))
 
 
-def record(recorder: Any, method: str, status: int, seconds: float, request_bytes: float, sent: float,
-           failed: bool) -> None:
+def record(
+    recorder: Any,
+    method: str,
+    status: int,
+    seconds: float,
+    request_bytes: float,
+    sent: float,
+    failed: bool,
+) -> None:
     """One native call records a request. No status: the app raised before
     answering, the server answers 500 and the request failed."""
-    recorder.record(method, status or 500, seconds, request_bytes, float(sent), failed or not status)
+    recorder.record(
+        method, status or 500, seconds, request_bytes, float(sent), failed or not status
+    )
 
 
 class Outcome:
     """One request's outcome, recorded once, as soon as it is known."""
 
-    __slots__ = ("done", "expected", "method", "recorder", "request_bytes", "sent", "start", "status")
+    __slots__ = (
+        "done",
+        "expected",
+        "method",
+        "recorder",
+        "request_bytes",
+        "sent",
+        "start",
+        "status",
+    )
 
     def __init__(self, recorder: Any, method: str, request_bytes: float) -> None:
         self.recorder = recorder
@@ -95,8 +113,15 @@ class Outcome:
         if self.done:
             return
         self.done = True
-        record(self.recorder, self.method, status or self.status, time.perf_counter() - self.start,
-               self.request_bytes, self.sent, failed)
+        record(
+            self.recorder,
+            self.method,
+            status or self.status,
+            time.perf_counter() - self.start,
+            self.request_bytes,
+            self.sent,
+            failed,
+        )
 
 
 def error_status(exc: BaseException) -> int:
@@ -104,14 +129,31 @@ def error_status(exc: BaseException) -> int:
     (``handle_error``): 400 for a malformed request, 500 for anything else."""
     from gunicorn.http import errors
 
-    for name, status in (("LimitRequestLine", 414), ("LimitRequestHeaders", 431),
-                         ("ForbiddenProxyRequest", 403), ("UnsupportedTransferCoding", 501),
-                         ("ExpectationFailed", 417)):
+    for name, status in (
+        ("LimitRequestLine", 414),
+        ("LimitRequestHeaders", 431),
+        ("ForbiddenProxyRequest", 403),
+        ("UnsupportedTransferCoding", 501),
+        ("ExpectationFailed", 417),
+    ):
         cls = getattr(errors, name, None)
         if cls is not None and isinstance(exc, cls):
             return status
-    client_errors = tuple(getattr(errors, n) for n in (
-        "InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion", "InvalidHeader",
-        "InvalidHeaderName", "InvalidProxyLine", "InvalidSchemeHeaders", "ObsoleteFolding",
-        "InvalidChunkSize", "ChunkMissingTerminator", "InvalidChunkExtension") if hasattr(errors, n))
+    client_errors = tuple(
+        getattr(errors, n)
+        for n in (
+            "InvalidRequestLine",
+            "InvalidRequestMethod",
+            "InvalidHTTPVersion",
+            "InvalidHeader",
+            "InvalidHeaderName",
+            "InvalidProxyLine",
+            "InvalidSchemeHeaders",
+            "ObsoleteFolding",
+            "InvalidChunkSize",
+            "ChunkMissingTerminator",
+            "InvalidChunkExtension",
+        )
+        if hasattr(errors, n)
+    )
     return 400 if isinstance(exc, client_errors) else 500

@@ -18,7 +18,15 @@ from ._logging import logger
 from .config import config
 from .directory import report_exit
 from .guard import guarded
-from .metrics import METHODS, STATUS_CLASSES, WORKER_STATES, Metrics, WorkerGauges, create, create_worker_gauges
+from .metrics import (
+    METHODS,
+    STATUS_CLASSES,
+    WORKER_STATES,
+    Metrics,
+    WorkerGauges,
+    create,
+    create_worker_gauges,
+)
 from .middleware import ASGIRecorder, WSGIRecorder, is_asgi3, request_path
 from .native_values import enable_native_values
 from .outcome import error_status, record, request_bytes, response_status
@@ -66,19 +74,29 @@ def post_fork(server: Any, worker: Any) -> None:
         return
     _worker.aborted = False
     methods = [
-        (method,
-         [metrics.worker_requests.labels(method, status)._value for status in STATUS_CLASSES],
-         metrics.worker_failed_requests.labels(method)._value,
-         _histogram_spec(metrics.worker_request_duration.labels(method)))
+        (
+            method,
+            [metrics.worker_requests.labels(method, status)._value for status in STATUS_CLASSES],
+            metrics.worker_failed_requests.labels(method)._value,
+            _histogram_spec(metrics.worker_request_duration.labels(method)),
+        )
         for method in METHODS
     ]
     _worker.recorder = _native.RequestRecorder(
-        methods, _histogram_spec(metrics.worker_request_size), _histogram_spec(metrics.worker_response_size))
+        methods,
+        _histogram_spec(metrics.worker_request_size),
+        _histogram_spec(metrics.worker_response_size),
+    )
     gauges = create_worker_gauges(metrics.registry)  # in the worker: the master has no such series
     _worker.gauges = gauges
     _worker.sampler = _native.ResourceSampler(
-        gauges.memory._value, gauges.cpu._value, gauges.open_fds._value, gauges.threads._value,
-        gauges.uptime._value, config.resource_sample_interval)
+        gauges.memory._value,
+        gauges.cpu._value,
+        gauges.open_fds._value,
+        gauges.threads._value,
+        gauges.uptime._value,
+        config.resource_sample_interval,
+    )
     _set_state("running")
     _count_handled_errors(worker, metrics)
 
@@ -126,8 +144,11 @@ def post_worker_init(worker: Any) -> None:
         worker.wsgi = WSGIRecorder(app, recorder, lambda: None)
     else:
         if path is not None:
-            logger.warning("requests of this worker are not counted: %r is not an app the exporter can "
-                           "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)", app)
+            logger.warning(
+                "requests of this worker are not counted: %r is not an app the exporter can "
+                "wrap (ASGI 3 for uvicorn's workers, WSGI for gevent_pywsgi and tornado)",
+                app,
+            )
         return
     _worker.middleware = True
 
@@ -151,8 +172,15 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     start = getattr(req, "_gpe_start", None)
     duration = time.perf_counter() - start if start is not None else 0.0
     sent = getattr(resp, "sent", None) or getattr(resp, "response_length", None) or 0
-    record(recorder, getattr(req, "method", "other") or "other", response_status(resp), duration,
-           request_bytes(environ, getattr(req, "headers", None)), sent, False)
+    record(
+        recorder,
+        getattr(req, "method", "other") or "other",
+        response_status(resp),
+        duration,
+        request_bytes(environ, getattr(req, "headers", None)),
+        sent,
+        False,
+    )
 
 
 @guarded
