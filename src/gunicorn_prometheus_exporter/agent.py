@@ -105,7 +105,7 @@ class AgentSupervisor:
             self._thread.join(5)
 
 
-def agent_arguments(directory: str) -> tuple[list[str], dict[str, str]]:
+def _arguments(directory: str) -> tuple[list[str], dict[str, str]]:
     """The agent's arguments for this master and ``directory``, from the
     settings, and its environment (without the Redis password)."""
     args = ["--directory", directory, "--source", "files",
@@ -136,7 +136,7 @@ def start_agent(directory: str, redis_password: str | None, serve_http: bool) ->
     """The agent for ``directory``, started and supervised. ``serve_http``
     False: it only mirrors to Redis, for a sidecar that serves the metrics
     (no agent then when Redis is off: it would do nothing)."""
-    args, env = agent_arguments(directory)
+    args, env = _arguments(directory)
     if not serve_http:
         if not config.redis_enabled:
             logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")

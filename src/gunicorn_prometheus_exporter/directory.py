@@ -63,13 +63,6 @@ class _Prepared:
 _prepared: _Prepared | None = None  # this master's directory, once prepared
 
 
-def prepared_directory() -> str | None:
-    """The directory this process prepared (None in other processes)."""
-    if _prepared is None or _prepared.creator != os.getpid():
-        return None
-    return _prepared.directory
-
-
 def prepare(cleanup_files: bool) -> str:
     """Resolve (creating a private one if PROMETHEUS_MULTIPROC_DIR is unset)
     and prepare the directory once per master; returns it. During a USR2

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def status_code(status: object) -> int:
+def _status_code(status: object) -> int:
     """The status code in ``status``: an int, or a status line such as
     ``"200 OK"`` (str or bytes); 0 when there is none."""
     if isinstance(status, int):
@@ -28,10 +28,10 @@ def status_code(status: object) -> int:
 def response_status(resp: Any) -> int:
     """The status code of a Gunicorn response (``status_code``, or ``status``)."""
     code = getattr(resp, "status_code", None)
-    return code if isinstance(code, int) else status_code(getattr(resp, "status", None))
+    return code if isinstance(code, int) else _status_code(getattr(resp, "status", None))
 
 
-def header(headers: Iterable[tuple[Any, Any]] | None, name: str) -> Any:
+def _header(headers: Iterable[tuple[Any, Any]] | None, name: str) -> Any:
     """The first value of header ``name`` (lower case) in ``headers``, whose
     names are str in any case or bytes (ASGI); None when absent."""
     raw = name.encode("latin-1")
@@ -41,7 +41,7 @@ def header(headers: Iterable[tuple[Any, Any]] | None, name: str) -> Any:
     return None
 
 
-def byte_count(value: object) -> float:
+def _byte_count(value: object) -> float:
     """A Content-Length value as bytes; 0 when absent or not a number."""
     if isinstance(value, bytes):
         value = value.decode("latin-1")
@@ -55,7 +55,7 @@ def request_bytes(environ: object, headers: Iterable[tuple[Any, Any]] | None) ->
     """The request body size: the WSGI environ's CONTENT_LENGTH, else the
     Content-Length among the request's headers."""
     length = environ.get("CONTENT_LENGTH") if isinstance(environ, dict) else None
-    return byte_count(length if length is not None else header(headers, "content-length"))
+    return _byte_count(length if length is not None else _header(headers, "content-length"))
 
 
 def record(
@@ -63,15 +63,13 @@ def record(
     method: str,
     status: int,
     seconds: float,
-    request_bytes: float,
+    received: float,
     sent: float,
     failed: bool,
 ) -> None:
     """One native call records a request. No status: the app raised before
     answering, the server answers 500 and the request failed."""
-    recorder.record(
-        method, status or 500, seconds, request_bytes, float(sent), failed or not status
-    )
+    recorder.record(method, status or 500, seconds, received, float(sent), failed or not status)
 
 
 class Outcome:
@@ -100,8 +98,8 @@ class Outcome:
 
     def started(self, status_line: str, headers: Any) -> None:
         """The app started its response (WSGI's start_response)."""
-        self.status = status_code(status_line)
-        announced = str(header(headers, "content-length") or "").strip()
+        self.status = _status_code(status_line)
+        announced = str(_header(headers, "content-length") or "").strip()
         self.expected = int(announced) if announced.isascii() and announced.isdigit() else None
 
     def completes(self, chunk: bytes) -> bool:
