@@ -9,5 +9,5 @@ ruff="$root/.venv/bin/ruff"
 cd "$root"
 status=0
 "$ruff" check src tests bench || status=1
-"$ruff" format --check src tests bench || status=1
+"$ruff" format --check --output-format concise src tests bench || status=1
 exit "$status"
