@@ -148,17 +148,21 @@ def prepare_master() -> str:
     return directory
 
 
+def _exit_marker(directory: str, pid: int) -> Path:
+    return Path(directory) / f"{_EXIT_MARKER}{pid}"
+
+
 def report_exit(directory: str, pid: int, reason: str) -> None:
     """A worker leaving says why (for its master's restart count)."""
     try:
-        (Path(directory) / f"{_EXIT_MARKER}{pid}").write_text(reason)
+        _exit_marker(directory, pid).write_text(reason)
     except OSError:
         pass  # then the master counts a crash
 
 
 def take_exit_reason(directory: str, pid: int) -> str | None:
     """Why worker ``pid`` left, as it reported it (None if it did not)."""
-    marker = Path(directory) / f"{_EXIT_MARKER}{pid}"
+    marker = _exit_marker(directory, pid)
     reason = None
     try:
         reason = marker.read_text().strip() or None
