@@ -1,6 +1,15 @@
-"""Shared by the tests that install the exporter's wheel into fresh virtual
-environments (older Gunicorn and prometheus_client releases): the wheel is
-built once per session, in the background, and waited for on first use."""
+"""Fixtures shared by the test files, used by name (no imports):
+
+* ``exporter_wheel``, ``environments``: for the tests that install the
+  exporter's wheel into fresh virtual environments (older Gunicorn and
+  prometheus_client releases); the wheel is built once per session, in the
+  background, and waited for on first use.
+* ``mp_dir``: a multiprocess directory with native values on.
+* ``redis``: a redis-server of its own for one test; ``redis_srv``: one per
+  test module, every database flushed before each test; ``rclient``: our
+  ``RedisClient`` on ``redis_srv``. Helpers of the Redis tests are in
+  redis_support.py.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +19,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from gunicorn_runner import ROOT, clean_env
+from redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from gunicorn_prometheus_exporter.backend import RedisClient
 
 PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
 
@@ -87,11 +101,57 @@ def exporter_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WheelBu
     build.cancel()
 
 
-
-
 @pytest.fixture(scope="session")
 def environments(tmp_path_factory: pytest.TempPathFactory, exporter_wheel: WheelBuild) -> Any:
     """Virtual environments with other Gunicorn releases (tests/venvs.py), made on first use."""
     from venvs import Environments
 
     return Environments(tmp_path_factory.mktemp("venvs"), exporter_wheel)
+
+
+@pytest.fixture
+def mp_dir(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path`` as the multiprocess directory, native values on."""
+    # The package is imported on use: importing it enables native values
+    # when PROMETHEUS_MULTIPROC_DIR is set, which is for the tests to decide.
+    import gunicorn_prometheus_exporter as exporter
+
+    exporter.enable_native_values(str(tmp_path))
+    yield tmp_path
+    exporter.disable_native_values()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def _module_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_srv(_module_redis: RedisServer) -> RedisServer:
+    """The test module's redis-server, running, with empty databases."""
+    from gunicorn_prometheus_exporter.backend import RedisClient
+
+    if _module_redis.process is None or _module_redis.process.poll() is not None:
+        _module_redis.start()
+    RedisClient(**_module_redis.client_kwargs()).execute_command("FLUSHALL")
+    return _module_redis
+
+
+@pytest.fixture
+def rclient(redis_srv: RedisServer) -> RedisClient:
+    """Our RedisClient on ``redis_srv``."""
+    from gunicorn_prometheus_exporter.backend import RedisClient
+
+    return RedisClient(**redis_srv.client_kwargs())

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gunicorn_runner import Agent, parse, wait_for
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+from gunicorn_runner import Agent, parse, wait_for
 
 HOST = "127.0.0.1"
 

@@ -11,9 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from gunicorn_runner import Agent, wait_for
-
 from gunicorn_prometheus_exporter.agent import STOP_GRACE_SECONDS
+from gunicorn_runner import Agent, wait_for
 
 
 class SilentServer:

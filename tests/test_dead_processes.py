@@ -7,19 +7,11 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector as ClientCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 import gunicorn_prometheus_exporter as exporter
-
-
-@pytest.fixture
-def mp_dir(tmp_path: Path):
-    exporter.enable_native_values(str(tmp_path))
-    yield tmp_path
-    exporter.disable_native_values()
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

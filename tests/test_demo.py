@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import ROOT, alive, children, clean_env, cmdline, is_agent, wait_for
 
 DEMO = ROOT / "demo" / "run_demo.py"

@@ -62,8 +62,8 @@ from collections.abc import Callable, Sequence
 import prometheus_client
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client import values as pc_values
 from prometheus_client.mmap_dict import MmapedDict

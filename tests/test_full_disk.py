@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import Gunicorn, value, wait_for
 
 FILLING_APP = textwrap.dedent('''

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import (
     CONFIG,
     DEMO_DIR,

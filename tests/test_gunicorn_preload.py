@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import Gunicorn, labelled, value
 
 MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",

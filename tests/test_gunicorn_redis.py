@@ -8,28 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gunicorn_runner import (
-    Agent,
-    Gunicorn,
-    alive,
-    redis_command,
-    value,
-    wait_for,
-)
 
-redis_server = pytest.importorskip("redis_server")
-RedisServer = redis_server.RedisServer
+from gunicorn_runner import Agent, Gunicorn, alive, redis_command, value, wait_for
+from redis_server import RedisServer
 
 SECRET = "s3cret"
-
-
-@pytest.fixture
-def redis():
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import (
     CONFIG,
     DEMO_DIR,

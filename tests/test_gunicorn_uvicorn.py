@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import Gunicorn, labelled, value
 
 pytestmark = pytest.mark.skipif(

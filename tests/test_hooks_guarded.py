@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from gunicorn_prometheus_exporter import hooks
+from gunicorn_prometheus_exporter import guard, hooks
 
 
 class BrokenServer:
@@ -16,7 +16,7 @@ class BrokenServer:
 
 
 def test_a_failing_hook_is_logged_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    hooks._failed_hooks.discard("on_reload")
+    guard.failed_hooks.discard("on_reload")
     with caplog.at_level(logging.DEBUG, logger="gunicorn_prometheus_exporter"):
         assert hooks.on_reload(BrokenServer()) is None
         assert hooks.on_reload(BrokenServer()) is None
@@ -38,3 +38,19 @@ def test_an_invalid_setting_still_stops_gunicorn(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PROMETHEUS_METRICS_PORT", "not-a-port")
     with pytest.raises(ValueError, match="PROMETHEUS_METRICS_PORT"):
         hooks.on_starting(BrokenServer())
+
+
+def test_the_hooks_are_the_public_modules_names() -> None:
+    """hooks and gunicorn_config name the very functions HOOKS installs (they
+    live in master_hooks and worker_hooks)."""
+    from gunicorn_prometheus_exporter import gunicorn_config, master_hooks, worker_hooks
+
+    assert set(hooks.HOOKS) == {"on_starting", "when_ready", "child_exit", "pre_fork", "on_reload",
+                                "on_exit", "post_fork", "post_worker_init", "pre_request",
+                                "post_request", "worker_abort", "worker_exit"}
+    for name, hook in hooks.HOOKS.items():
+        assert getattr(hooks, name) is hook
+        assert getattr(gunicorn_config, name) is hook
+        assert hook.__module__ in (master_hooks.__name__, worker_hooks.__name__)
+    for name in hooks.__all__:
+        assert hasattr(hooks, name), name

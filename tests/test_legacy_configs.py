@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from gunicorn_runner import Agent, Gunicorn, labelled, pids_of, value
 
 # (path, expected status, how many) against demo/app.py
@@ -311,6 +312,8 @@ def test_eventlet_example_on_gunicorn_23(environments, tmp_path: Path) -> None:
 # ------------------------------------------------------------ Python API ----
 
 def test_the_0_2_x_names_import() -> None:
+    from gunicorn.workers.sync import SyncWorker
+
     from gunicorn_prometheus_exporter import (  # noqa: F401
         ConfigManager,
         ConfigState,
@@ -343,7 +346,6 @@ def test_the_0_2_x_names_import() -> None:
     from gunicorn_prometheus_exporter.hooks import load_yaml_config as hooks_load_yaml_config  # noqa: F401
     from gunicorn_prometheus_exporter.plugin import PrometheusWorker as PluginWorker
     from gunicorn_prometheus_exporter.plugin import get_prometheus_gevent_worker
-    from gunicorn.workers.sync import SyncWorker
 
     assert PluginWorker is PrometheusWorker
     assert issubclass(PrometheusWorker, SyncWorker)
@@ -402,7 +404,11 @@ def test_yaml_sections_apply_only_when_enabled(tmp_path: Path, monkeypatch: pyte
 
 
 def test_redis_value_takes_the_seed_positional_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gunicorn_prometheus_exporter import disable_native_values, enable_native_values, render_directory
+    from gunicorn_prometheus_exporter import (
+        disable_native_values,
+        enable_native_values,
+        render_directory,
+    )
     from gunicorn_prometheus_exporter.backend.core import RedisValue
 
     enable_native_values(str(tmp_path))

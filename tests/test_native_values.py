@@ -17,13 +17,6 @@ from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.native_values import NativeValue
 
 
-@pytest.fixture
-def mp_dir(tmp_path: Path):
-    exporter.enable_native_values(str(tmp_path))
-    yield tmp_path
-    exporter.disable_native_values()
-
-
 def client_render(path: Path) -> bytes:
     registry = CollectorRegistry()
     ClientCollector(registry, path=str(path))

@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from conftest import PIP_NETWORK, python_env, run, tail
 
 HERE = Path(__file__).resolve().parent

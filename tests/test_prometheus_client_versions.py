@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import PIP_NETWORK, WheelBuild, python_env, run, tail
 
 VERSION = "0.17.1"

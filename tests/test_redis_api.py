@@ -10,7 +10,6 @@ import pytest
 import gunicorn_prometheus_exporter.backend as backend
 from gunicorn_prometheus_exporter.backend import core, service
 
-
 SEED_NAMES = {
     "RedisStorageDict", "RedisStorageManager", "RedisMultiProcessCollector", "RedisValue",
     "RedisConnectionError", "RedisTimeoutError", "RedisAuthenticationError", "with_retry",

@@ -22,12 +22,10 @@ from gunicorn_prometheus_exporter.backend import (
     RedisError,
     RedisResponseError,
     RedisTimeoutError,
+    with_retry,
 )
 from gunicorn_prometheus_exporter.backend.core import errors as errors_module
-from gunicorn_prometheus_exporter.backend import with_retry
-from test_redis_support import RedisServer, _module_redis, rclient, redis_srv  # noqa: F401
-from redis_server import free_port
-
+from redis_server import RedisServer, free_port
 
 # --------------------------------------------------------------------------
 # servers

@@ -20,7 +20,8 @@ from gunicorn_prometheus_exporter.backend import (
     RedisMultiProcessCollector,
 )
 from gunicorn_prometheus_exporter.config import ExporterConfig, config
-from test_redis_support import _OUR_VARIABLES, RedisServer, _module_redis, rclient, redis_srv  # noqa: F401
+from redis_server import RedisServer
+from redis_support import _OUR_VARIABLES
 
 
 @pytest.fixture(autouse=True)

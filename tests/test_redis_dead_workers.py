@@ -20,14 +20,12 @@ import time
 
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
-from test_redis_support import (  # noqa: F401
+from redis_support import (
     RedisServer,
-    _module_redis,
     families_of,
     in_child,
     manager_env,
     normalise_pids,
-    redis_srv,
     samples_of,
     series_keys,
     setup_and_lead,

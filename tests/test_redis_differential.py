@@ -40,15 +40,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
-from test_redis_support import (  # noqa: F401
+from redis_support import (
     RedisServer,
-    _module_redis,
     families_of,
     in_child,
     manager_env,
     normalise_pids,
-    rclient,
-    redis_srv,
     setup_and_lead,
 )
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from gunicorn_runner import Agent, Gunicorn, http_get, redis_command, value, wait_for
 
 from gunicorn_prometheus_exporter.backend import (
     RedisClient,
@@ -32,6 +31,7 @@ from gunicorn_prometheus_exporter.backend import (
     RedisStorageDict,
     redis_key,
 )
+from gunicorn_runner import Agent, Gunicorn, http_get, redis_command, value, wait_for
 
 redis_server = pytest.importorskip("redis_server")
 RedisServer = redis_server.RedisServer

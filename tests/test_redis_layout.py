@@ -25,14 +25,11 @@ from prometheus_client.mmap_dict import mmap_key
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector, redis_key
 from gunicorn_prometheus_exporter.backend.core.dict import redis_key as redis_key_from_dict
-from test_redis_support import (  # noqa: F401
+from redis_support import (
     RedisServer,
     families_of,
-    _module_redis,
     in_child,
     manager_env,
-    rclient,
-    redis_srv,
     samples_of,
     series_keys,
 )

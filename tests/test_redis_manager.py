@@ -12,7 +12,7 @@
   when the leader goes; cleanup_keys() archives exited workers.
 
 Scenarios that call setup() successfully run in forked children
-(test_redis_support.in_child); the failing setups change no global state and
+(redis_support.in_child); the failing setups change no global state and
 run here, with caplog.
 """
 
@@ -33,15 +33,11 @@ from gunicorn_prometheus_exporter.backend import (
 )
 from gunicorn_prometheus_exporter.backend.service import manager as manager_module
 from gunicorn_prometheus_exporter.native_values import NativeValue
-from redis_server import free_port
-from test_redis_support import (  # noqa: F401
+from redis_server import RedisServer, free_port
+from redis_support import (
     _OUR_VARIABLES,
-    RedisServer,
-    _module_redis,
     in_child,
     manager_env,
-    rclient,
-    redis_srv,
     samples_of,
     series_keys,
     setup_and_lead,
@@ -179,8 +175,9 @@ def test_factory_failure_is_caught(clean_env: pytest.MonkeyPatch,
 
 
 def _file_storage_after_failed_setup(directory: str) -> dict:
-    import gunicorn_prometheus_exporter as gpe
     from prometheus_client import Counter
+
+    import gunicorn_prometheus_exporter as gpe
 
     gpe.enable_native_values()  # as importing the package with the variable set does
     manager = RedisStorageManager()

@@ -15,13 +15,10 @@ from __future__ import annotations
 import os
 
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
-from test_redis_support import (  # noqa: F401
+from redis_support import (
     RedisServer,
-    _module_redis,
     in_child,
     manager_env,
-    rclient,
-    redis_srv,
     samples_of,
     series_keys,
     setup_and_lead,

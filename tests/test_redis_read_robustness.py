@@ -24,8 +24,8 @@ from gunicorn_prometheus_exporter.backend import (
     RedisStorageDict,
     redis_key,
 )
-from redis_server import free_port
-from test_redis_support import RedisServer, _module_redis, rclient, redis_srv, samples_of  # noqa: F401
+from redis_server import RedisServer, free_port
+from redis_support import samples_of
 
 LOGGER = "gunicorn_prometheus_exporter"
 H = "0123456789abcdef0123456789abcdef"
@@ -292,7 +292,7 @@ def test_long_lived_reader_sees_keys_written_directly(rclient: RedisClient) -> N
 def _mirror_series(name: str) -> None:
     from prometheus_client import Counter
 
-    from test_redis_support import setup_and_lead
+    from redis_support import setup_and_lead
 
     manager = setup_and_lead()
     Counter(name, "N.", registry=None).inc()
@@ -305,7 +305,7 @@ def test_long_lived_reader_after_redis_lost_its_data(redis_srv: RedisServer, rcl
     """A sidecar's reader outlives a Redis restart (FLUSHALL here): what is
     written afterwards must show, even if any version counter the
     implementation keeps in Redis starts again from the same number."""
-    from test_redis_support import in_child, manager_env
+    from redis_support import in_child, manager_env
 
     collector = RedisMultiProcessCollector(None, rclient)
     (tmp_path / "a").mkdir()

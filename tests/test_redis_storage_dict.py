@@ -25,7 +25,7 @@ from gunicorn_prometheus_exporter.backend import (
     redis_key,
 )
 from gunicorn_prometheus_exporter.backend.service import manager as manager_module
-from test_redis_support import _OUR_VARIABLES, RedisServer, _module_redis, rclient, redis_srv, samples_of  # noqa: F401
+from redis_support import _OUR_VARIABLES, samples_of
 
 K1 = redis_key("reqs", "reqs_total", ["path"], ["/a"], "Requests.")
 K2 = redis_key("reqs", "reqs_total", ["path"], ["/b \"é\"\n"], "Requests.")

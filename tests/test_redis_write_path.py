@@ -27,7 +27,8 @@ from gunicorn_prometheus_exporter.backend import (
     RedisMultiProcessCollector,
     RedisStorageManager,
 )
-from test_redis_support import RedisServer, in_child, samples_of, series_keys, setup_and_lead
+from redis_server import RedisServer
+from redis_support import in_child, samples_of, series_keys, setup_and_lead
 
 
 class OwnedServer(RedisServer):

@@ -14,11 +14,10 @@ import gunicorn_prometheus_exporter as exporter
 
 
 @pytest.fixture
-def mp_dir(tmp_path: Path):
-    exporter.enable_native_values(str(tmp_path))
+def mp_dir(mp_dir: Path) -> Path:
+    """conftest's directory, holding a good counter."""
     Counter("good", "A good counter", registry=None).inc(7)
-    yield tmp_path
-    exporter.disable_native_values()
+    return mp_dir
 
 
 def truncated(path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import PIP_NETWORK, WheelBuild, python_env, run, tail
 from gunicorn_runner import CONFIG, DEMO_DIR, Gunicorn, free_port
 

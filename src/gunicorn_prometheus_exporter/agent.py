@@ -1,10 +1,9 @@
-"""The agent: the C++ executable that serves /metrics, started and supervised
-by the Gunicorn master (or run by hand as a sidecar: ``gunicorn-prometheus-agent
---help``)."""
+"""The agent: the C++ executable that serves /metrics, started with its
+command line built from the settings and supervised by the Gunicorn master
+(or run by hand as a sidecar: ``gunicorn-prometheus-agent --help``)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -12,7 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-logger = logging.getLogger("gunicorn_prometheus_exporter")
+from ._logging import logger
+from .config import config
+from .native_values import VALUE_ONLY_FILES
 
 BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
 
@@ -102,3 +103,45 @@ class AgentSupervisor:
                 process.kill()
         if self._thread.is_alive():
             self._thread.join(5)
+
+
+def _arguments(directory: str) -> tuple[list[str], dict[str, str]]:
+    """The agent's arguments for this master and ``directory``, from the
+    settings, and its environment (without the Redis password)."""
+    args = ["--directory", directory, "--source", "files",
+            "--bind", config.prometheus_bind_address, "--port", str(config.prometheus_metrics_port),
+            "--parent-pid", str(os.getpid())]
+    for flag, value in (("--certfile", config.prometheus_ssl_certfile),
+                        ("--keyfile", config.prometheus_ssl_keyfile),
+                        ("--client-cafile", config.prometheus_ssl_client_cafile),
+                        ("--client-capath", config.prometheus_ssl_client_capath)):
+        if value:
+            args += [flag, value]
+    if config.prometheus_ssl_client_auth_required:
+        args.append("--client-auth-required")
+    if "GUNICORN_PID" in os.environ:
+        args.append("--upgrade")
+    if VALUE_ONLY_FILES:
+        args.append("--value-only-files")  # prometheus_client <= 0.17
+    if config.redis_enabled:
+        args += ["--mirror", "--redis-prefix", config.redis_key_prefix,
+                 "--redis-instance", config.redis_instance_id,
+                 "--redis-ttl", "0" if config.redis_ttl_disabled else str(config.redis_ttl_seconds),
+                 "--flush-interval", str(config.redis_flush_interval)]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
+    return args, env
+
+
+def start_agent(directory: str, redis_password: str | None, serve_http: bool) -> AgentSupervisor | None:
+    """The agent for ``directory``, started and supervised. ``serve_http``
+    False: it only mirrors to Redis, for a sidecar that serves the metrics
+    (no agent then when Redis is off: it would do nothing)."""
+    args, env = _arguments(directory)
+    if not serve_http:
+        if not config.redis_enabled:
+            logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")
+            return None
+        args.append("--no-http")
+    supervisor = AgentSupervisor(args, env, redis_password if config.redis_enabled else None)
+    supervisor.start()
+    return supervisor

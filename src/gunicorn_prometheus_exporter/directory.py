@@ -1,5 +1,6 @@
 """The multiprocess directory of a Gunicorn master: where it is, getting it
-ready, and removing it when it was ours.
+ready, removing it when it was ours, and what it says about the liveness
+of processes (a worker's exit reason, an old master's end).
 
 It must be ready before the app is imported: with ``--preload`` Gunicorn
 imports the app in the master before the first hook runs, and metrics the
@@ -17,11 +18,19 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from .multiprocess import mark_process_dead
 
 # Passed to the new master of a USR2 upgrade, which then owns the directory.
 OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"
+
+# A worker leaves its exit reason in ".exit-PID" for the master, which
+# reaps it: only the worker knows why it left.
+_EXIT_MARKER = ".exit-"
 
 
 def make_private_directory() -> str:
@@ -36,7 +45,7 @@ def make_private_directory() -> str:
 def _is_stale_file(name: str, own_pid: int) -> bool:
     """Files of an earlier run: every value file and exit marker, except this
     process's own (values the master created already, e.g. under --preload)."""
-    if name.startswith(".exit-"):
+    if name.startswith(_EXIT_MARKER):
         return True
     if not name.endswith(".db"):
         return False
@@ -52,13 +61,6 @@ class _Prepared:
 
 
 _prepared: _Prepared | None = None  # this master's directory, once prepared
-
-
-def prepared_directory() -> str | None:
-    """The directory this process prepared (None in other processes)."""
-    if _prepared is None or _prepared.creator != os.getpid():
-        return None
-    return _prepared.directory
 
 
 def prepare(cleanup_files: bool) -> str:
@@ -136,7 +138,6 @@ def loading_gunicorn_config() -> bool:
     return False
 
 
-
 def prepare_master() -> str:
     """For a Gunicorn master: the directory ready and native values on."""
     from .config import config
@@ -145,3 +146,45 @@ def prepare_master() -> str:
     directory = prepare(config.cleanup_db_files)
     enable_native_values(directory)
     return directory
+
+
+def _exit_marker(directory: str, pid: int) -> Path:
+    return Path(directory) / f"{_EXIT_MARKER}{pid}"
+
+
+def report_exit(directory: str, pid: int, reason: str) -> None:
+    """A worker leaving says why (for its master's restart count)."""
+    try:
+        _exit_marker(directory, pid).write_text(reason)
+    except OSError:
+        pass  # then the master counts a crash
+
+
+def take_exit_reason(directory: str, pid: int) -> str | None:
+    """Why worker ``pid`` left, as it reported it (None if it did not)."""
+    marker = _exit_marker(directory, pid)
+    reason = None
+    try:
+        reason = marker.read_text().strip() or None
+        marker.unlink()
+    except OSError:
+        pass
+    return reason
+
+
+def archive_when_gone(pid: int, directory: str) -> None:
+    """After a USR2 upgrade: when the old master ``pid`` is gone, its live
+    gauges go (its files are archived), watched by a daemon thread."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(1)
+        mark_process_dead(pid, directory)
+
+    threading.Thread(target=watch, name="gunicorn-prometheus-old-master", daemon=True).start()

@@ -18,15 +18,17 @@ import os as _os
 
 from gunicorn_prometheus_exporter.config import config as _config
 from gunicorn_prometheus_exporter.config import load_yaml_config as _load_yaml_config
-from gunicorn_prometheus_exporter.hooks import (
+
+# Gunicorn reads the hooks from this module (and a star import copies them).
+from gunicorn_prometheus_exporter.hooks import (  # noqa: F401
     child_exit,
     on_exit,
     on_reload,
     on_starting,
     post_fork,
+    post_request,
     post_worker_init,
     pre_fork,
-    post_request,
     pre_request,
     when_ready,
     worker_abort,
@@ -45,18 +47,3 @@ if "GUNICORN_TIMEOUT" in _os.environ:
 if "GUNICORN_KEEPALIVE" in _os.environ:
     keepalive = int(_os.environ["GUNICORN_KEEPALIVE"])
 
-__all__ = [
-    "child_exit",
-    "on_exit",
-    "on_reload",
-    "on_starting",
-    "post_fork",
-    "post_worker_init",
-    "pre_fork",
-    "post_request",
-    "pre_request",
-    "when_ready",
-    "worker_abort",
-    "worker_exit",
-]
-__all__ += [name for name in ("workers", "timeout", "keepalive") if name in globals()]

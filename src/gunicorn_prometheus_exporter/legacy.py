@@ -9,43 +9,39 @@ complete. Re-exported by ``gunicorn_prometheus_exporter.hooks``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from . import master_hooks, worker_hooks
 from ._logging import logger
-
-
-def _hooks() -> Any:
-    # Imported on use: the hooks module re-exports these names.
-    return importlib.import_module("gunicorn_prometheus_exporter.hooks")
+from .config import load_yaml_config as _load_yaml_config
 
 
 def default_on_starting(server: Any) -> None:
     """0.2.x: initialise master metrics and the multiprocess directory."""
-    _hooks().on_starting(server)
+    master_hooks.on_starting(server)
 
 
 def default_when_ready(server: Any) -> None:
     """0.2.x: start the metrics server (here: the agent on PROMETHEUS_METRICS_PORT)."""
-    _hooks().when_ready(server)
+    master_hooks.when_ready(server)
 
 
 def redis_when_ready(server: Any) -> None:
     """0.2.x: the metrics server with Redis storage. Storage follows
     REDIS_ENABLED, as in 0.2.x: the agent mirrors to Redis when it is on."""
-    _hooks().when_ready(server)
+    master_hooks.when_ready(server)
 
 
 def redis_sidecar_when_ready(server: Any) -> None:
     """0.2.x: Redis storage without a metrics server in the app's container
     (a sidecar serves them): the agent only mirrors to Redis."""
-    _hooks().start_master_metrics(server, serve_http=False)
+    master_hooks.start_master_metrics(server, serve_http=False)
 
 
 def default_post_fork(server: Any, worker: Any) -> None:
     """0.2.x: per-worker set-up after fork (here: the request recorder and the
     resource sampler)."""
-    _hooks().post_fork(server, worker)
+    worker_hooks.post_fork(server, worker)
 
 
 def default_worker_int(worker: Any) -> None:
@@ -58,14 +54,10 @@ def default_worker_int(worker: Any) -> None:
 def default_on_exit(server: Any) -> None:
     """0.2.x: clean up when the master leaves (here: stop the agent, remove a
     private directory)."""
-    _hooks().on_exit(server)
+    master_hooks.on_exit(server)
 
 
 def load_yaml_config(config_file_path: str) -> None:
     """0.2.x's ``hooks.load_yaml_config``: apply a YAML configuration file."""
-    from .config import load_yaml_config as load
-
-    load(config_file_path)
-
-
+    _load_yaml_config(config_file_path)
 

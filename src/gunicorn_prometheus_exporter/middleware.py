@@ -15,9 +15,10 @@ that we cannot instrument instead of showing silent zeros.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
+
+from .outcome import Outcome, request_bytes
 
 # How a worker class's requests reach us:
 #   "hooks": Gunicorn's own WSGI workers (they call the request hooks and
@@ -50,51 +51,8 @@ def is_asgi3(app: Any) -> bool:
     """Whether ``app`` is an ASGI 3 application (uvicorn's own test)."""
     if inspect.isclass(app):
         return False  # ASGI 2: a class instantiated per connection
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(call)
-
-
-def _content_length(value: Any) -> float:
-    try:
-        return float(value) if value else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-class _Outcome:
-    """One request's outcome, recorded once (one native call)."""
-
-    __slots__ = ("recorder", "method", "request_bytes", "start", "status", "expected", "sent", "done")
-
-    def __init__(self, recorder: Any, method: str, request_bytes: float) -> None:
-        self.recorder = recorder
-        self.method = method
-        self.request_bytes = request_bytes
-        self.start = time.perf_counter()
-        self.status = 0
-        self.expected: int | None = None  # the Content-Length the app announced
-        self.sent = 0
-        self.done = False
-
-    def started(self, status_line: str, headers: Any) -> None:
-        head = status_line.split(None, 1)[0] if status_line else ""
-        self.status = int(head) if head.isdigit() else 0
-        for name, value in headers or ():
-            if name.lower() == "content-length" and str(value).strip().isdigit():
-                self.expected = int(value)
-
-    def completes(self, chunk: bytes) -> bool:
-        """Counts ``chunk``; whether it completes the announced body."""
-        self.sent += len(chunk)
-        return self.expected is not None and self.sent >= self.expected
-
-    def record(self, failed: bool, status: int = 0) -> None:
-        if self.done:
-            return
-        self.done = True
-        status = status or self.status
-        self.recorder.record(self.method, status or 500, time.perf_counter() - self.start, self.request_bytes,
-                             float(self.sent), failed or not status)
 
 
 class WSGIRecorder:
@@ -112,8 +70,7 @@ class WSGIRecorder:
         self.on_error = on_error
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        outcome = _Outcome(self.recorder, environ.get("REQUEST_METHOD", "other"),
-                           _content_length(environ.get("CONTENT_LENGTH")))
+        outcome = Outcome(self.recorder, environ.get("REQUEST_METHOD", "other"), request_bytes(environ, None))
 
         def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
             outcome.started(status_line, headers)
@@ -134,7 +91,7 @@ class WSGIRecorder:
         return self._recorded(body, outcome)
 
     @staticmethod
-    def _recorded(body: Iterable[bytes], outcome: _Outcome) -> Iterator[bytes]:
+    def _recorded(body: Iterable[bytes], outcome: Outcome) -> Iterator[bytes]:
         failed = True
         try:
             for chunk in body:
@@ -150,7 +107,8 @@ class WSGIRecorder:
 
 
 class ASGIRecorder:
-    """``on_error`` is called when an exception leaves the app (the server
+    """Records every HTTP request of an ASGI 3 app with one native call,
+    when the app returns. ``on_error`` is called when an exception leaves the app (the server
     answers 500 unless the framework did)."""
 
     def __init__(self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]) -> None:
@@ -162,22 +120,15 @@ class ASGIRecorder:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 0
-        sent = 0
+        outcome = Outcome(self.recorder, scope.get("method", "other"), request_bytes(None, scope.get("headers")))
 
         async def recording_send(message: dict[str, Any]) -> None:
-            nonlocal status, sent
             if message.get("type") == "http.response.start":
-                status = int(message.get("status", 0))
+                outcome.status = int(message.get("status", 0))
             elif message.get("type") == "http.response.body":
-                sent += len(message.get("body", b""))
+                outcome.sent += len(message.get("body", b""))
             await send(message)
 
-        request_bytes = 0.0
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"content-length":
-                request_bytes = _content_length(value.decode("latin-1"))
         failed = True
         try:
             await self.app(scope, receive, recording_send)
@@ -186,5 +137,4 @@ class ASGIRecorder:
             self.on_error()  # reached the server (a framework may have answered 500 first)
             raise
         finally:
-            self.recorder.record(scope.get("method", "other"), status or 500, time.perf_counter() - start,
-                                 request_bytes, float(sent), failed or not status)
+            outcome.record(failed)

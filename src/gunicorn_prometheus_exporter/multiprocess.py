@@ -16,11 +16,15 @@ from ._logging import log_warnings
 _Families = list[tuple[str, str, str, list[tuple[str, list[tuple[str, str]], float]]]]
 
 
+def environment_directory() -> str | None:
+    """The directory the environment names: PROMETHEUS_MULTIPROC_DIR, or the
+    lower-case name prometheus_client still reads (deprecated)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112
+
+
 def _directory(path: str | None) -> str:
     if path is None:
-        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get(
-            "prometheus_multiproc_dir"
-        )
+        path = environment_directory()
     if not path or not os.path.isdir(path):
         raise ValueError("env PROMETHEUS_MULTIPROC_DIR is not set or not a directory")
     return path

@@ -34,6 +34,7 @@ from prometheus_client import values as _client_values
 
 from . import _native
 from ._logging import logger
+from .multiprocess import environment_directory
 
 NativeValue = _native.NativeValue
 
@@ -104,7 +105,7 @@ def MultiProcessValue(process_identifier: Callable[[], object] = os.getpid) -> t
 def _identified_value_class(process_identifier: Callable[[], object]) -> type:
     # Called once now and on every update; names formatted as prometheus_client's.
     current = process_identifier()
-    identity = _native.ProcessIdentity("{}".format(current))
+    identity = _native.ProcessIdentity(f"{current}")
     lock = threading.Lock()
 
     def check_for_identifier_change() -> None:
@@ -113,7 +114,7 @@ def _identified_value_class(process_identifier: Callable[[], object]) -> type:
             actual = process_identifier()
             if actual != current:
                 current = actual
-                identity.rename("{}".format(actual))
+                identity.rename(f"{actual}")
 
     class IdentifiedNativeValue(NativeValue):
         """Native values named by a process identifier function."""
@@ -150,10 +151,6 @@ def _is_native(value_class: object) -> bool:
     return isinstance(value_class, type) and issubclass(value_class, NativeValue)
 
 
-def _environment_directory() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-
-
 def enable_native_values(path: str | None = None,
                          process_identifier: Callable[[], object] = os.getpid) -> None:
     """Store the values of metrics created from now on natively.
@@ -165,7 +162,7 @@ def enable_native_values(path: str | None = None,
     naming the directory when it does not exist.
     """
     global _previous_value_class
-    directory = path if path is not None else _environment_directory()
+    directory = path if path is not None else environment_directory()
     if not directory:
         raise ValueError("PROMETHEUS_MULTIPROC_DIR is not set and no path was given")
     if not os.path.isdir(directory):
@@ -196,7 +193,7 @@ def native_values_enabled() -> bool:
 
 def enable_from_environment() -> None:
     """Enable native values when PROMETHEUS_MULTIPROC_DIR names a directory."""
-    directory = _environment_directory()
+    directory = environment_directory()
     if not directory:
         return
     if not os.path.isdir(directory):

@@ -26,9 +26,9 @@ def _make(name: str) -> type:
         raise ImportError(f"{name} needs {module}.{base_name}, which this Gunicorn does not have: {e}") from None
 
     def init_process(self: Any) -> None:
-        from . import hooks
+        from .worker_hooks import instrument_worker
 
-        hooks.instrument_worker(self)
+        instrument_worker(self)
         base.init_process(self)
 
     return type(name, (base,), {"init_process": init_process, "__module__": __name__})
@@ -38,10 +38,10 @@ def _make_master() -> type:
     from gunicorn.arbiter import Arbiter
 
     def setup(self: Any, app: Any) -> None:
-        from . import hooks
+        from .master_hooks import install_missing_hooks
 
         Arbiter.setup(self, app)
-        hooks.install_missing_hooks(self)  # our hooks count signals and restarts
+        install_missing_hooks(self)  # our hooks count signals and restarts
 
     return type("PrometheusMaster", (Arbiter,), {"setup": setup, "__module__": __name__,
                                                  "__doc__": "0.2.x's Arbiter subclass: Gunicorn's with our hooks."})

@@ -1,10 +1,8 @@
-"""Shared helpers and fixtures of the Redis test files (``test_redis_*.py``).
+"""Shared helpers of the Redis test files (``test_redis_*.py``); their
+fixtures (``redis_srv``: one plain redis-server per test module, every
+database flushed before each test; ``rclient``: our ``RedisClient`` on it)
+are in conftest.py.
 
-Not a test module itself (it has no tests); the other files import from it:
-
-* ``redis_srv`` (fixture): one plain redis-server per test module, every
-  database flushed before each test.
-* ``rclient``: our ``RedisClient`` on it.
 * ``in_child(fn, *args, env=...)``: runs ``fn`` in a forked child with the
   given environment variables and returns its (pickled) result, or fails the
   test with the child's traceback. Scenarios that call
@@ -27,7 +25,6 @@ import pickle
 import re
 import select
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -36,28 +33,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from redis_server import RedisServer  # noqa: E402
-
-from gunicorn_prometheus_exporter.backend import RedisClient  # noqa: E402
-
-__all__ = [
-    "RedisServer",
-    "families_of",
-    "in_child",
-    "manager_env",
-    "normalise_pids",
-    "rclient",
-    "redis_srv",
-    "samples_of",
-    "series_keys",
-    "setup_and_lead",
-    "wait_until",
-]
+from redis_server import RedisServer
 
 # Every REDIS_* / PROMETHEUS_* variable the package reads: cleared in forked
-# children before a scenario's own environment is applied.
+# children before a scenario's own environment is applied (and by the
+# clean_env fixtures of the test files).
 _OUR_VARIABLES = (
     "REDIS_ENABLED", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_KEY_PREFIX",
     "REDIS_TTL_SECONDS", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_USERNAME", "REDIS_SSL_CA_CERTS",
@@ -66,27 +46,6 @@ _OUR_VARIABLES = (
     "REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT", "REDIS_MAX_REPLY_BYTES", "PROMETHEUS_REDIS_URL",
     "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir",
 )
-
-
-@pytest.fixture(scope="module")
-def _module_redis():
-    server = RedisServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def redis_srv(_module_redis: RedisServer) -> RedisServer:
-    """A running redis-server with empty databases."""
-    if _module_redis.process is None or _module_redis.process.poll() is not None:
-        _module_redis.start()
-    RedisClient(**_module_redis.client_kwargs()).execute_command("FLUSHALL")
-    return _module_redis
-
-
-@pytest.fixture
-def rclient(redis_srv: RedisServer) -> RedisClient:
-    return RedisClient(**redis_srv.client_kwargs())
 
 
 def manager_env(server: RedisServer, **extra: Any) -> dict[str, str]:

@@ -1,0 +1,221 @@
+"""The master-side Gunicorn hooks (on_starting, when_ready, pre_fork,
+child_exit, on_reload, on_exit): settings checked, the multiprocess
+directory ready, the agent started and stopped, signals and worker restarts
+counted, dead workers' files archived. They run in the master; the workers
+inherit what on_starting made (see :mod:`.worker_hooks`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native, directory, worker_hooks
+from ._logging import logger
+from .agent import AgentSupervisor, start_agent
+from .config import config
+from .guard import guarded
+from .metrics import Metrics, create
+from .middleware import request_path
+from .multiprocess import mark_process_dead
+from .redis_password import take_redis_password
+
+COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
+
+
+@dataclass
+class _Master:
+    """What the master-side hooks share (hooks are plain functions)."""
+
+    metrics: Metrics | None = None
+    directory: str | None = None
+    redis_password: str | None = None
+    supervisor: AgentSupervisor | None = None
+    stopping: bool = False
+    reload_pids: set[int] = field(default_factory=set)
+    scale_down_pids: set[int] = field(default_factory=set)
+
+
+_master = _Master()  # one master per process
+
+
+def on_starting(server: Any) -> None:
+    """Master, before anything: settings checked, directory ready, values native."""
+    config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
+    if _master.redis_password is None:
+        _master.redis_password = take_redis_password()  # first: whatever fails later
+    _on_starting(server)
+
+
+@guarded
+def _on_starting(server: Any) -> None:
+    upgrade = "GUNICORN_PID" in os.environ
+    _master.directory = directory.prepare_master()
+    if directory.is_private(_master.directory):
+        # A USR2 upgrade starts the new master with the environment Gunicorn
+        # saved at start: it must get the same directory, and own it.
+        env_orig = getattr(getattr(server, "cfg", None), "env_orig", None)
+        if isinstance(env_orig, dict):
+            env_orig["PROMETHEUS_MULTIPROC_DIR"] = _master.directory
+            env_orig[directory.OWNED_DIRECTORY] = _master.directory
+    _master.metrics = create()
+    _native.count_storage_errors_in(_master.metrics.storage_errors._value)
+    worker_hooks.inherit(_master.metrics, _master.directory)
+    install_missing_hooks(server)
+    logger.info("metrics directory %s%s", _master.directory, " (binary upgrade)" if upgrade else "")
+
+
+def install_missing_hooks(server: Any) -> None:
+    """Every hook of ours that the configuration left at Gunicorn's default
+    is installed (a 0.2.x configuration names only a few of them); hooks of
+    the user's own are kept (they call ours, see :mod:`.hooks`)."""
+    cfg: Any = getattr(server, "cfg", None)
+    settings = getattr(cfg, "settings", None)
+    if cfg is None or not isinstance(settings, dict):
+        return
+    added = []
+    for name, hook in HOOKS.items():
+        setting = settings.get(name)
+        if setting is not None and setting.value is setting.default:
+            cfg.set(name, hook)
+            added.append(name)
+    if added and len(added) < len(HOOKS):
+        logger.info("metrics hooks added to the configuration: %s", ", ".join(added))
+
+
+def _warn_if_uninstrumented(server: Any) -> None:
+    worker_class = getattr(server, "worker_class", None)
+    if isinstance(worker_class, type) and request_path(worker_class) is None:
+        logger.warning(
+            "worker class %s.%s serves requests without Gunicorn's request hooks and is not one the "
+            "exporter can instrument: its requests are not counted (resource, restart and app metrics "
+            "still are). Supported: sync, gthread, gevent, eventlet, gevent_pywsgi, tornado, asgi, "
+            "uvicorn's UvicornWorker/UvicornH11Worker and their subclasses.",
+            worker_class.__module__,
+            worker_class.__qualname__,
+        )
+
+
+def _count_signals(server: Any, metrics: Metrics) -> None:
+    for name in COUNTED_SIGNALS:
+        original = getattr(server, f"handle_{name}", None)
+        if original is None or getattr(original, "_gpe_counted", False):
+            continue
+
+        def handler(original: Any = original, name: str = name) -> Any:
+            metrics.master_signals.labels(name.upper()).inc()
+            if name in ("term", "int", "quit"):
+                _master.stopping = True
+            if name == "ttou":
+                before = set(server.WORKERS)
+                result = original()
+                _master.scale_down_pids |= before - set(server.WORKERS) | _killed_oldest(
+                    server, before
+                )
+                return result
+            return original()
+
+        handler._gpe_counted = True  # type: ignore[attr-defined]
+        setattr(server, f"handle_{name}", handler)
+
+
+def _killed_oldest(server: Any, before: set[int]) -> set[int]:
+    # TTOU kills the oldest workers beyond num_workers (they exit later).
+    excess = len(before) - server.num_workers
+    if excess <= 0:
+        return set()
+    workers = sorted(server.WORKERS.items(), key=lambda item: item[1].age)
+    return {pid for pid, _ in workers[:excess]}
+
+
+def when_ready(server: Any) -> None:
+    """Master, listening: count signals, start the agent."""
+    start_master_metrics(server, serve_http=True)
+
+
+def start_master_metrics(server: Any, serve_http: bool) -> None:
+    """when_ready's work; ``serve_http`` False: the agent only mirrors to
+    Redis, for a sidecar that serves the metrics."""
+    if _master.metrics is None:  # on_starting was not configured: its checks stop Gunicorn
+        on_starting(server)
+    _start_agent(server, serve_http)
+
+
+@guarded
+def _start_agent(server: Any, serve_http: bool) -> None:
+    metrics, path = _master.metrics, _master.directory
+    if metrics is None or path is None:
+        return
+    _count_signals(server, metrics)
+    _warn_if_uninstrumented(server)
+    metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
+    _master.supervisor = start_agent(path, _master.redis_password, serve_http)
+    if "GUNICORN_PID" in os.environ:
+        directory.archive_when_gone(int(os.environ["GUNICORN_PID"]), path)
+
+
+def _restart_reason(worker: Any, path: str) -> str | None:
+    pid = worker.pid
+    reported = directory.take_exit_reason(path, pid)
+    if _master.stopping:
+        return None  # shutting down: not a restart
+    if getattr(worker, "aborted", False) or reported == "timeout":
+        return "timeout"
+    if pid in _master.reload_pids:
+        return "reload"
+    if pid in _master.scale_down_pids:
+        return "scale_down"
+    if reported in ("max_requests", "graceful"):
+        return reported
+    return "crash"  # killed (e.g. out of memory) or died without a word
+
+
+@guarded
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, a worker is gone: count the restart, archive its metrics."""
+    metrics, path = _master.metrics, _master.directory
+    if metrics is None or path is None:
+        return
+    reason = _restart_reason(worker, path)
+    if reason is not None:
+        metrics.master_worker_restart.labels(reason).inc()
+    _master.reload_pids.discard(worker.pid)
+    _master.scale_down_pids.discard(worker.pid)
+    metrics.master_workers.set(len(server.WORKERS))  # reaped: no longer among them
+    mark_process_dead(worker.pid, path)
+
+
+@guarded
+def pre_fork(server: Any, worker: Any) -> None:
+    """Master, about to fork a worker: one more alive."""
+    if _master.metrics is not None:
+        _master.metrics.master_workers.set(len(server.WORKERS) + 1)
+
+
+@guarded
+def on_reload(server: Any) -> None:
+    """Master, HUP: the workers running now will be replaced."""
+    _master.reload_pids |= set(server.WORKERS)
+
+
+@guarded
+def on_exit(server: Any) -> None:
+    """Master, leaving: stop the agent, remove a directory of ours."""
+    _master.stopping = True
+    if _master.supervisor is not None:
+        _master.supervisor.stop()
+        _master.supervisor = None
+    directory.release(successor=bool(getattr(server, "reexec_pid", 0)))
+
+
+# Every hook of ours, by Gunicorn setting name.
+HOOKS = {
+    "on_starting": on_starting,
+    "when_ready": when_ready,
+    "child_exit": child_exit,
+    "pre_fork": pre_fork,
+    "on_reload": on_reload,
+    "on_exit": on_exit,
+    **worker_hooks.HOOKS,
+}
