@@ -15,7 +15,7 @@
 #include "gpe/redis/client.hpp"
 #include "gpe/redis/fold.hpp"
 #include "gpe/redis/layout.hpp"
-#include "gpe/redis/mirror.hpp"
+#include "gpe/redis/mirror_service.hpp"
 #include "gpe/redis/reader.hpp"
 
 namespace nb = nanobind;
