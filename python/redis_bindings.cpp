@@ -2,6 +2,7 @@
 
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -9,14 +10,17 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "convert.hpp"
+#include "gpe/multiprocess.hpp"
 #include "gpe/redis/client.hpp"
 #include "gpe/redis/fold.hpp"
 #include "gpe/redis/layout.hpp"
 #include "gpe/redis/mirror_service.hpp"
 #include "gpe/redis/reader.hpp"
+#include "gpe/redis/writer.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -260,6 +264,49 @@ void bind_redis(nb::module_& m) {
                                   std::string(parts->data_type), std::string(parts->hash));
         },
         "key"_a, "prefix"_a);
+
+    m.def(
+        "redis_series_keys",
+        [](const std::string& prefix, const std::string& store, const std::string& process,
+           const std::string& series_key) {
+            redis::SeriesKeys keys = redis::series_keys(prefix, store, process, series_key);
+            return nb::make_tuple(std::move(keys.metric), std::move(keys.meta));
+        },
+        "prefix"_a, "store"_a, "process"_a, "series_key"_a, "(metric key, meta key) of a series.");
+    m.def("redis_key_pattern", &redis::key_pattern, "prefix"_a, "store_glob"_a, "process"_a,
+          "data_type"_a, "SCAN MATCH pattern for one process's keys of a data type.");
+    m.attr("REDIS_METRIC") = std::string(redis::kMetric);
+    m.attr("REDIS_META") = std::string(redis::kMeta);
+    m.attr("REDIS_FIELD_VALUE") = std::string(redis::field::kValue);
+    m.attr("REDIS_FIELD_TIMESTAMP") = std::string(redis::field::kTimestamp);
+    m.attr("REDIS_FIELD_ORIGINAL_KEY") = std::string(redis::field::kOriginalKey);
+    m.attr("REDIS_FIELD_TYP") = std::string(redis::field::kTyp);
+    m.attr("REDIS_FIELD_MODE") = std::string(redis::field::kMode);
+    m.def(
+        "directory_processes",
+        [](const std::string& directory) {
+            // Set before the names die with their paths.
+            std::set<std::string> processes;
+            for (const std::string& path : gpe::list_db_files(directory)) {
+                const gpe::FileName name = gpe::parse_file_name(path);
+                if (name.valid) processes.emplace(name.process);
+            }
+            return std::vector<std::string>(processes.begin(), processes.end());
+        },
+        "directory"_a,
+        "The processes (pids, 'archive') with files in a multiprocess directory, as the core "
+        "reads their names.");
+
+    nb::class_<redis::SeriesWriter>(m, "RedisSeriesWriter",
+                                    "Writes and reads single series as the mirror does.")
+        .def(nb::init<std::shared_ptr<redis::Client>, std::string, int>(), "client"_a, "prefix"_a,
+             "ttl_seconds"_a)
+        .def("write", &redis::SeriesWriter::write, "store"_a, "process"_a, "series_key"_a, "typ"_a,
+             "multiprocess_mode"_a, "value"_a, "timestamp"_a,
+             nb::call_guard<nb::gil_scoped_release>())
+        .def("read", &redis::SeriesWriter::read, "store"_a, "process"_a, "series_key"_a,
+             nb::call_guard<nb::gil_scoped_release>(),
+             "(value, timestamp), or None when the series has no value.");
 
     nb::class_<redis::MirrorService>(m, "MirrorService",
                                      "Mirrors a multiprocess directory into Redis on a thread.")

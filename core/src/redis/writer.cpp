@@ -47,8 +47,10 @@ Command new_keyset(std::string_view prefix) {
 SeriesWriter::SeriesWriter(std::shared_ptr<Client> client, std::string prefix, int ttl_seconds)
     : client_(std::move(client)), prefix_(std::move(prefix)), deadline_(ttl_seconds) {}
 
-void SeriesWriter::write(const SeriesKeys& keys, std::string_view series_key, std::string_view typ,
-                         std::string_view mode, double value, double timestamp) {
+void SeriesWriter::write(std::string_view store, std::string_view process,
+                         std::string_view series_key, std::string_view typ, std::string_view mode,
+                         double value, double timestamp) {
+    const SeriesKeys keys = series_keys(prefix_, store, process, series_key);
     std::vector<Command> commands{set_value(keys.metric, value, timestamp),
                                   set_meta(keys.meta, series_key, typ, mode)};
     const bool renewing = deadline_.due(false);
@@ -66,7 +68,10 @@ void SeriesWriter::write(const SeriesKeys& keys, std::string_view series_key, st
     if (replies.front().integer > 0) client_->command(new_keyset(prefix_));
 }
 
-std::optional<std::pair<double, double>> SeriesWriter::read(const std::string& metric_key) {
+std::optional<std::pair<double, double>> SeriesWriter::read(std::string_view store,
+                                                            std::string_view process,
+                                                            std::string_view series_key) {
+    const std::string metric_key = series_keys(prefix_, store, process, series_key).metric;
     const Reply reply = client_->command(
         {"HMGET", metric_key, std::string(field::kValue), std::string(field::kTimestamp)});
     if (reply.elements.size() != 2 || reply.elements[0].type != Reply::Type::kString) {

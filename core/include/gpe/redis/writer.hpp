@@ -57,13 +57,15 @@ class SeriesWriter {
   public:
     SeriesWriter(std::shared_ptr<Client> client, std::string prefix, int ttl_seconds);
 
-    // Writes value and meta key (and renews their deadline); a new series
-    // also replaces the key set version. Throws Error when Redis fails or
-    // refuses a write (e.g. a key of another type).
-    void write(const SeriesKeys& keys, std::string_view series_key, std::string_view typ,
-               std::string_view mode, double value, double timestamp);
+    // Writes the value and meta key of `series_key` in `store` of `process`
+    // (and renews their deadline); a new series also replaces the key set
+    // version. Throws Error when Redis fails or refuses a write (e.g. a key
+    // of another type).
+    void write(std::string_view store, std::string_view process, std::string_view series_key,
+               std::string_view typ, std::string_view mode, double value, double timestamp);
     // (value, timestamp) of a series; nullopt when it has no value.
-    std::optional<std::pair<double, double>> read(const std::string& metric_key);
+    std::optional<std::pair<double, double>> read(std::string_view store, std::string_view process,
+                                                  std::string_view series_key);
 
     const Deadline& deadline() const { return deadline_; }
 
