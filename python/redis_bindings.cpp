@@ -265,14 +265,6 @@ void bind_redis(nb::module_& m) {
         },
         "key"_a, "prefix"_a);
 
-    m.def(
-        "redis_series_keys",
-        [](const std::string& prefix, const std::string& store, const std::string& process,
-           const std::string& series_key) {
-            redis::SeriesKeys keys = redis::series_keys(prefix, store, process, series_key);
-            return nb::make_tuple(std::move(keys.metric), std::move(keys.meta));
-        },
-        "prefix"_a, "store"_a, "process"_a, "series_key"_a, "(metric key, meta key) of a series.");
     m.def("redis_key_pattern", &redis::key_pattern, "prefix"_a, "store_glob"_a, "process"_a,
           "data_type"_a, "SCAN MATCH pattern for one process's keys of a data type.");
     m.attr("REDIS_METRIC") = std::string(redis::kMetric);

@@ -188,10 +188,12 @@ class RedisStorageDict(MutableMapping[str, float]):
         self._writer: Any = None
         self._writer_ttl: int | None = None
 
+    def _key(self, data_type: str, key: str) -> str:
+        return _native.redis_key_for(self.key_prefix, self._store, self.process, data_type, key)
+
     def _keys(self, key: str) -> tuple[str, str]:
         """(metric key, meta key) of a series."""
-        metric, meta = _native.redis_series_keys(self.key_prefix, self._store, self.process, key)
-        return metric, meta
+        return self._key(_native.REDIS_METRIC, key), self._key(_native.REDIS_META, key)
 
     def _series_writer(self) -> Any:
         """The core's writer (the mirror's protocol and deadline), made
