@@ -249,7 +249,6 @@ void bind_redis(nb::module_& m) {
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
-    m.def("redis_keyset_key", &redis::keyset_key, "prefix"_a);
     m.attr("REDIS_DEFAULT_MAX_REPLY_BYTES") = redis::kDefaultMaxReplyBytes;
     m.attr("REDIS_MIN_MAX_REPLY_BYTES") = redis::kMinMaxReplyBytes;
     m.attr("REDIS_MAX_MAX_REPLY_BYTES") = redis::kMaxMaxReplyBytes;
