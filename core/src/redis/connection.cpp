@@ -1,14 +1,10 @@
 #include "gpe/redis/connection.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>  // redisFormatCommandArgv
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -20,6 +16,7 @@
 #include <optional>
 
 #include "gpe/mmap_file.hpp"  // FileDescriptor
+#include "gpe/redis/transport.hpp"
 
 namespace gpe::redis {
 
@@ -28,24 +25,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kBatch = 1024;  // commands written before their replies are read
 
-struct SslCtxFree {
-    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-struct SslFree {
-    void operator()(SSL* ssl) const { SSL_free(ssl); }
-};
 struct AddrinfoFree {
     void operator()(addrinfo* info) const { freeaddrinfo(info); }
 };
-
-std::string openssl_error() {
-    const unsigned long code = ERR_get_error();
-    if (code == 0) return "unknown TLS error";
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    ERR_clear_error();
-    return buf;
-}
 
 // EXEC answers one element for each queued command: a reply may be larger by
 // what the commands sent allow (see pipeline()), never by what the server wants.
@@ -59,143 +41,6 @@ bool is_auth_error(std::string_view message) {
            message.find("AUTH <password> called without any password") != std::string_view::npos ||
            message.find("without any password configured") != std::string_view::npos;
 }
-
-bool is_ip_address(const std::string& host) {
-    in6_addr buf{};
-    return inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
-           inet_pton(AF_INET6, host.c_str(), &buf) == 1;
-}
-
-// One step of moving bytes over the socket: what it moved, or what the
-// socket must be ready for before the step is tried again (0 and 0: again at
-// once, after EINTR). Failures are thrown as Error(kConnection).
-struct Step {
-    size_t bytes = 0;
-    short wait = 0;  // POLLIN or POLLOUT
-};
-
-// The socket as it is, or TLS over it: the one place that knows how each
-// reads and writes without blocking. The waiting (and its deadline) is the
-// connection's, in one loop for both.
-class Transport {
-  public:
-    virtual ~Transport() = default;
-    virtual Step write(std::string_view data) = 0;
-    virtual Step read(char* buf, size_t size) = 0;
-    // A goodbye to the server, best effort (not in a forked child).
-    virtual void close_notify() {}
-};
-
-[[noreturn]] void connection_error(const std::string& what) {
-    throw Error(Error::Kind::kConnection, what);
-}
-
-Step socket_step(ssize_t n, short wait, const char* what) {
-    if (n >= 0) return {static_cast<size_t>(n), 0};
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return {0, wait};
-    if (errno == EINTR) return {};
-    connection_error(std::string(what) + ": " + std::strerror(errno));
-}
-
-class PlainTransport : public Transport {
-  public:
-    explicit PlainTransport(int fd) : fd_(fd) {}
-    Step write(std::string_view data) override {
-        return socket_step(::send(fd_, data.data(), data.size(), MSG_NOSIGNAL), POLLOUT, "write");
-    }
-    Step read(char* buf, size_t size) override {
-        const ssize_t n = ::recv(fd_, buf, size, 0);
-        if (n == 0) connection_error("connection closed by server");
-        return socket_step(n, POLLIN, "read");
-    }
-
-  private:
-    int fd_;
-};
-
-std::unique_ptr<SSL_CTX, SslCtxFree> tls_context(const TlsOptions& tls) {
-    std::unique_ptr<SSL_CTX, SslCtxFree> ctx(SSL_CTX_new(TLS_client_method()));
-    if (!ctx) connection_error("TLS: " + openssl_error());
-    if (!tls.ca_file.empty() || !tls.ca_path.empty()) {
-        if (SSL_CTX_load_verify_locations(
-                ctx.get(), tls.ca_file.empty() ? nullptr : tls.ca_file.c_str(),
-                tls.ca_path.empty() ? nullptr : tls.ca_path.c_str()) != 1) {
-            connection_error("TLS: cannot load CA certificates: " + openssl_error());
-        }
-    } else {
-        SSL_CTX_set_default_verify_paths(ctx.get());
-    }
-    if (!tls.cert_file.empty()) {
-        if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1) {
-            connection_error("TLS: cannot load client certificate " + tls.cert_file + ": " +
-                             openssl_error());
-        }
-        const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
-        if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
-            connection_error("TLS: cannot load client key " + key + ": " + openssl_error());
-        }
-    }
-    SSL_CTX_set_verify(ctx.get(), tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-    return ctx;
-}
-
-class TlsTransport : public Transport {
-  public:
-    TlsTransport(int fd, const Options& options) : ctx_(tls_context(options.tls)) {
-        ssl_.reset(SSL_new(ctx_.get()));
-        if (!ssl_) connection_error("TLS: " + openssl_error());
-        SSL_set_fd(ssl_.get(), fd);
-        if (!options.unix_socket.empty()) return;
-        const bool verify = options.tls.verify;
-        if (is_ip_address(options.host)) {
-            if (verify)
-                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_.get()), options.host.c_str());
-        } else {
-            SSL_set_tlsext_host_name(ssl_.get(), options.host.c_str());
-            if (verify) SSL_set1_host(ssl_.get(), options.host.c_str());
-        }
-    }
-    // {1, 0} once the handshake is done.
-    Step handshake() {
-        const int rc = SSL_connect(ssl_.get());
-        if (rc == 1) return {1, 0};
-        if (const Step wait = want(rc); wait.wait != 0) return wait;
-        std::string why = openssl_error();
-        const long verify = SSL_get_verify_result(ssl_.get());
-        if (verify != X509_V_OK)
-            why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
-        connection_error("TLS handshake failed: " + why);
-    }
-    Step write(std::string_view data) override {
-        size_t written = 0;
-        const int rc = SSL_write_ex(ssl_.get(), data.data(), data.size(), &written);
-        if (rc == 1) return {written, 0};
-        if (const Step wait = want(rc); wait.wait != 0) return wait;
-        connection_error("TLS write failed: " + openssl_error());
-    }
-    Step read(char* buf, size_t size) override {
-        size_t got = 0;
-        const int rc = SSL_read_ex(ssl_.get(), buf, size, &got);
-        if (rc == 1) return {got, 0};
-        if (const Step wait = want(rc); wait.wait != 0) return wait;
-        if (SSL_get_error(ssl_.get(), rc) == SSL_ERROR_ZERO_RETURN)
-            connection_error("connection closed by server");
-        connection_error("TLS read failed: " + openssl_error());
-    }
-    void close_notify() override { SSL_shutdown(ssl_.get()); }
-
-  private:
-    // TLS may need the other direction than the call's (renegotiation).
-    Step want(int rc) const {
-        const int err = SSL_get_error(ssl_.get(), rc);
-        if (err == SSL_ERROR_WANT_READ) return {0, POLLIN};
-        if (err == SSL_ERROR_WANT_WRITE) return {0, POLLOUT};
-        return {};
-    }
-
-    std::unique_ptr<SSL_CTX, SslCtxFree> ctx_;
-    std::unique_ptr<SSL, SslFree> ssl_;
-};
 
 // The commands a new connection starts with: AUTH (with the ACL user, if
 // any), SELECT, and a PING that shows the server answers.
@@ -322,18 +167,12 @@ struct Connection::Impl {
     }
 
     void start_transport() {
-        if (!options.tls.enabled) {
-            transport = std::make_unique<PlainTransport>(fd.get());
-            return;
-        }
-        std::unique_ptr<TlsTransport> tls;
         try {
-            tls = std::make_unique<TlsTransport>(fd.get(), options);
+            transport = make_transport(fd.get(), options);
         } catch (const Error& e) {
             fail(e.kind(), e.what());
         }
-        until_moved([&] { return tls->handshake(); });
-        transport = std::move(tls);
+        until_moved([&] { return transport->handshake(); });
     }
 
     void write_all(std::string_view data) {
