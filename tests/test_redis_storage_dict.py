@@ -297,3 +297,17 @@ def test_write_value_sets_the_mirrors_absolute_deadline(tmp_path, clean_env: pyt
     assert deadline("100@h", "metric") == written
     assert deadline("100@h", "meta") == written
     mirror.stop()
+
+
+def test_write_value_to_a_key_of_another_type_warns(store: RedisStorageDict, rclient: RedisClient,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A foreign key of another type where the series' key goes: the write
+    is refused (and named), not raised, as before."""
+    import logging
+
+    metric = f"gunicorn:counter:100@h:metric:{md5(K1)}"
+    rclient.set(metric, "foreign")
+    with caplog.at_level(logging.WARNING, logger="gunicorn_prometheus_exporter"):
+        store.write_value(K1, 1.0)
+    assert any(metric in r.getMessage() and "WRONGTYPE" in r.getMessage() for r in caplog.records)
+    assert rclient.get(metric) == b"foreign"

@@ -1,5 +1,7 @@
 #include "gpe/redis/writer.hpp"
 
+#include "gpe/strings.hpp"
+
 namespace gpe::redis {
 
 bool Deadline::due(bool force) const {
@@ -47,9 +49,10 @@ Command new_keyset(std::string_view prefix) {
 SeriesWriter::SeriesWriter(std::shared_ptr<Client> client, std::string prefix, int ttl_seconds)
     : client_(std::move(client)), prefix_(std::move(prefix)), deadline_(ttl_seconds) {}
 
-void SeriesWriter::write(std::string_view store, std::string_view process,
-                         std::string_view series_key, std::string_view typ, std::string_view mode,
-                         double value, double timestamp) {
+std::vector<std::string> SeriesWriter::write(std::string_view store, std::string_view process,
+                                             std::string_view series_key, std::string_view typ,
+                                             std::string_view mode, double value,
+                                             double timestamp) {
     const SeriesKeys keys = series_keys(prefix_, store, process, series_key);
     std::vector<Command> commands{set_value(keys.metric, value, timestamp),
                                   set_meta(keys.meta, series_key, typ, mode)};
@@ -60,12 +63,15 @@ void SeriesWriter::write(std::string_view store, std::string_view process,
         commands.push_back(expire_at(keys.meta, deadline_));
     }
     const std::vector<Reply> replies = client_->pipeline(commands);
-    for (const Reply& reply : replies) {
-        if (reply.is_error()) throw Error(Error::Kind::kServer, reply.str);
-    }
     if (renewing) deadline_.confirm();
+    std::vector<std::string> refused;
+    for (size_t i = 0; i < replies.size(); ++i) {
+        if (replies[i].is_error())
+            refused.push_back(concat("skipped Redis key ", commands[i][1], ": ", replies[i].str));
+    }
     // A new series: readers list the keys again.
     if (replies.front().integer > 0) client_->command(new_keyset(prefix_));
+    return refused;
 }
 
 std::optional<std::pair<double, double>> SeriesWriter::read(std::string_view store,

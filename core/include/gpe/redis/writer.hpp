@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "gpe/redis/client.hpp"
 #include "gpe/redis/layout.hpp"
@@ -59,10 +60,11 @@ class SeriesWriter {
 
     // Writes the value and meta key of `series_key` in `store` of `process`
     // (and renews their deadline); a new series also replaces the key set
-    // version. Throws Error when Redis fails or refuses a write (e.g. a key
-    // of another type).
-    void write(std::string_view store, std::string_view process, std::string_view series_key,
-               std::string_view typ, std::string_view mode, double value, double timestamp);
+    // version. Returns a warning for each write Redis refused (a key of
+    // another type); throws Error when Redis fails.
+    std::vector<std::string> write(std::string_view store, std::string_view process,
+                                   std::string_view series_key, std::string_view typ,
+                                   std::string_view mode, double value, double timestamp);
     // (value, timestamp) of a series; nullopt when it has no value.
     std::optional<std::pair<double, double>> read(std::string_view store, std::string_view process,
                                                   std::string_view series_key);

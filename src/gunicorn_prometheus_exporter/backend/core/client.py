@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from ... import _native
+from ..._logging import log_warnings
 from ...config import config
 
 
@@ -217,7 +218,8 @@ class RedisStorageDict(MutableMapping[str, float]):
         """Store a series' value, with its meta key (the series key itself);
         its keys expire at the deadline the mirror gives an instance's keys."""
         ts = self._redis_now() if timestamp is None else float(timestamp)
-        self._series_writer().write(self._store, self.process, key, self._typ, self._mode, float(value), ts)
+        log_warnings(self._series_writer().write(
+            self._store, self.process, key, self._typ, self._mode, float(value), ts))
 
     def cleanup_dead_worker(self, pid: int | str) -> None:
         """Fold a dead worker of this instance into the instance's archive
@@ -243,7 +245,7 @@ class RedisStorageDict(MutableMapping[str, float]):
         return len(self._meta_keys())
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and bool(self.redis_client.exists(self._keys(key)[0]))
+        return isinstance(key, str) and bool(self.redis_client.exists(self._key(_native.REDIS_METRIC, key)))
 
     def __getitem__(self, key: str) -> float:
         found = self._series_writer().read(self._store, self.process, key)
