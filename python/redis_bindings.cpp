@@ -115,9 +115,7 @@ redis::Command to_command(nb::handle args) {
     return command;
 }
 
-}  // namespace
-
-void bind_redis(nb::module_& m) {
+void bind_errors(nb::module_& m) {
     error_types.base =
         new_error_type(m, "RedisError", PyExc_Exception, "A Redis operation failed.");
     error_types.connection = new_error_type(m, "RedisConnectionError", error_types.base,
@@ -129,7 +127,9 @@ void bind_redis(nb::module_& m) {
     error_types.response = new_error_type(m, "RedisResponseError", error_types.base,
                                           "Redis answered a command with an error.");
     nb::register_exception_translator(&translate);
+}
 
+void bind_url(nb::module_& m) {
     m.def(
         "parse_redis_url",
         [](const std::string& url) {
@@ -150,7 +150,10 @@ void bind_redis(nb::module_& m) {
             return out;
         },
         "url"_a);
+}
 
+// A binding table: one class, its constructor taking redis-py's settings.
+void bind_client(nb::module_& m) {
     nb::class_<redis::Client>(m, "RedisClient",
                               "Native Redis connection with reconnect and backoff.")
         .def(
@@ -230,7 +233,9 @@ void bind_redis(nb::module_& m) {
         .def_prop_ro("description",
                      [](redis::Client& self) { return redis::describe(self.options()); })
         .def("reset_after_fork", &redis::Client::reset_after_fork);
+}
 
+void bind_layout(nb::module_& m) {
     m.def("redis_key_for", [](const std::string& prefix, const std::string& store,
                               const std::string& process, const std::string& data_type,
                               const std::string& series_key) {
@@ -287,7 +292,9 @@ void bind_redis(nb::module_& m) {
         "directory"_a,
         "The processes (pids, 'archive') with files in a multiprocess directory, as the core "
         "reads their names.");
+}
 
+void bind_writers(nb::module_& m) {
     nb::class_<redis::SeriesWriter>(m, "RedisSeriesWriter",
                                     "Writes and reads single series as the mirror does.")
         .def(nb::init<std::shared_ptr<redis::Client>, std::string, int>(), "client"_a, "prefix"_a,
@@ -330,6 +337,16 @@ void bind_redis(nb::module_& m) {
         .def("pass_now", &redis::MirrorService::pass_now, nb::call_guard<nb::gil_scoped_release>())
         .def("is_leader", &redis::MirrorService::is_leader)
         .def("after_fork_in_child", &redis::MirrorService::after_fork_in_child);
+}
+
+}  // namespace
+
+void bind_redis(nb::module_& m) {
+    bind_errors(m);
+    bind_url(m);
+    bind_client(m);
+    bind_layout(m);
+    bind_writers(m);
 
     nb::class_<redis::Reader>(m, "RedisReader", "Reads and merges all series under a prefix.")
         .def(nb::init<std::shared_ptr<redis::Client>, std::string>(), "client"_a, "prefix"_a)
