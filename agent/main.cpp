@@ -25,7 +25,7 @@
 #include "gpe/mmap_file.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/redis/client.hpp"
-#include "gpe/redis/mirror.hpp"
+#include "gpe/redis/mirror_service.hpp"
 #include "gpe/redis/reader.hpp"
 #include "gpe/settings.hpp"
 #include "http_server.hpp"

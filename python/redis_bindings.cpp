@@ -2,6 +2,7 @@
 
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -9,14 +10,17 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "convert.hpp"
+#include "gpe/multiprocess.hpp"
 #include "gpe/redis/client.hpp"
 #include "gpe/redis/fold.hpp"
 #include "gpe/redis/layout.hpp"
-#include "gpe/redis/mirror.hpp"
+#include "gpe/redis/mirror_service.hpp"
 #include "gpe/redis/reader.hpp"
+#include "gpe/redis/writer.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -111,9 +115,7 @@ redis::Command to_command(nb::handle args) {
     return command;
 }
 
-}  // namespace
-
-void bind_redis(nb::module_& m) {
+void bind_errors(nb::module_& m) {
     error_types.base =
         new_error_type(m, "RedisError", PyExc_Exception, "A Redis operation failed.");
     error_types.connection = new_error_type(m, "RedisConnectionError", error_types.base,
@@ -125,7 +127,9 @@ void bind_redis(nb::module_& m) {
     error_types.response = new_error_type(m, "RedisResponseError", error_types.base,
                                           "Redis answered a command with an error.");
     nb::register_exception_translator(&translate);
+}
 
+void bind_url(nb::module_& m) {
     m.def(
         "parse_redis_url",
         [](const std::string& url) {
@@ -146,7 +150,10 @@ void bind_redis(nb::module_& m) {
             return out;
         },
         "url"_a);
+}
 
+// A binding table: one class, its constructor taking redis-py's settings.
+void bind_client(nb::module_& m) {
     nb::class_<redis::Client>(m, "RedisClient",
                               "Native Redis connection with reconnect and backoff.")
         .def(
@@ -226,7 +233,9 @@ void bind_redis(nb::module_& m) {
         .def_prop_ro("description",
                      [](redis::Client& self) { return redis::describe(self.options()); })
         .def("reset_after_fork", &redis::Client::reset_after_fork);
+}
 
+void bind_layout(nb::module_& m) {
     m.def("redis_key_for", [](const std::string& prefix, const std::string& store,
                               const std::string& process, const std::string& data_type,
                               const std::string& series_key) {
@@ -245,7 +254,6 @@ void bind_redis(nb::module_& m) {
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
-    m.def("redis_keyset_key", &redis::keyset_key, "prefix"_a);
     m.attr("REDIS_DEFAULT_MAX_REPLY_BYTES") = redis::kDefaultMaxReplyBytes;
     m.attr("REDIS_MIN_MAX_REPLY_BYTES") = redis::kMinMaxReplyBytes;
     m.attr("REDIS_MAX_MAX_REPLY_BYTES") = redis::kMaxMaxReplyBytes;
@@ -260,6 +268,43 @@ void bind_redis(nb::module_& m) {
                                   std::string(parts->data_type), std::string(parts->hash));
         },
         "key"_a, "prefix"_a);
+
+    m.def("redis_key_pattern", &redis::key_pattern, "prefix"_a, "store_glob"_a, "process"_a,
+          "data_type"_a, "SCAN MATCH pattern for one process's keys of a data type.");
+    m.attr("REDIS_METRIC") = std::string(redis::kMetric);
+    m.attr("REDIS_META") = std::string(redis::kMeta);
+    m.attr("REDIS_FIELD_VALUE") = std::string(redis::field::kValue);
+    m.attr("REDIS_FIELD_TIMESTAMP") = std::string(redis::field::kTimestamp);
+    m.attr("REDIS_FIELD_ORIGINAL_KEY") = std::string(redis::field::kOriginalKey);
+    m.attr("REDIS_FIELD_TYP") = std::string(redis::field::kTyp);
+    m.attr("REDIS_FIELD_MODE") = std::string(redis::field::kMode);
+    m.def(
+        "directory_processes",
+        [](const std::string& directory) {
+            // Set before the names die with their paths.
+            std::set<std::string> processes;
+            for (const std::string& path : gpe::list_db_files(directory)) {
+                const gpe::FileName name = gpe::parse_file_name(path);
+                if (name.valid) processes.emplace(name.process);
+            }
+            return std::vector<std::string>(processes.begin(), processes.end());
+        },
+        "directory"_a,
+        "The processes (pids, 'archive') with files in a multiprocess directory, as the core "
+        "reads their names.");
+}
+
+void bind_writers(nb::module_& m) {
+    nb::class_<redis::SeriesWriter>(m, "RedisSeriesWriter",
+                                    "Writes and reads single series as the mirror does.")
+        .def(nb::init<std::shared_ptr<redis::Client>, std::string, int>(), "client"_a, "prefix"_a,
+             "ttl_seconds"_a)
+        .def("write", &redis::SeriesWriter::write, "store"_a, "process"_a, "series_key"_a, "typ"_a,
+             "multiprocess_mode"_a, "value"_a, "timestamp"_a,
+             nb::call_guard<nb::gil_scoped_release>())
+        .def("read", &redis::SeriesWriter::read, "store"_a, "process"_a, "series_key"_a,
+             nb::call_guard<nb::gil_scoped_release>(),
+             "(value, timestamp), or None when the series has no value.");
 
     nb::class_<redis::MirrorService>(m, "MirrorService",
                                      "Mirrors a multiprocess directory into Redis on a thread.")
@@ -292,6 +337,16 @@ void bind_redis(nb::module_& m) {
         .def("pass_now", &redis::MirrorService::pass_now, nb::call_guard<nb::gil_scoped_release>())
         .def("is_leader", &redis::MirrorService::is_leader)
         .def("after_fork_in_child", &redis::MirrorService::after_fork_in_child);
+}
+
+}  // namespace
+
+void bind_redis(nb::module_& m) {
+    bind_errors(m);
+    bind_url(m);
+    bind_client(m);
+    bind_layout(m);
+    bind_writers(m);
 
     nb::class_<redis::Reader>(m, "RedisReader", "Reads and merges all series under a prefix.")
         .def(nb::init<std::shared_ptr<redis::Client>, std::string>(), "client"_a, "prefix"_a)

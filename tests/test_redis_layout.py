@@ -240,3 +240,34 @@ def test_reader_stats(redis_srv: RedisServer, rclient: RedisClient, tmp_path) ->
     # series keys (meta) are read once, then cached
     assert second_stats["commands"] < first_stats["commands"]
     assert second_stats["commands"] <= len(metric_keys) + 4
+
+
+def test_directory_processes_are_read_by_the_core(tmp_path) -> None:
+    """The processes with files in a directory, as the mirror reads the
+    names (what manager.cleanup_keys archives when they are gone)."""
+    for name in ("counter_12.db", "gauge_livesum_12.db", "gauge_all_7.db", "histogram_archive.db",
+                 "notes.txt", ".hidden_5.db", "widget_9.db", "gauge_3.db"):
+        (tmp_path / name).write_bytes(b"")
+    assert _native.directory_processes(str(tmp_path)) == ["12", "7", "archive"]
+
+
+def test_dead_processes_are_the_gone_pids_but_this_one(tmp_path) -> None:
+    import subprocess
+
+    from gunicorn_prometheus_exporter.backend.service.processes import dead_processes
+
+    child = subprocess.Popen(["true"])
+    child.wait()  # reaped: its pid names no process now
+    for pid in (child.pid, os.getpid(), os.getppid()):
+        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
+    (tmp_path / "counter_archive.db").write_bytes(b"")
+    assert dead_processes(str(tmp_path)) == [child.pid]
+
+
+def test_field_names_are_the_seeds() -> None:
+    """The hash fields every writer and reader takes from layout.hpp."""
+    assert (_native.REDIS_FIELD_VALUE, _native.REDIS_FIELD_TIMESTAMP) == ("value", "timestamp")
+    assert (_native.REDIS_FIELD_ORIGINAL_KEY, _native.REDIS_FIELD_TYP, _native.REDIS_FIELD_MODE) == (
+        "original_key", "typ", "multiprocess_mode")
+    assert (_native.REDIS_METRIC, _native.REDIS_META) == ("metric", "meta")
+    assert _native.redis_key_pattern("a*b", "gauge_*", "1@h", "meta") == "a\\*b:gauge_*:1@h:meta:*"

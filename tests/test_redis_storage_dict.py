@@ -261,3 +261,53 @@ def test_manager_cleanup_dead_worker_without_directory(fresh_global_manager,
     assert after[("reqs_total", (("path", "/a"),))] == 5.0
     assert after[("busy", ())] == 1.0
     assert after[("peak", ())] == 50.0
+
+
+def test_write_value_sets_the_mirrors_absolute_deadline(tmp_path, clean_env: pytest.MonkeyPatch,
+                                                         rclient: RedisClient) -> None:
+    """The storage dict writes as the mirror does: its keys expire at one
+    absolute deadline (the server's clock plus the TTL, renewed every third of
+    it), not a relative EXPIRE that every write pushes on."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from gunicorn_prometheus_exporter import _native
+
+    clean_env.setenv("REDIS_TTL_SECONDS", "60")
+    values = MmapedDict(str(tmp_path / "counter_100.db"))
+    values.write_value(K1, 1.0, 0.0)
+    values.close()
+    mirror = _native.MirrorService(rclient.native, str(tmp_path), "gunicorn", "mirrored", 60, 1.0,
+                                   lambda level, message: None)
+    assert mirror.pass_now()
+    store = RedisStorageDict(rclient, "gunicorn", "counter", process="100@h")
+    store.write_value(K1, 1.0)
+
+    def deadline(process: str, data_type: str) -> int:
+        return rclient.execute_command("PEXPIRETIME", f"gunicorn:counter:{process}:{data_type}:{md5(K1)}")
+
+    seconds, micros = rclient.time()
+    now_ms = seconds * 1000 + micros // 1000
+    mirrored, written = deadline("100@mirrored", "metric"), deadline("100@h", "metric")
+    assert deadline("100@mirrored", "meta") == mirrored
+    assert deadline("100@h", "meta") == written
+    assert abs(written - mirrored) < 1000  # written within a second of each other
+    assert 59_000 <= written - now_ms <= 60_000
+    time.sleep(1.1)
+    store.write_value(K1, 2.0)  # within a third of the TTL: the same deadline
+    assert deadline("100@h", "metric") == written
+    assert deadline("100@h", "meta") == written
+    mirror.stop()
+
+
+def test_write_value_to_a_key_of_another_type_warns(store: RedisStorageDict, rclient: RedisClient,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A foreign key of another type where the series' key goes: the write
+    is refused (and named), not raised, as before."""
+    import logging
+
+    metric = f"gunicorn:counter:100@h:metric:{md5(K1)}"
+    rclient.set(metric, "foreign")
+    with caplog.at_level(logging.WARNING, logger="gunicorn_prometheus_exporter"):
+        store.write_value(K1, 1.0)
+    assert any(metric in r.getMessage() and "WRONGTYPE" in r.getMessage() for r in caplog.records)
+    assert rclient.get(metric) == b"foreign"

@@ -16,6 +16,7 @@
 #include "gpe/redis/mirror.hpp"
 #include "gpe/redis/options.hpp"
 #include "gpe/redis/reader.hpp"
+#include "gpe/redis/writer.hpp"
 #include "gpe/series_key.hpp"
 #include "redis_server.hpp"
 #include "temp_dir.hpp"
@@ -240,6 +241,40 @@ TEST(RedisMirror, RedisShowsWhatTheDirectoryShows) {
     }
     EXPECT_EQ(deadlines.size(), 1u);
     EXPECT_GT(*deadlines.begin(), 0);
+}
+
+TEST(RedisWriter, WritesAsTheMirrorDoesWithItsAbsoluteDeadline) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    const std::string series = encode_series_key("reqs", "reqs_total", {}, {}, "help");
+    put(dir, "counter_1.db", "reqs", "reqs_total", {}, {}, 2);
+    Mirror mirror(client, MirrorOptions{dir.path(), "app", "mirrored", 300});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    SeriesWriter writer(client, "app", 300);
+    writer.write("counter", "1@direct", series, "counter", "", 2, 0);
+
+    const auto expiry = [&](const std::string& process, int data_type) {
+        const SeriesKeys keys = series_keys("app", "counter", process, series);
+        return client->command({"PEXPIRETIME", data_type == 0 ? keys.metric : keys.meta}).integer;
+    };
+    const long long mirrored = expiry("1@mirrored", 0);
+    const long long written = expiry("1@direct", 0);
+    EXPECT_EQ(expiry("1@direct", 1), written);
+    EXPECT_LT(std::llabs(written - mirrored), 1000);
+    EXPECT_EQ(client->command({"HGETALL", series_keys("app", "counter", "1@direct", series).meta})
+                  .elements.size(),
+              6u);  // original_key, typ, multiprocess_mode
+    // Within a third of the TTL the deadline stays: not pushed on by writes.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    writer.write("counter", "1@direct", series, "counter", "", 3, 0);
+    EXPECT_EQ(expiry("1@direct", 0), written);
+    const auto read = writer.read("counter", "1@direct", series);
+    ASSERT_TRUE(read.has_value());
+    EXPECT_EQ(read->first, 3);
+    EXPECT_FALSE(writer.read("counter", "2@direct", series).has_value());
 }
 
 TEST(RedisMirror, ArchivedProcessMovesInOneTransaction) {

@@ -204,3 +204,13 @@ def enable_from_environment() -> None:
                            "values are off", directory, e.strerror)
             return
     enable_native_values()
+
+
+def replace_value_class(value_class: type) -> type:
+    """Make metrics created from now on take ``value_class`` (another class
+    on top of native values); returns the class it replaces, to give back
+    with this function again. The one writer of ``ValueClass`` besides
+    enabling and disabling."""
+    previous: type = _client_values.ValueClass
+    _client_values.ValueClass = value_class
+    return previous

@@ -102,11 +102,6 @@ uint64_t Client::connection_epoch() const {
     return epoch_;
 }
 
-bool Client::connected() const {
-    std::lock_guard lock(*mutex_);
-    return connection_ != nullptr;
-}
-
 void Client::reset_after_fork() {
     // The mutex may be held by a thread of the parent that does not exist
     // here: it can never be unlocked, so leave it (leaked) and use a new one.

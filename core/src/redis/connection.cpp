@@ -1,14 +1,10 @@
 #include "gpe/redis/connection.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>  // redisFormatCommandArgv
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -20,6 +16,7 @@
 #include <optional>
 
 #include "gpe/mmap_file.hpp"  // FileDescriptor
+#include "gpe/redis/transport.hpp"
 
 namespace gpe::redis {
 
@@ -28,24 +25,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr size_t kBatch = 1024;  // commands written before their replies are read
 
-struct SslCtxFree {
-    void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-struct SslFree {
-    void operator()(SSL* ssl) const { SSL_free(ssl); }
-};
 struct AddrinfoFree {
     void operator()(addrinfo* info) const { freeaddrinfo(info); }
 };
-
-std::string openssl_error() {
-    const unsigned long code = ERR_get_error();
-    if (code == 0) return "unknown TLS error";
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    ERR_clear_error();
-    return buf;
-}
 
 // EXEC answers one element for each queued command: a reply may be larger by
 // what the commands sent allow (see pipeline()), never by what the server wants.
@@ -60,10 +42,20 @@ bool is_auth_error(std::string_view message) {
            message.find("without any password configured") != std::string_view::npos;
 }
 
-bool is_ip_address(const std::string& host) {
-    in6_addr buf{};
-    return inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
-           inet_pton(AF_INET6, host.c_str(), &buf) == 1;
+// The commands a new connection starts with: AUTH (with the ACL user, if
+// any), SELECT, and a PING that shows the server answers.
+std::vector<Command> handshake_commands(const Options& options) {
+    std::vector<Command> commands;
+    if (!options.password.empty()) {
+        if (options.username.empty()) {
+            commands.push_back({"AUTH", options.password});
+        } else {
+            commands.push_back({"AUTH", options.username, options.password});
+        }
+    }
+    if (options.db != 0) commands.push_back({"SELECT", std::to_string(options.db)});
+    commands.push_back({"PING"});
+    return commands;
 }
 
 }  // namespace
@@ -72,8 +64,7 @@ struct Connection::Impl {
     Options options;
     std::string where;  // for messages
     FileDescriptor fd;
-    std::unique_ptr<SSL_CTX, SslCtxFree> ctx;
-    std::unique_ptr<SSL, SslFree> ssl;
+    std::unique_ptr<Transport> transport;
     ReplyParser parser;
     Clock::time_point deadline;
 
@@ -156,144 +147,52 @@ struct Connection::Impl {
             fail(Error::Kind::kConnection, std::string("connect: ") + std::strerror(error));
     }
 
-    void start_tls() {
-        ctx.reset(SSL_CTX_new(TLS_client_method()));
-        if (!ctx) fail(Error::Kind::kConnection, "TLS: " + openssl_error());
-        const TlsOptions& tls = options.tls;
-        if (!tls.ca_file.empty() || !tls.ca_path.empty()) {
-            if (SSL_CTX_load_verify_locations(
-                    ctx.get(), tls.ca_file.empty() ? nullptr : tls.ca_file.c_str(),
-                    tls.ca_path.empty() ? nullptr : tls.ca_path.c_str()) != 1) {
-                fail(Error::Kind::kConnection,
-                     "TLS: cannot load CA certificates: " + openssl_error());
-            }
-        } else {
-            SSL_CTX_set_default_verify_paths(ctx.get());
-        }
-        if (!tls.cert_file.empty()) {
-            if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert_file.c_str()) != 1) {
-                fail(Error::Kind::kConnection, "TLS: cannot load client certificate " +
-                                                   tls.cert_file + ": " + openssl_error());
-            }
-            const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
-            if (SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1) {
-                fail(Error::Kind::kConnection,
-                     "TLS: cannot load client key " + key + ": " + openssl_error());
-            }
-        }
-        SSL_CTX_set_verify(ctx.get(), tls.verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-        ssl.reset(SSL_new(ctx.get()));
-        if (!ssl) fail(Error::Kind::kConnection, "TLS: " + openssl_error());
-        SSL_set_fd(ssl.get(), fd.get());
-        if (options.unix_socket.empty()) {
-            if (is_ip_address(options.host)) {
-                if (tls.verify)
-                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), options.host.c_str());
-            } else {
-                SSL_set_tlsext_host_name(ssl.get(), options.host.c_str());
-                if (tls.verify) SSL_set1_host(ssl.get(), options.host.c_str());
-            }
-        }
+    // Runs `step` until it moves something (or is done), waiting within the
+    // deadline for what it asks: the one want-read/want-write loop.
+    template <typename F>
+    size_t until_moved(F&& step) {
         for (;;) {
-            const int rc = SSL_connect(ssl.get());
-            if (rc == 1) return;
-            const int err = SSL_get_error(ssl.get(), rc);
-            if (err == SSL_ERROR_WANT_READ) {
-                wait(POLLIN);
-            } else if (err == SSL_ERROR_WANT_WRITE) {
-                wait(POLLOUT);
-            } else {
-                std::string why = openssl_error();
-                const long verify = SSL_get_verify_result(ssl.get());
-                if (verify != X509_V_OK)
-                    why += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
-                fail(Error::Kind::kConnection, "TLS handshake failed: " + why);
+            Step done;
+            try {
+                done = step();
+            } catch (const Error& e) {
+                fail(e.kind(), e.what());
+            }
+            if (done.wait != 0) {
+                wait(done.wait);
+            } else if (done.bytes > 0) {
+                return done.bytes;
             }
         }
     }
 
-    void write_all(std::string_view data) {
-        while (!data.empty()) {
-            ssize_t n = 0;
-            if (ssl) {
-                size_t written = 0;
-                const int rc = SSL_write_ex(ssl.get(), data.data(), data.size(), &written);
-                if (rc == 1) {
-                    n = static_cast<ssize_t>(written);
-                } else {
-                    const int err = SSL_get_error(ssl.get(), rc);
-                    if (err == SSL_ERROR_WANT_WRITE) {
-                        wait(POLLOUT);
-                        continue;
-                    }
-                    if (err == SSL_ERROR_WANT_READ) {
-                        wait(POLLIN);
-                        continue;
-                    }
-                    fail(Error::Kind::kConnection, "TLS write failed: " + openssl_error());
-                }
-            } else {
-                n = ::send(fd.get(), data.data(), data.size(), MSG_NOSIGNAL);
-                if (n < 0) {
-                    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                        wait(POLLOUT);
-                        continue;
-                    }
-                    if (errno == EINTR) continue;
-                    fail(Error::Kind::kConnection, std::string("write: ") + std::strerror(errno));
-                }
-            }
-            data.remove_prefix(static_cast<size_t>(n));
+    void start_transport() {
+        try {
+            transport = make_transport(fd.get(), options);
+        } catch (const Error& e) {
+            fail(e.kind(), e.what());
         }
+        until_moved([&] { return transport->handshake(); });
+    }
+
+    void write_all(std::string_view data) {
+        while (!data.empty())
+            data.remove_prefix(until_moved([&] { return transport->write(data); }));
     }
 
     // Reads what is available (waiting up to the socket timeout) into the parser.
     void read_some() {
         char buf[64 * 1024];
-        for (;;) {
-            ssize_t n = 0;
-            if (ssl) {
-                size_t got = 0;
-                const int rc = SSL_read_ex(ssl.get(), buf, sizeof buf, &got);
-                if (rc == 1) {
-                    n = static_cast<ssize_t>(got);
-                } else {
-                    const int err = SSL_get_error(ssl.get(), rc);
-                    if (err == SSL_ERROR_WANT_READ) {
-                        wait(POLLIN);
-                        continue;
-                    }
-                    if (err == SSL_ERROR_WANT_WRITE) {
-                        wait(POLLOUT);
-                        continue;
-                    }
-                    if (err == SSL_ERROR_ZERO_RETURN)
-                        fail(Error::Kind::kConnection, "connection closed by server");
-                    fail(Error::Kind::kConnection, "TLS read failed: " + openssl_error());
-                }
-            } else {
-                n = ::recv(fd.get(), buf, sizeof buf, 0);
-                if (n < 0) {
-                    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                        wait(POLLIN);
-                        continue;
-                    }
-                    if (errno == EINTR) continue;
-                    fail(Error::Kind::kConnection, std::string("read: ") + std::strerror(errno));
-                }
-                if (n == 0) fail(Error::Kind::kConnection, "connection closed by server");
-            }
-            try {
-                parser.feed(std::string_view(buf, static_cast<size_t>(n)));
-            } catch (const ReplyRefused& e) {
-                refuse(e.refused());
-            } catch (const Error& e) {
-                fail(e.kind(), e.what());
-            }
-            // The deadline holds for the whole reply, also while data keeps coming.
-            if (Clock::now() >= deadline) timed_out();
-            return;
+        const size_t n = until_moved([&] { return transport->read(buf, sizeof buf); });
+        try {
+            parser.feed(std::string_view(buf, n));
+        } catch (const ReplyRefused& e) {
+            refuse(e.refused());
+        } catch (const Error& e) {
+            fail(e.kind(), e.what());
         }
+        // The deadline holds for the whole reply, also while data keeps coming.
+        if (Clock::now() >= deadline) timed_out();
     }
 
     [[noreturn]] void refuse(const std::string& refused) const {
@@ -345,6 +244,15 @@ struct Connection::Impl {
         redisFreeCommand(formatted);
     }
 
+    void check_handshake(const std::vector<Reply>& replies) const {
+        for (const Reply& reply : replies) {
+            if (!reply.is_error()) continue;
+            if (is_auth_error(reply.str))
+                fail(Error::Kind::kAuthentication, "authentication failed: " + reply.str);
+            fail(Error::Kind::kConnection, "connection set-up failed: " + reply.str);
+        }
+    }
+
     std::vector<Reply> pipeline(const std::vector<Command>& commands) {
         // EXEC answers one element for each queued command: a reply may be
         // larger by what the commands sent allow, never by what the server wants.
@@ -371,29 +279,13 @@ Connection::Connection(const Options& options) : impl_(std::make_unique<Impl>())
     c.where = describe(options);
     c.parser.set_limit(options.max_reply_bytes);
     c.connect_socket();
-    if (options.tls.enabled) c.start_tls();
+    c.start_transport();
     c.connecting = false;
-    std::vector<Command> hello;
-    if (!options.password.empty()) {
-        if (options.username.empty()) {
-            hello.push_back({"AUTH", options.password});
-        } else {
-            hello.push_back({"AUTH", options.username, options.password});
-        }
-    }
-    if (options.db != 0) hello.push_back({"SELECT", std::to_string(options.db)});
-    hello.push_back({"PING"});
-    const std::vector<Reply> replies = c.pipeline(hello);
-    for (const Reply& reply : replies) {
-        if (!reply.is_error()) continue;
-        if (is_auth_error(reply.str))
-            c.fail(Error::Kind::kAuthentication, "authentication failed: " + reply.str);
-        c.fail(Error::Kind::kConnection, "connection set-up failed: " + reply.str);
-    }
+    c.check_handshake(c.pipeline(handshake_commands(options)));
 }
 
 Connection::~Connection() {
-    if (impl_ && impl_->ssl) SSL_shutdown(impl_->ssl.get());  // best effort close_notify
+    if (impl_ && impl_->transport) impl_->transport->close_notify();
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<Command>& commands) {
@@ -411,7 +303,7 @@ Reply Connection::command(const Command& command) {
 
 void Connection::abandon() {
     // Free the TLS state without SSL_shutdown, close our copy of the socket.
-    impl_->ssl.reset();
+    impl_->transport.reset();
     impl_->fd = FileDescriptor();
 }
 

@@ -8,10 +8,13 @@ namespace gpe::redis {
 namespace {
 
 // ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
-// key set version key and its new version. Values are kept as the strings the mirror writes; Lua's
-// tonumber() does not read inf/nan, so those are taken over as they are.
+// key set version key and its new version, then the layout's names (the
+// data types metric and meta, the hash fields: layout.hpp). Values are kept as the strings the
+// mirror writes; Lua's tonumber() does not read inf/nan, so those are taken over as they are.
 constexpr const char* kScript = R"lua(
 local prefix, process, archive, pattern, keyset = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local METRIC, META = ARGV[7], ARGV[8]
+local VALUE, STAMP, ORIGINAL, TYP, MODE = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local folded, deleted = 0, 0
 local cursor = '0'
 local keys = {}
@@ -38,11 +41,11 @@ local function read(...)
 end
 for _, key in ipairs(keys) do
   local rest = string.sub(key, #prefix + 2)
-  local store, hash = string.match(rest, '^([^:]+):[^:]+:metric:([^:]+)$')
+  local store, hash = string.match(rest, '^([^:]+):[^:]+:' .. METRIC .. ':([^:]+)$')
   if store then
-    local meta = prefix .. ':' .. store .. ':' .. process .. ':meta:' .. hash
-    local target = prefix .. ':' .. store .. ':' .. archive .. ':metric:' .. hash
-    local target_meta = prefix .. ':' .. store .. ':' .. archive .. ':meta:' .. hash
+    local meta = table.concat({prefix, store, process, META, hash}, ':')
+    local target = table.concat({prefix, store, archive, METRIC, hash}, ':')
+    local target_meta = table.concat({prefix, store, archive, META, hash}, ':')
     local bad, why = nil, nil
     for _, k in ipairs({key, meta, target, target_meta}) do
       local ok, t = hashlike(k)
@@ -50,10 +53,10 @@ for _, key in ipairs(keys) do
     end
     local pair, old_pair, original, typ, mode
     if not bad then
-      pair, why = read('HMGET', key, 'value', 'timestamp')
-      if pair then old_pair, why = read('HMGET', target, 'value', 'timestamp') end
-      if old_pair then original, why = read('HGET', meta, 'original_key') end
-      if original ~= nil then typ = read('HGET', meta, 'typ'); mode = read('HGET', meta, 'multiprocess_mode') end
+      pair, why = read('HMGET', key, VALUE, STAMP)
+      if pair then old_pair, why = read('HMGET', target, VALUE, STAMP) end
+      if old_pair then original, why = read('HGET', meta, ORIGINAL) end
+      if original ~= nil then typ = read('HGET', meta, TYP); mode = read('HGET', meta, MODE) end
       if why then bad = key end
     end
     if bad then
@@ -86,10 +89,9 @@ for _, key in ipairs(keys) do
           end
         end
       end
-      redis.call('HSET', target, 'value', new, 'timestamp', new_stamp or '0')
+      redis.call('HSET', target, VALUE, new, STAMP, new_stamp or '0')
       if original then
-        redis.call('HSET', target_meta, 'original_key', original,
-                   'typ', typ or '', 'multiprocess_mode', mode or '')
+        redis.call('HSET', target_meta, ORIGINAL, original, TYP, typ or '', MODE, mode or '')
       end
       local ttl = redis.call('PTTL', key)
       if ttl > 0 then
@@ -112,10 +114,11 @@ return {folded, deleted, skipped}
 
 FoldReport fold_process(Client& client, const std::string& prefix, const std::string& process,
                         const std::string& archive) {
-    const std::string pattern =
-        concat(glob_escape(prefix), ":*:", glob_escape(process), ":metric:*");
-    const Reply reply = client.command({"EVAL", kScript, "0", prefix, process, archive, pattern,
-                                        keyset_key(prefix), new_keyset_version()});
+    const Reply reply = client.command(
+        {"EVAL", kScript, "0", prefix, process, archive, key_pattern(prefix, "*", process, kMetric),
+         keyset_key(prefix), new_keyset_version(), std::string(kMetric), std::string(kMeta),
+         std::string(field::kValue), std::string(field::kTimestamp),
+         std::string(field::kOriginalKey), std::string(field::kTyp), std::string(field::kMode)});
     FoldReport report;
     if (reply.type == Reply::Type::kArray && reply.elements.size() == 3) {
         report.folded = reply.elements[0].integer;

@@ -30,6 +30,19 @@ std::string make_key(std::string_view prefix, std::string_view store, std::strin
     return concat(prefix, ":", store, ":", process, ":", data_type, ":", hash);
 }
 
+SeriesKeys series_keys(std::string_view prefix, std::string_view store, std::string_view process,
+                       std::string_view series_key) {
+    const std::string hash = series_hash(series_key);
+    return {make_key(prefix, store, process, kMetric, hash),
+            make_key(prefix, store, process, kMeta, hash)};
+}
+
+std::string key_pattern(std::string_view prefix, std::string_view store_glob,
+                        std::string_view process, std::string_view data_type) {
+    return concat(glob_escape(prefix), ":", store_glob, ":", glob_escape(process), ":", data_type,
+                  ":*");
+}
+
 std::string keyset_key(std::string_view prefix) { return concat(prefix, ":keyset"); }
 
 std::string marker_key(std::string_view prefix, std::string_view instance,

@@ -34,7 +34,6 @@ class Client {
     // Increments with every new connection: a caller that mirrors state into
     // Redis resends everything when it changes (the server may have restarted).
     uint64_t connection_epoch() const;
-    bool connected() const;
     const Options& options() const { return options_; }
 
     // In a forked child: drop the parent's connection without using it.

@@ -1,8 +1,8 @@
 // One connection to Redis: TCP or Unix socket, optionally TLS (OpenSSL),
 // with connect and socket timeouts, AUTH and SELECT on connect, and
 // pipelining. RESP is encoded and parsed by hiredis (replies through
-// ReplyParser); the transport is ours because the hiredis Debian ships (0.14)
-// has no TLS.
+// ReplyParser); the transport (transport.hpp) is ours because the hiredis
+// Debian ships (0.14) has no TLS.
 #pragma once
 
 #include <memory>

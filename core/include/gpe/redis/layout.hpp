@@ -22,10 +22,34 @@ namespace gpe::redis {
 inline constexpr std::string_view kMetric = "metric";
 inline constexpr std::string_view kMeta = "meta";
 
+// The fields of the hashes: a metric key holds kValue and kTimestamp, a meta
+// key kOriginalKey, kTyp and kMode. Every writer and reader (Lua included,
+// which gets them as arguments) spells them through these.
+namespace field {
+inline constexpr std::string_view kValue = "value";
+inline constexpr std::string_view kTimestamp = "timestamp";
+inline constexpr std::string_view kOriginalKey = "original_key";
+inline constexpr std::string_view kTyp = "typ";
+inline constexpr std::string_view kMode = "multiprocess_mode";
+}  // namespace field
+
 std::string series_hash(std::string_view series_key);
 
 std::string make_key(std::string_view prefix, std::string_view store, std::string_view process,
                      std::string_view data_type, std::string_view hash);
+
+// The metric and meta key of one series.
+struct SeriesKeys {
+    std::string metric;
+    std::string meta;
+};
+SeriesKeys series_keys(std::string_view prefix, std::string_view store, std::string_view process,
+                       std::string_view series_key);
+
+// A SCAN MATCH pattern for the `data_type` keys of `process` in `store`;
+// prefix and process are escaped, `store_glob` is a glob itself ("*": any).
+std::string key_pattern(std::string_view prefix, std::string_view store_glob,
+                        std::string_view process, std::string_view data_type);
 
 struct KeyParts {
     std::string_view store;

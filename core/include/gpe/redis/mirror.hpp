@@ -12,15 +12,8 @@
 // counted during an outage is lost.
 #pragma once
 
-#include <chrono>
-#include <condition_variable>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <utility>
-#include <vector>
 
 #include "gpe/merge.hpp"
 #include "gpe/redis/client.hpp"
@@ -59,61 +52,29 @@ class Mirror {
     const MirrorOptions& options() const { return options_; }
 
   private:
+    struct State;
+    struct Batch;  // one pass's commands, and what each of them sends
+
+    // The three steps of a pass: what changed, the transaction that sends
+    // it, and what its replies say (refused writes, keys found gone).
+    void scan_changes(Batch& batch, Diagnostics& diagnostics);
+    void scan_file(const std::string& path, Batch& batch, Diagnostics& diagnostics);
+    void queue_deletions(Batch& batch);
+    void build_batch(Batch& batch);
+    void apply_result(const Batch& batch, const Reply& exec, Diagnostics& diagnostics);
+    // Whether the marker read back says Redis lost our keys (then the next
+    // pass sends everything).
+    bool marker_lost(const Reply& found, bool resend, Diagnostics& diagnostics);
+    // A pass with nothing to write: only the marker check.
+    PassReport check_only(bool resend, Diagnostics& diagnostics);
+    // The pass reached Redis: when to renew and verify next.
+    void settle(const Batch& batch, uint64_t epoch_before);
     // After a pass found Redis lost our keys: a pass that sends everything.
     PassReport resend_now(const PassReport& check, Diagnostics& diagnostics);
 
-    struct State;
     std::shared_ptr<Client> client_;
     MirrorOptions options_;
     std::unique_ptr<State> state_;
-};
-
-// Runs mirror passes every `interval` on a thread of its own, in the one
-// process per directory that holds the mirror lock ({directory}/.gpe-mirror
-// .lock): whichever process of an instance runs it, exactly one mirrors, and
-// another takes over when it dies.
-class MirrorService {
-  public:
-    using Logger = std::function<void(int level, const std::string& message)>;
-    static constexpr int kInfo = 20;
-    static constexpr int kWarning = 30;
-
-    MirrorService(std::shared_ptr<Client> client, MirrorOptions options, double interval_seconds,
-                  Logger logger);
-    ~MirrorService();
-    MirrorService(const MirrorService&) = delete;
-    MirrorService& operator=(const MirrorService&) = delete;
-
-    void start();
-    // Stops the thread; a leader makes a last pass first.
-    void stop();
-    // A pass now, in this thread, if this process is (or can become) the
-    // leader; false if another process leads. Throws Error if Redis fails.
-    bool pass_now();
-    bool is_leader() const;
-    // In a forked child: forget the parent's thread, lock and connection.
-    void after_fork_in_child();
-
-  private:
-    using Messages = std::vector<std::pair<int, std::string>>;
-    bool try_lead();                    // mutex held
-    void run_pass(Messages& messages);  // mutex held
-    void run();
-    void log(const Messages& messages);  // mutex not held: the logger may wait for the GIL
-
-    std::shared_ptr<Client> client_;
-    Mirror mirror_;
-    std::chrono::duration<double> interval_;
-    Logger logger_;
-    // A pointer so that a forked child can drop a copy that a thread of the
-    // parent may hold locked.
-    std::unique_ptr<std::mutex> mutex_ = std::make_unique<std::mutex>();
-    std::unique_ptr<std::condition_variable_any> wake_ =
-        std::make_unique<std::condition_variable_any>();
-    bool stopping_ = false;
-    std::unique_ptr<std::thread> thread_;
-    int lock_fd_ = -1;
-    bool failing_ = false;
 };
 
 }  // namespace gpe::redis

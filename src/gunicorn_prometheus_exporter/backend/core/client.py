@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from ... import _native
+from ..._logging import log_warnings
 from ...config import config
 
 
@@ -195,9 +196,24 @@ class RedisStorageDict(MutableMapping[str, float]):
         self._typ = metric_type
         self._mode = multiprocess_mode
         self.process = process or _native.redis_process_id(str(os.getpid()), config.redis_instance_id)
+        self._writer: Any = None
+        self._writer_ttl: int | None = None
 
     def _key(self, data_type: str, key: str) -> str:
         return _native.redis_key_for(self.key_prefix, self._store, self.process, data_type, key)
+
+    def _keys(self, key: str) -> tuple[str, str]:
+        """(metric key, meta key) of a series."""
+        return self._key(_native.REDIS_METRIC, key), self._key(_native.REDIS_META, key)
+
+    def _series_writer(self) -> Any:
+        """The core's writer (the mirror's protocol and deadline), made
+        again when the TTL setting changed."""
+        ttl = 0 if config.redis_ttl_disabled else config.redis_ttl_seconds
+        if self._writer is None or self._writer_ttl != ttl:
+            self._writer = _native.RedisSeriesWriter(self.redis_client.native, self.key_prefix, ttl)
+            self._writer_ttl = ttl
+        return self._writer
 
     def _redis_now(self) -> float:
         """Redis server time, or the local clock when Redis cannot say."""
@@ -205,24 +221,15 @@ class RedisStorageDict(MutableMapping[str, float]):
 
     def read_value(self, key: str) -> tuple[float, float]:
         """(value, timestamp) of a series; (0.0, 0.0) if it has none."""
-        value, timestamp = self.redis_client.execute_command("HMGET", self._key("metric", key), "value", "timestamp")
-        if value is None:
-            return 0.0, 0.0
-        return float(value), float(timestamp or 0.0)
+        found = self._series_writer().read(self._store, self.process, key)
+        return (0.0, 0.0) if found is None else found
 
     def write_value(self, key: str, value: float, timestamp: float | None = None) -> None:
-        """Store a series' value, with its meta key (the series key itself)."""
+        """Store a series' value, with its meta key (the series key itself);
+        its keys expire at the deadline the mirror gives an instance's keys."""
         ts = self._redis_now() if timestamp is None else float(timestamp)
-        metric, meta = self._key("metric", key), self._key("meta", key)
-        commands: list[list[Any]] = [
-            ["HSET", metric, "value", float(value), "timestamp", ts],
-            ["HSET", meta, "original_key", key, "typ", self._typ, "multiprocess_mode", self._mode],
-        ]
-        if not config.redis_ttl_disabled:
-            commands += [["EXPIRE", metric, config.redis_ttl_seconds], ["EXPIRE", meta, config.redis_ttl_seconds]]
-        created = self.redis_client.pipeline_execute(commands)[0]
-        if created:  # a new key: readers list the keys again
-            self.redis_client.set(_native.redis_keyset_key(self.key_prefix), os.urandom(16).hex())
+        log_warnings(self._series_writer().write(
+            self._store, self.process, key, self._typ, self._mode, float(value), ts))
 
     def cleanup_dead_worker(self, pid: int | str) -> None:
         """Fold a dead worker of this instance into the instance's archive
@@ -234,37 +241,36 @@ class RedisStorageDict(MutableMapping[str, float]):
 
     # -- mapping over this process's store --
     def _meta_keys(self) -> list[bytes]:
-        pattern = "{}:{}:{}:meta:*".format(
-            _native.redis_glob_escape(self.key_prefix), self._store, _native.redis_glob_escape(self.process))
+        pattern = _native.redis_key_pattern(self.key_prefix, self._store, self.process, _native.REDIS_META)
         return list(self.redis_client.scan_iter(match=pattern, count=1000))
 
     def __iter__(self) -> Iterator[str]:
         metas = self._meta_keys()
         if not metas:
             return iter(())
-        originals = self.redis_client.pipeline_execute([["HGET", m, "original_key"] for m in metas])
+        originals = self.redis_client.pipeline_execute([["HGET", m, _native.REDIS_FIELD_ORIGINAL_KEY] for m in metas])
         return iter([o.decode() for o in originals if isinstance(o, bytes)])
 
     def __len__(self) -> int:
         return len(self._meta_keys())
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and bool(self.redis_client.exists(self._key("metric", key)))
+        return isinstance(key, str) and bool(self.redis_client.exists(self._key(_native.REDIS_METRIC, key)))
 
     def __getitem__(self, key: str) -> float:
-        value = self.redis_client.hget(self._key("metric", key), "value")
-        if value is None:
+        found = self._series_writer().read(self._store, self.process, key)
+        if found is None:
             raise KeyError(key)
-        return float(value)
+        return float(found[0])
 
     def __setitem__(self, key: str, value: float) -> None:
         self.write_value(key, value, timestamp=0.0)
 
     def __delitem__(self, key: str) -> None:
-        if not self.redis_client.delete(self._key("metric", key), self._key("meta", key)):
+        if not self.redis_client.delete(*self._keys(key)):
             raise KeyError(key)
 
     def clear(self) -> None:
         keys = list(self)
         for key in keys:
-            self.redis_client.delete(self._key("metric", key), self._key("meta", key))
+            self.redis_client.delete(*self._keys(key))

@@ -18,16 +18,20 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import values as client_values
-
 from ... import _native
 from ...config import config
 from ...directory import make_private_directory
 from ...multiprocess import mark_process_dead
-from ...native_values import disable_native_values, enable_native_values, native_values_enabled
+from ...native_values import (
+    disable_native_values,
+    enable_native_values,
+    native_values_enabled,
+    replace_value_class,
+)
 from ..core.client import RedisClient
 from ..core.collector import RedisMultiProcessCollector
 from ..core.errors import RedisError
+from .processes import dead_processes
 
 logger = logging.getLogger("gunicorn_prometheus_exporter")
 
@@ -36,14 +40,41 @@ def _mirror_log(level: int, message: str) -> None:
     logger.log(level, "%s", message)
 
 
-def _is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _start_mirror(client: RedisClient, directory: str) -> Any:
+    """The mirror service of ``directory``, started (it leads if nobody does)."""
+    ttl = 0 if config.redis_ttl_disabled else config.redis_ttl_seconds
+    mirror = _native.MirrorService(client.native, directory, config.redis_key_prefix,
+                                   config.redis_instance_id, ttl, config.redis_flush_interval, _mirror_log)
+    mirror.start()
+    return mirror
+
+
+def _multiprocess_directory() -> tuple[str, bool]:
+    """(directory, whether it was made here): PROMETHEUS_MULTIPROC_DIR, or a
+    private in-memory one named there, so that workers inherit it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        if not os.path.isdir(directory):
+            raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={directory!r} is not a directory")
+        return directory, False
+    # Private and in memory: values never touch a disk in Redis mode.
+    return make_private_directory(), True
+
+
+def _remove_private_directory(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == directory:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _fold_in_redis(client: Any, prefix: str, pid: int | str) -> None:
+    """Fold a dead worker into its instance's archive in Redis itself."""
+    instance = config.redis_instance_id
+    _, _, skipped = _native.redis_fold_process(
+        RedisClient.wrap(client).native, prefix, _native.redis_process_id(str(pid), instance),
+        _native.redis_process_id("archive", instance))
+    for warning in skipped:
+        logger.warning("%s", warning)
 
 
 class RedisStorageManager:
@@ -73,24 +104,7 @@ class RedisStorageManager:
         if self.is_enabled():
             return True
         try:
-            client = RedisClient.wrap(self._redis_client_factory())
-            client.ping()
-            self._redis_client = client
-            self._directory = self._prepare_directory()
-            if not native_values_enabled():
-                self._enabled_native_values = True
-            enable_native_values(self._directory)
-            ttl = 0 if config.redis_ttl_disabled else config.redis_ttl_seconds
-            self._mirror = _native.MirrorService(
-                client.native, self._directory, config.redis_key_prefix, config.redis_instance_id,
-                ttl, config.redis_flush_interval, _mirror_log)
-            self._mirror.start()
-            if self._value_class_factory is not None:
-                self._previous_value_class = client_values.ValueClass
-                client_values.ValueClass = self._value_class_factory()
-            self._register_hooks()
-            logger.info("Redis metrics storage on: %s, key prefix %r, instance %r",
-                        client.native.description, config.redis_key_prefix, config.redis_instance_id)
+            self._start()
             return True
         except Exception as e:  # any failure leaves file storage working
             logger.error("Failed to setup Redis metrics: %s", e)
@@ -120,14 +134,7 @@ class RedisStorageManager:
         """Archive the processes of this instance that are gone."""
         if self._directory is None:
             return
-        dead: set[int] = set()
-        for name in os.listdir(self._directory):
-            if not name.endswith(".db"):
-                continue
-            process = name[:-3].rsplit("_", 1)[-1]
-            if process.isdigit() and int(process) != os.getpid() and not _is_alive(int(process)):
-                dead.add(int(process))
-        for pid in sorted(dead):
+        for pid in dead_processes(self._directory):
             mark_process_dead(pid, self._directory)
         self._pass_now()
 
@@ -141,15 +148,25 @@ class RedisStorageManager:
             mark_process_dead(pid, self._directory)
             self._pass_now()
             return
-        native = RedisClient.wrap(client or self._redis_client or RedisClient.from_config()).native
-        instance = config.redis_instance_id
-        _, _, skipped = _native.redis_fold_process(
-            native, prefix, _native.redis_process_id(str(pid), instance),
-            _native.redis_process_id("archive", instance))
-        for warning in skipped:
-            logger.warning("%s", warning)
+        _fold_in_redis(client or self._redis_client or RedisClient.from_config(), prefix, pid)
 
     # -- internals --
+    def _start(self) -> None:
+        client = RedisClient.wrap(self._redis_client_factory())
+        client.ping()
+        self._redis_client = client
+        self._directory, owned = _multiprocess_directory()
+        if owned:
+            self._owned_directory = (self._directory, os.getpid())
+        self._enabled_native_values = not native_values_enabled()
+        enable_native_values(self._directory)
+        self._mirror = _start_mirror(client, self._directory)
+        if self._value_class_factory is not None:
+            self._previous_value_class = replace_value_class(self._value_class_factory())
+        self._register_hooks()
+        logger.info("Redis metrics storage on: %s, key prefix %r, instance %r",
+                    client.native.description, config.redis_key_prefix, config.redis_instance_id)
+
     def _pass_now(self) -> None:
         if self._mirror is None:
             return
@@ -157,17 +174,6 @@ class RedisStorageManager:
             self._mirror.pass_now()
         except RedisError as e:
             logger.warning("Redis mirror pass failed (will retry): %s", e)
-
-    def _prepare_directory(self) -> str:
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if directory:
-            if not os.path.isdir(directory):
-                raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={directory!r} is not a directory")
-            return directory
-        # Private and in memory: values never touch a disk in Redis mode.
-        directory = make_private_directory()  # named in PROMETHEUS_MULTIPROC_DIR: workers inherit it
-        self._owned_directory = (directory, os.getpid())
-        return directory
 
     def _register_hooks(self) -> None:
         if self._hooks_registered:
@@ -185,19 +191,20 @@ class RedisStorageManager:
         if self._mirror is not None:
             self._mirror.stop()
             self._mirror = None
+        self._restore_values()
+        if self._owned_directory is not None and self._owned_directory[1] == os.getpid():
+            _remove_private_directory(self._owned_directory[0])
+        self._owned_directory = None
+        self._directory = None
+        self._redis_client = None
+
+    def _restore_values(self) -> None:
         if self._previous_value_class is not None:
-            client_values.ValueClass = self._previous_value_class
+            replace_value_class(self._previous_value_class)
             self._previous_value_class = None
         if self._enabled_native_values:
             disable_native_values()
             self._enabled_native_values = False
-        if self._owned_directory is not None and self._owned_directory[1] == os.getpid():
-            shutil.rmtree(self._owned_directory[0], ignore_errors=True)
-            if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == self._owned_directory[0]:
-                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
-        self._owned_directory = None
-        self._directory = None
-        self._redis_client = None
 
 
 _manager: RedisStorageManager | None = None  # the process-wide manager of the global functions
