@@ -88,7 +88,12 @@ def run(tmp: Path, worker_class: str, seconds: float, kill_every: float | None) 
         # a recorded request is in the files at once; give the last ones a moment
         time.sleep(1.0)
         counted = value(g.samples(), "gunicorn_worker_requests_total")
-    return {"kills": kills, "received": received, "counted": counted, "lost": max(0.0, received - counted)}
+    return {
+        "kills": kills,
+        "received": received,
+        "counted": counted,
+        "lost": max(0.0, received - counted),
+    }
 
 
 def slowloris_latency(tmp: Path, connections: int) -> tuple[list[float], list[float], int, int]:
@@ -100,9 +105,20 @@ def slowloris_latency(tmp: Path, connections: int) -> tuple[list[float], list[fl
     directory = tmp / "slowloris-mp"
     slowloris.write_directory(directory, slowloris.BODY_LINES)
     port = slowloris.free_port()
-    proc = subprocess.Popen([str(agent_module.BINARY), "--directory", str(directory), "--bind", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(agent_module.BINARY),
+            "--directory",
+            str(directory),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -136,33 +152,80 @@ def main() -> int:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 500)), hard))
-    kinds = [k for k in args.workers.split(",") if k != "gevent" or importlib.util.find_spec("gevent")]
+    kinds = [
+        k for k in args.workers.split(",") if k != "gevent" or importlib.util.find_spec("gevent")
+    ]
     rows, misses = [], []
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         for kind in kinds:
             calm = run(Path(tmp), kind, min(args.seconds, 3.0), None)
             faulty = run(Path(tmp), kind, args.seconds, 0.1)
             per_kill = faulty["lost"] / faulty["kills"] if faulty["kills"] else 0.0
-            rows.append([kind, f"{calm['received']:,}", f"{calm['lost']:,.0f}", f"{faulty['kills']:,}",
-                         f"{faulty['received']:,}", f"{faulty['counted']:,.0f}", f"{faulty['lost']:,.0f}",
-                         f"{per_kill:.4f}"])
+            rows.append(
+                [
+                    kind,
+                    f"{calm['received']:,}",
+                    f"{calm['lost']:,.0f}",
+                    f"{faulty['kills']:,}",
+                    f"{faulty['received']:,}",
+                    f"{faulty['counted']:,.0f}",
+                    f"{faulty['lost']:,.0f}",
+                    f"{per_kill:.4f}",
+                ]
+            )
             if per_kill >= TARGET_LOSS_PER_KILL or calm["lost"]:
-                misses.append(f"{kind}: {per_kill:.4f} lost per kill (target < {TARGET_LOSS_PER_KILL})")
+                misses.append(
+                    f"{kind}: {per_kill:.4f} lost per kill (target < {TARGET_LOSS_PER_KILL})"
+                )
         alone, loaded, failed_alone, failed_loaded = slowloris_latency(Path(tmp), args.connections)
-    print(f"Requests lost per SIGKILL of a worker ({CLIENTS} clients, 4 workers, a kill every 0.1 s, "
-          f"{args.seconds:g} s):\n")
-    print_table(["worker", "no kills: received", "no kills: lost", "kills", "received", "counted", "lost",
-                 "lost per kill"], rows)
-    p99 = [statistics.quantiles(xs, n=100)[98] * 1000 if len(xs) > 1 else float("nan") for xs in (alone, loaded)]
+    print(
+        f"Requests lost per SIGKILL of a worker ({CLIENTS} clients, 4 workers, a kill every 0.1 s, "
+        f"{args.seconds:g} s):\n"
+    )
+    print_table(
+        [
+            "worker",
+            "no kills: received",
+            "no kills: lost",
+            "kills",
+            "received",
+            "counted",
+            "lost",
+            "lost per kill",
+        ],
+        rows,
+    )
+    p99 = [
+        statistics.quantiles(xs, n=100)[98] * 1000 if len(xs) > 1 else float("nan")
+        for xs in (alone, loaded)
+    ]
     p50 = [statistics.median(xs) * 1000 if xs else float("nan") for xs in (alone, loaded)]
-    print(f"\nThe agent's /metrics (~150 KB) alone and with {args.connections:,} connections trickling a header "
-          "line per second (ms):\n")
-    print_table(["", "p50", "p99", "scrapes failed"], [
-        ["alone", f"{p50[0]:.1f}", f"{p99[0]:.1f}", f"{failed_alone}/{failed_alone + len(alone)}"],
-        ["slowloris", f"{p50[1]:.1f}", f"{p99[1]:.1f}", f"{failed_loaded}/{failed_loaded + len(loaded)}"],
-        ["ratio", f"{p50[1] / p50[0]:.2f}x", f"{p99[1] / p99[0]:.2f}x", ""]])
+    print(
+        f"\nThe agent's /metrics (~150 KB) alone and with {args.connections:,} connections trickling a header "
+        "line per second (ms):\n"
+    )
+    print_table(
+        ["", "p50", "p99", "scrapes failed"],
+        [
+            [
+                "alone",
+                f"{p50[0]:.1f}",
+                f"{p99[0]:.1f}",
+                f"{failed_alone}/{failed_alone + len(alone)}",
+            ],
+            [
+                "slowloris",
+                f"{p50[1]:.1f}",
+                f"{p99[1]:.1f}",
+                f"{failed_loaded}/{failed_loaded + len(loaded)}",
+            ],
+            ["ratio", f"{p50[1] / p50[0]:.2f}x", f"{p99[1] / p99[0]:.2f}x", ""],
+        ],
+    )
     if not p99[1] < 100 or failed_loaded:
-        misses.append(f"slowloris: p99 {p99[1]:.1f} ms, {failed_loaded} failed (target p99 < 100 ms, none failed)")
+        misses.append(
+            f"slowloris: p99 {p99[1]:.1f} ms, {failed_loaded} failed (target p99 < 100 ms, none failed)"
+        )
     print()
     print_targets(misses)
     return 0

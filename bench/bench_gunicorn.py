@@ -54,8 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_redis import ensure_peer_venv  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from bench_redis import ensure_peer_venv  # noqa: E402
 from redis_server import RedisServer, free_port  # noqa: E402
 from timing import print_targets  # noqa: E402
 
@@ -89,8 +90,16 @@ OURS_COUNT = Counted("gunicorn_worker_requests_total")
 
 
 class Server:
-    def __init__(self, name: str, python: str, config: list[str], env: dict[str, str],
-                 app: tuple[Path, str] = WSGI_APP, baseline: str = "none", counted: Counted | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        python: str,
+        config: list[str],
+        env: dict[str, str],
+        app: tuple[Path, str] = WSGI_APP,
+        baseline: str = "none",
+        counted: Counted | None = None,
+    ) -> None:
         self.name = name
         self.baseline = baseline
         self.counted = counted
@@ -100,14 +109,36 @@ class Server:
         self.port = free_port()
         self.metrics_port = free_port()
         self.directory = tempfile.mkdtemp(prefix="gpe-bench-gunicorn-")
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.directory,
-               "PROMETHEUS_METRICS_PORT": str(self.metrics_port), "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
-               "GUNICORN_WORKERS": "2", **env}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": self.directory,
+            "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
+            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+            "GUNICORN_WORKERS": "2",
+            **env,
+        }
         chdir, app_name = app
         self.process = subprocess.Popen(
-            [python, "-m", "gunicorn", *config, "--workers", "2", "--bind", f"127.0.0.1:{self.port}",
-             "--chdir", str(chdir), "--log-level", "warning", app_name],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                python,
+                "-m",
+                "gunicorn",
+                *config,
+                "--workers",
+                "2",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--chdir",
+                str(chdir),
+                "--log-level",
+                "warning",
+                app_name,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -124,11 +155,18 @@ class Server:
         if self.counted is None:
             return None
         port = self.metrics_port if self.counted.where == "metrics" else self.port
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        return int(sum(sample.value for family in text_string_to_metric_families(body)
-                       for sample in family.samples
-                       if sample.name == self.counted.sample
-                       and all(sample.labels.get(k) == v for k, v in self.counted.labels)))
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        )
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(body)
+                for sample in family.samples
+                if sample.name == self.counted.sample
+                and all(sample.labels.get(k) == v for k, v in self.counted.labels)
+            )
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -141,11 +179,25 @@ class Server:
 
 
 def ensure_peer_gunicorn(python: Path) -> None:
-    probe = subprocess.run([str(python), "-c", "import gunicorn; print(gunicorn.__version__)"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import gunicorn; print(gunicorn.__version__)"],
+        capture_output=True,
+        text=True,
+    )
     if probe.stdout.strip() != PEER_GUNICORN:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        f"gunicorn=={PEER_GUNICORN}"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"gunicorn=={PEER_GUNICORN}",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 CONNECTIONS = 16
@@ -154,13 +206,16 @@ CONNECTIONS = 16
 def wrk(server: Server, seconds: int) -> float:
     """Requests/s; adds the requests wrk saw answered to ``server.served``."""
     port = server.port
-    done = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+        capture_output=True,
+        text=True,
+    )
     out = done.stdout
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed on port {port}: {done.stdout}{done.stderr}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match or "Non-2xx" in out or "Socket errors" in out and "timeout" in out:
+    if not match or "Non-2xx" in out or ("Socket errors" in out and "timeout" in out):
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     served = re.search(r"(\d+) requests in", out)
     if not served:
@@ -184,8 +239,10 @@ def check_counts(servers: list[Server]) -> dict[str, str]:
         if seen is None:
             continue
         if not server.served <= seen <= server.served + CONNECTIONS * server.runs:
-            note = (f"/metrics counted {seen:,} requests, {server.served:,} were answered: "
-                    "its row is not the cost of counting every request")
+            note = (
+                f"/metrics counted {seen:,} requests, {server.served:,} were answered: "
+                "its row is not the cost of counting every request"
+            )
             if seen == 0 and UVICORN[1] in server.config:
                 note += " (no count at all: the exporter does not see UvicornWorker's requests in this build)"
             notes[server.name] = note
@@ -200,15 +257,20 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package wrk)")
         return 0
-    missing = [m for m in ("fastapi", "uvicorn_worker", "prometheus_fastapi_instrumentator")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("fastapi", "uvicorn_worker", "prometheus_fastapi_instrumentator")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         print(f"not installed: {', '.join(missing)} (pip install '.[bench]')")
         return 0
     print("# Gunicorn throughput benchmark\n")
-    print(f"- nproc: {os.cpu_count()}; python {sys.version.split()[0]}; wrk -t1 -c16 -d{seconds}s, "
-          f"{rounds} interleaved rounds, median; Gunicorn 2 workers (sync: WSGI hello world, "
-          f"UvicornWorker: FastAPI hello world)\n")
+    print(
+        f"- nproc: {os.cpu_count()}; python {sys.version.split()[0]}; wrk -t1 -c16 -d{seconds}s, "
+        f"{rounds} interleaved rounds, median; Gunicorn 2 workers (sync: WSGI hello world, "
+        f"UvicornWorker: FastAPI hello world)\n"
+    )
     peer_python, how = ensure_peer_venv()
     ensure_peer_gunicorn(peer_python)
     peer_dir = Path(tempfile.mkdtemp(prefix="gpe-bench-peer-conf-"))
@@ -221,17 +283,50 @@ def main() -> int:
         servers = [
             Server("none", sys.executable, [], {}),
             Server(peer_none, str(peer_python), [], {}, baseline=peer_none),
-            Server("peer 0.2.4 (files)", str(peer_python), ["-c", str(peer_dir / "peer_conf.py")], {},
-                   baseline=peer_none, counted=Counted("gunicorn_worker_requests_total")),
+            Server(
+                "peer 0.2.4 (files)",
+                str(peer_python),
+                ["-c", str(peer_dir / "peer_conf.py")],
+                {},
+                baseline=peer_none,
+                counted=Counted("gunicorn_worker_requests_total"),
+            ),
             Server("ours (files)", sys.executable, ours, {}, counted=OURS_COUNT),
-            Server("ours (Redis)", sys.executable, ours,
-                   {**redis.env(), "REDIS_INSTANCE_ID": "bench", "REDIS_KEY_PREFIX": "bench"}, counted=OURS_COUNT),
-            Server("uvicorn: none", sys.executable, UVICORN, {}, app=FASTAPI_APP, baseline="uvicorn: none"),
-            Server("uvicorn: instrumentator", sys.executable, UVICORN, {}, app=INSTRUMENTED_APP,
-                   baseline="uvicorn: none",
-                   counted=Counted("http_requests_total", "app", (("handler", "/"), ("method", "GET")))),
-            Server("uvicorn: ours", sys.executable, [*ours, *UVICORN], {}, app=FASTAPI_APP,
-                   baseline="uvicorn: none", counted=OURS_COUNT),
+            Server(
+                "ours (Redis)",
+                sys.executable,
+                ours,
+                {**redis.env(), "REDIS_INSTANCE_ID": "bench", "REDIS_KEY_PREFIX": "bench"},
+                counted=OURS_COUNT,
+            ),
+            Server(
+                "uvicorn: none",
+                sys.executable,
+                UVICORN,
+                {},
+                app=FASTAPI_APP,
+                baseline="uvicorn: none",
+            ),
+            Server(
+                "uvicorn: instrumentator",
+                sys.executable,
+                UVICORN,
+                {},
+                app=INSTRUMENTED_APP,
+                baseline="uvicorn: none",
+                counted=Counted(
+                    "http_requests_total", "app", (("handler", "/"), ("method", "GET"))
+                ),
+            ),
+            Server(
+                "uvicorn: ours",
+                sys.executable,
+                [*ours, *UVICORN],
+                {},
+                app=FASTAPI_APP,
+                baseline="uvicorn: none",
+                counted=OURS_COUNT,
+            ),
         ]
         results: dict[str, list[float]] = {s.name: [] for s in servers}
         for server in servers:
@@ -249,16 +344,22 @@ def main() -> int:
 
     medians = {name: statistics.median(values) for name, values in results.items()}
     print(f"peer venv: {how}\n")
-    print("| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same worker) |")
+    print(
+        "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same worker) |"
+    )
     print("|---|---|---|---|---|")
     misses = []
     for server in servers:
         values = results[server.name]
         ratio = medians[server.name] / medians[server.baseline]
-        print(f"| {server.name} | {medians[server.name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
-              f"| {ratio:.1%} |")
+        print(
+            f"| {server.name} | {medians[server.name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
+            f"| {ratio:.1%} |"
+        )
         if "ours" in server.name and server.name in notes:
-            misses.append(f"{server.name}: not judged, its /metrics did not count its requests (notes)")
+            misses.append(
+                f"{server.name}: not judged, its /metrics did not count its requests (notes)"
+            )
         elif "ours" in server.name and ratio < TARGET:
             misses.append(f"{server.name}: {ratio:.1%} of no metrics < {TARGET:.0%}")
     if medians["uvicorn: ours"] <= medians["uvicorn: instrumentator"]:

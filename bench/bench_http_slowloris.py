@@ -164,8 +164,10 @@ def build(name: str, source: str, packages: list[str], libs: tuple[str, ...] = (
     packages are pkg-config names, or a header path for a library without one."""
     headers = [p for p in packages if p.startswith("/")]
     packages = [p for p in packages if not p.startswith("/")]
-    if (packages and subprocess.run(["pkg-config", "--exists", *packages], check=False).returncode != 0
-            or not all(Path(h).exists() for h in headers)):
+    if (
+        packages
+        and subprocess.run(["pkg-config", "--exists", *packages], check=False).returncode != 0
+    ) or not all(Path(h).exists() for h in headers):
         print(f"({name}: no {' '.join(packages + headers)}; skipped)")
         return None
     out_dir = ROOT / "build" / "bench"
@@ -178,11 +180,16 @@ def build(name: str, source: str, packages: list[str], libs: tuple[str, ...] = (
     src.write_text(source)
     flags = list(libs)
     if packages:
-        flags += subprocess.run(["pkg-config", "--cflags", "--libs", *packages], capture_output=True,
-                                text=True, check=True).stdout.split()
+        flags += subprocess.run(
+            ["pkg-config", "--cflags", "--libs", *packages],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
     print(f"(building the {name} harness)", flush=True)
-    subprocess.run(["g++", "-O2", "-std=c++20", "-pthread", str(src), "-o", str(binary), *flags],
-                   check=True)
+    subprocess.run(
+        ["g++", "-O2", "-std=c++20", "-pthread", str(src), "-o", str(binary), *flags], check=True
+    )
     return binary
 
 
@@ -193,8 +200,13 @@ def write_directory(directory: Path, series: int) -> None:
     values = MmapedDict(str(directory / "counter_4242.db"))
     try:
         for i in range(series):
-            key = mmap_key("hostile_requests_total", "hostile_requests_total", ["path", "code"],
-                           [f"/path/number/{i}", "200"], "Requests by path.")
+            key = mmap_key(
+                "hostile_requests_total",
+                "hostile_requests_total",
+                ["path", "code"],
+                [f"/path/number/{i}", "200"],
+                "Requests by path.",
+            )
             values.write_value(key, float(i), 0.0)
     finally:
         values.close()
@@ -302,16 +314,23 @@ def range_probe(port: int) -> str:
     full = len(request(port, SCRAPE, 5))
     ranges = ",".join(["0-"] * 50)
     try:
-        answer = request(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nRange: bytes=" + ranges.encode()
-                         + b"\r\nConnection: close\r\n\r\n", 10)
+        answer = request(
+            port,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nRange: bytes="
+            + ranges.encode()
+            + b"\r\nConnection: close\r\n\r\n",
+            10,
+        )
     except OSError as e:
         return f"error {e.__class__.__name__}"
     return f"{len(answer) / full:.1f}x"
 
 
 def pipeline_probe(port: int) -> str:
-    data = (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2
-            + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = (
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+        + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     started = time.monotonic()
     try:
         answer = request(port, data, 8)
@@ -368,25 +387,51 @@ def main() -> None:
     candidates: list[tuple[str, list[str]]] = []
     httplib = build("httplib", HTTPLIB_HARNESS, ["cpp-httplib", "openssl", "zlib"])
     if httplib:
-        candidates.append(("cpp-httplib, 8 threads (the agent before)", [str(httplib), "{port}", str(BODY_LINES), "0"]))
-        candidates.append(("cpp-httplib, 1,100 threads", [str(httplib), "{port}", str(BODY_LINES), "1100"]))
+        candidates.append(
+            (
+                "cpp-httplib, 8 threads (the agent before)",
+                [str(httplib), "{port}", str(BODY_LINES), "0"],
+            )
+        )
+        candidates.append(
+            ("cpp-httplib, 1,100 threads", [str(httplib), "{port}", str(BODY_LINES), "1100"])
+        )
     mhd = build("mhd", MHD_HARNESS, ["libmicrohttpd"])
     if mhd:
         candidates.append(("libmicrohttpd, epoll thread", [str(mhd), "{port}", str(BODY_LINES)]))
     civetweb = build("civetweb", CIVETWEB_HARNESS, ["/usr/include/civetweb.h"], ("-lcivetweb",))
     if civetweb:
-        candidates.append(("CivetWeb, 50 threads", [str(civetweb), "{port}", str(BODY_LINES), "50"]))
-        candidates.append(("CivetWeb, 1,100 threads", [str(civetweb), "{port}", str(BODY_LINES), "1100"]))
-    candidates.append(("agent (own epoll loop)", [str(agent_module.BINARY), "--directory", str(tmp / "mp"),
-                                                  "--bind", HOST, "--port", "{port}"]))
+        candidates.append(
+            ("CivetWeb, 50 threads", [str(civetweb), "{port}", str(BODY_LINES), "50"])
+        )
+        candidates.append(
+            ("CivetWeb, 1,100 threads", [str(civetweb), "{port}", str(BODY_LINES), "1100"])
+        )
+    candidates.append(
+        (
+            "agent (own epoll loop)",
+            [
+                str(agent_module.BINARY),
+                "--directory",
+                str(tmp / "mp"),
+                "--bind",
+                HOST,
+                "--port",
+                "{port}",
+            ],
+        )
+    )
 
     rows = []
     try:
         for name, command in candidates:
             port = free_port()
-            proc = subprocess.Popen([part.replace("{port}", str(port)) for part in command],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [part.replace("{port}", str(port)) for part in command],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 deadline = time.monotonic() + 10
                 while True:
@@ -414,25 +459,59 @@ def main() -> None:
             finally:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-            ratio50 = (statistics.median(loaded) / statistics.median(alone)) if loaded and alone else None
+            ratio50 = (
+                (statistics.median(loaded) / statistics.median(alone)) if loaded and alone else None
+            )
             ratio99 = None
             if len(loaded) > 1 and len(alone) > 1:
-                ratio99 = statistics.quantiles(loaded, n=100)[98] / statistics.quantiles(alone, n=100)[98]
-            rows.append([
-                name, ms(alone, 50), ms(alone, 99), ms(loaded, 50), ms(loaded, 99),
-                f"{ratio50:.2f}x" if ratio50 else "-", f"{ratio99:.2f}x" if ratio99 else "-",
-                f"{loaded_failed}/{loaded_failed + len(loaded)}" + (f" (+{alone_failed} alone)" if alone_failed else ""),
-                f"{held}/{args.connections}", f"{rss_loaded:.0f}", ranged, f"{rss_range:+.0f}", pipelined,
-                deadline_closed,
-            ])
+                ratio99 = (
+                    statistics.quantiles(loaded, n=100)[98] / statistics.quantiles(alone, n=100)[98]
+                )
+            rows.append(
+                [
+                    name,
+                    ms(alone, 50),
+                    ms(alone, 99),
+                    ms(loaded, 50),
+                    ms(loaded, 99),
+                    f"{ratio50:.2f}x" if ratio50 else "-",
+                    f"{ratio99:.2f}x" if ratio99 else "-",
+                    f"{loaded_failed}/{loaded_failed + len(loaded)}"
+                    + (f" (+{alone_failed} alone)" if alone_failed else ""),
+                    f"{held}/{args.connections}",
+                    f"{rss_loaded:.0f}",
+                    ranged,
+                    f"{rss_range:+.0f}",
+                    pipelined,
+                    deadline_closed,
+                ]
+            )
             print(f"{name}: done", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n/metrics ({BODY_LINES} series, ~150 KB) alone and with {args.connections:,} connections "
-          f"trickling a header line per second; ms; a scrape fails at {SCRAPE_TIMEOUT:.0f} s\n")
-    print_table(["server", "p50 alone", "p99 alone", "p50 slowloris", "p99 slowloris", "p50 ratio",
-                 "p99 ratio", "scrapes failed", "trickling held", "RSS MB", "50-range answer",
-                 "RSS MB by Range", "3 pipelined", "byte per 0.5 s closed after"], rows)
+    print(
+        f"\n/metrics ({BODY_LINES} series, ~150 KB) alone and with {args.connections:,} connections "
+        f"trickling a header line per second; ms; a scrape fails at {SCRAPE_TIMEOUT:.0f} s\n"
+    )
+    print_table(
+        [
+            "server",
+            "p50 alone",
+            "p99 alone",
+            "p50 slowloris",
+            "p99 slowloris",
+            "p50 ratio",
+            "p99 ratio",
+            "scrapes failed",
+            "trickling held",
+            "RSS MB",
+            "50-range answer",
+            "RSS MB by Range",
+            "3 pipelined",
+            "byte per 0.5 s closed after",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ from prometheus_client.multiprocess import MultiProcessCollector as PcMultiProce
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.native_values import NativeValue
-from timing import best_ns, call_loop, print_table, print_targets  # noqa: E402
+from timing import best_ns, call_loop, print_table, print_targets
 
 OPS_TARGET_VS_SINGLE = 1.0  # ours no slower than prometheus_client single-process
 OPS_TARGET_VS_MULTI = 10.0  # ours >= 10x faster than prometheus_client multiprocess
@@ -286,7 +286,9 @@ def bench_ops(cfg: Config, pc_dir: str, native_dir: str) -> list[str]:
                 f"{name}: ours vs single-process {vs_single:.2f}x < {OPS_TARGET_VS_SINGLE:.0f}x"
             )
         if vs_multi < OPS_TARGET_VS_MULTI:
-            misses.append(f"{name}: ours vs multiprocess {vs_multi:.1f}x < {OPS_TARGET_VS_MULTI:.0f}x")
+            misses.append(
+                f"{name}: ours vs multiprocess {vs_multi:.1f}x < {OPS_TARGET_VS_MULTI:.0f}x"
+            )
     header = ["operation", "pc single-process ns", "pc multiprocess ns", "ours ns"]
     print_table([*header, "ours vs single-process", "ours vs multiprocess"], rows)
     print()
@@ -297,9 +299,7 @@ def bench_ops(cfg: Config, pc_dir: str, native_dir: str) -> list[str]:
 def print_breakdown(t: dict[tuple[str, str], float]) -> None:
     """Where the time goes: prometheus_client's wrapper floor and the value
     objects called directly (private ``_value``, for information only)."""
-    print(
-        "Breakdown. `floor` = prometheus_client's own method with a no-op value class: what any"
-    )
+    print("Breakdown. `floor` = prometheus_client's own method with a no-op value class: what any")
     print(
         "value class pays without a native fast path. `value.*` rows call the value objects directly.\n"
     )

@@ -63,7 +63,8 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from timing import print_table, print_targets  # noqa: E402
+
+from timing import print_table, print_targets
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_redis_worker.py"
@@ -93,10 +94,24 @@ class Config:
     peer_scrape_rounds: int  # timed peer scrapes (2-3 s each)
 
 
-FULL = Config(ours_ops=200_000, ours_repeats=7, peer_ops=2000, peer_repeats=3,
-              scrape_rounds=5, scrape_budget_s=3.0, peer_scrape_rounds=5)
-QUICK = Config(ours_ops=50_000, ours_repeats=5, peer_ops=300, peer_repeats=3,
-               scrape_rounds=3, scrape_budget_s=1.0, peer_scrape_rounds=1)
+FULL = Config(
+    ours_ops=200_000,
+    ours_repeats=7,
+    peer_ops=2000,
+    peer_repeats=3,
+    scrape_rounds=5,
+    scrape_budget_s=3.0,
+    peer_scrape_rounds=5,
+)
+QUICK = Config(
+    ours_ops=50_000,
+    ours_repeats=5,
+    peer_ops=300,
+    peer_repeats=3,
+    scrape_rounds=3,
+    scrape_budget_s=1.0,
+    peer_scrape_rounds=1,
+)
 
 
 # --------------------------------------------------------------------------
@@ -115,7 +130,9 @@ def fmt_ms(value: float) -> str:
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 
@@ -148,10 +165,13 @@ def peer_venv_dir() -> Path:
 def _peer_versions(python: Path) -> tuple[str, str] | None:
     if not python.exists():
         return None
-    probe = ("import importlib.metadata as m, redis; "
-             "print(m.version('gunicorn-prometheus-exporter'), m.version('prometheus_client'))")
-    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
-                          env=clean_env(peer=True))
+    probe = (
+        "import importlib.metadata as m, redis; "
+        "print(m.version('gunicorn-prometheus-exporter'), m.version('prometheus_client'))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, env=clean_env(peer=True)
+    )
     if done.returncode != 0:
         return None
     gpe_version, pc_version = done.stdout.split()
@@ -169,9 +189,17 @@ def ensure_peer_venv() -> tuple[Path, str]:
     venv.parent.mkdir(parents=True, exist_ok=True)
     steps = [
         [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"gunicorn-prometheus-exporter=={PEER_VERSION}", "redis",
-         f"prometheus_client=={wanted[1]}"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"gunicorn-prometheus-exporter=={PEER_VERSION}",
+            "redis",
+            f"prometheus_client=={wanted[1]}",
+        ],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, env=clean_env(peer=True))
@@ -193,10 +221,13 @@ def clean_env(peer: bool) -> dict[str, str]:
     """The environment without anything that would point an implementation
     elsewhere (Redis settings, a multiprocess directory; PYTHONPATH for the
     peer, which must import its own package)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("REDIS_") and k not in ("PROMETHEUS_MULTIPROC_DIR",
-                                                       "prometheus_multiproc_dir",
-                                                       "PROMETHEUS_REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("REDIS_")
+        and k
+        not in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir", "PROMETHEUS_REDIS_URL")
+    }
     if peer:
         env.pop("PYTHONPATH", None)
         env.pop("PYTHONHOME", None)
@@ -220,23 +251,26 @@ class Runner:
         self.dbs[(phase, impl)] = db
         env = clean_env(peer=impl == "peer")
         env.update(self.server.env())
-        env.update(REDIS_DB=str(db), REDIS_KEY_PREFIX=f"gpebench-{impl}-{phase}",
-                   REDIS_INSTANCE_ID="bench")
+        env.update(
+            REDIS_DB=str(db), REDIS_KEY_PREFIX=f"gpebench-{impl}-{phase}", REDIS_INSTANCE_ID="bench"
+        )
         if phase == "scrape":
             env["REDIS_FLUSH_INTERVAL"] = "3600"  # ours: only pass_now() mirrors
         args = [python, str(WORKER), phase, "--impl", impl]
         for key, value in options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         try:
-            done = subprocess.run(args, capture_output=True, text=True, env=env,
-                                  timeout=timeout, cwd=str(HERE))
+            done = subprocess.run(
+                args, capture_output=True, text=True, env=env, timeout=timeout, cwd=str(HERE)
+            )
         except subprocess.TimeoutExpired:
             raise WorkerError(f"{impl} {phase}: timed out after {timeout:.0f} s") from None
         if done.returncode != 0:
             rc = done.returncode
             how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-            tail = [line for line in done.stderr.strip().splitlines()
-                    if not line.startswith("INFO:")][-6:]
+            tail = [
+                line for line in done.stderr.strip().splitlines() if not line.startswith("INFO:")
+            ][-6:]
             raise WorkerError(f"{impl} {phase} worker failed ({how}): " + " / ".join(tail))
         lines = done.stdout.strip().splitlines()
         return json.loads(lines[-1])
@@ -245,8 +279,11 @@ class Runner:
         db = self.dbs.get((phase, impl))
         if db is None:
             return None
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.server.port),
-                              "-n", str(db), "DBSIZE"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.server.port), "-n", str(db), "DBSIZE"],
+            capture_output=True,
+            text=True,
+        )
         return int(out.stdout.strip()) if out.returncode == 0 else None
 
 
@@ -263,31 +300,43 @@ def attempt(run: object) -> tuple[dict | None, str | None]:
 
 
 def bench_ops(cfg: Config, runner: Runner, info: dict) -> list[str]:
-    ours, ours_err = attempt(lambda: runner.run(
-        "ops", "ours", 120, ops=cfg.ours_ops, repeats=cfg.ours_repeats))
-    peer, peer_err = attempt(lambda: runner.run(
-        "ops", "peer", 150, ops=cfg.peer_ops, repeats=cfg.peer_repeats))
+    ours, ours_err = attempt(
+        lambda: runner.run("ops", "ours", 120, ops=cfg.ours_ops, repeats=cfg.ours_repeats)
+    )
+    peer, peer_err = attempt(
+        lambda: runner.run("ops", "peer", 150, ops=cfg.peer_ops, repeats=cfg.peer_repeats)
+    )
     for result in (ours, peer):
         if result:
             info[result["impl"]] = result
 
     print("## Hot path: ns per call with Redis on\n")
-    print(f"- ours: best of {cfg.ours_repeats} x {cfg.ours_ops:,} calls; peer: best of "
-          f"{cfg.peer_repeats} x {cfg.peer_ops:,} calls (operations interleaved within each)")
-    print("- through prometheus_client's API, labelled child fetched once, after "
-          "`get_redis_storage_manager().setup()`; default settings otherwise (TTL 300 s)")
+    print(
+        f"- ours: best of {cfg.ours_repeats} x {cfg.ours_ops:,} calls; peer: best of "
+        f"{cfg.peer_repeats} x {cfg.peer_ops:,} calls (operations interleaved within each)"
+    )
+    print(
+        "- through prometheus_client's API, labelled child fetched once, after "
+        "`get_redis_storage_manager().setup()`; default settings otherwise (TTL 300 s)"
+    )
     if peer:
         n = peer["commands_calls"]
         per_call = "; ".join(
             f"{name.split('.')[0]} {total_calls(c) / n:g} ({fmt_commands(c, n)})"
-            for name, c in peer["commands_per_call"].items())
-        print(f"- the peer's call does synchronous Redis round trips, commands per call: "
-              f"{per_call} (counted server-side over {n} calls)")
-    print("- ours: the call stores into memory; the mirror sends changes every 1 s "
-          "(REDIS_FLUSH_INTERVAL), off the request path")
+            for name, c in peer["commands_per_call"].items()
+        )
+        print(
+            f"- the peer's call does synchronous Redis round trips, commands per call: "
+            f"{per_call} (counted server-side over {n} calls)"
+        )
+    print(
+        "- ours: the call stores into memory; the mirror sends changes every 1 s "
+        "(REDIS_FLUSH_INTERVAL), off the request path"
+    )
     if ours and peer:
-        print(f"- empty `for` loop overhead, included in every figure: "
-              f"{ours['loop_ns']:.1f} ns/iter")
+        print(
+            f"- empty `for` loop overhead, included in every figure: {ours['loop_ns']:.1f} ns/iter"
+        )
     print(f"- target: ours >= {OPS_TARGET:,.0f}x faster per call\n")
     misses = []
     for impl, err in (("ours", ours_err), ("peer", peer_err)):
@@ -303,12 +352,14 @@ def bench_ops(cfg: Config, runner: Runner, info: dict) -> list[str]:
         ours_ns = ours["ns"][name] if ours else None
         peer_ns = peer["ns"][name] if peer else None
         ratio = peer_ns / ours_ns if ours_ns and peer_ns else None
-        rows.append([
-            name,
-            f"{peer_ns:,.0f}" if peer_ns else "n/a",
-            f"{ours_ns:.0f}" if ours_ns else "n/a",
-            fmt_ratio(ratio) if ratio else "n/a",
-        ])
+        rows.append(
+            [
+                name,
+                f"{peer_ns:,.0f}" if peer_ns else "n/a",
+                f"{ours_ns:.0f}" if ours_ns else "n/a",
+                fmt_ratio(ratio) if ratio else "n/a",
+            ]
+        )
         if ratio is not None and ratio < OPS_TARGET:
             misses.append(f"{name}: ours vs peer {ratio:,.0f}x < {OPS_TARGET:,.0f}x")
     print_table(["operation", f"peer {PEER_VERSION} ns", "ours ns", "ours vs peer"], rows)
@@ -322,7 +373,7 @@ def bench_ops(cfg: Config, runner: Runner, info: dict) -> list[str]:
 
 
 def fmt_commands(commands: dict[str, list[int]], per: int = 1, usec: bool = False) -> str:
-    """"HMGET 8,000 (11.2 ms), ..." from {name: [calls, usec]}, most calls first."""
+    """ "HMGET 8,000 (11.2 ms), ..." from {name: [calls, usec]}, most calls first."""
     parts = []
     for name, (calls, us) in sorted(commands.items(), key=lambda item: -item[1][0]):
         part = f"{name.upper()} {calls / per:,g}"
@@ -361,14 +412,17 @@ def compare_samples(a_rows: list, b_rows: list, a: str, b: str) -> tuple[bool, i
     for key in sorted(set(ga) & set(gb)):
         va, vb = ga[key], gb[key]
         if len(va) != len(vb) or not all(
-                math.isclose(x, y, rel_tol=REL_TOL) for x, y in zip(va, vb)):
+            math.isclose(x, y, rel_tol=REL_TOL) for x, y in zip(va, vb, strict=False)
+        ):
             differ.append(f"{key}: {a} {va[:4]} vs {b} {vb[:4]}")
         elif va != vb:
             inexact += 1
     if not (only_a or only_b or differ):
         return True, inexact, []
-    lines = [f"{len(a_rows):,} samples {a}, {len(b_rows):,} {b}: {len(only_a):,} series only "
-             f"in {a}, {len(only_b):,} only in {b}, {len(differ):,} with other values; e.g."]
+    lines = [
+        f"{len(a_rows):,} samples {a}, {len(b_rows):,} {b}: {len(only_a):,} series only "
+        f"in {a}, {len(only_b):,} only in {b}, {len(differ):,} with other values; e.g."
+    ]
     lines += [f"  - only in {a}: {key}" for key in only_a[:3]]
     lines += [f"  - only in {b}: {key}" for key in only_b[:3]]
     lines += [f"  - {line}" for line in differ[:3]]
@@ -377,28 +431,47 @@ def compare_samples(a_rows: list, b_rows: list, a: str, b: str) -> tuple[bool, i
 
 def describe_workload() -> str:
     counters, histogram_labelsets, gauges_all = series_mix(SERIES)
-    return (f"{counters} counter + {histogram_labelsets} histogram labelsets x "
-            f"{HISTOGRAM_ENTRIES} (15 buckets + _sum) + {gauges_all} 'all' gauge values")
+    return (
+        f"{counters} counter + {histogram_labelsets} histogram labelsets x "
+        f"{HISTOGRAM_ENTRIES} (15 buckets + _sum) + {gauges_all} 'all' gauge values"
+    )
 
 
 def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
-    ours, ours_err = attempt(lambda: runner.run(
-        "scrape", "ours", 120, processes=PROCESSES, series=SERIES,
-        rounds=cfg.scrape_rounds, budget_s=cfg.scrape_budget_s))
-    peer, peer_err = attempt(lambda: runner.run(
-        "scrape", "peer", 150, processes=PROCESSES, series=SERIES,
-        rounds=cfg.peer_scrape_rounds))
-    reference, reference_err = attempt(lambda: runner.run(
-        "reference", "prometheus_client", 60, processes=PROCESSES, series=SERIES))
+    ours, ours_err = attempt(
+        lambda: runner.run(
+            "scrape",
+            "ours",
+            120,
+            processes=PROCESSES,
+            series=SERIES,
+            rounds=cfg.scrape_rounds,
+            budget_s=cfg.scrape_budget_s,
+        )
+    )
+    peer, peer_err = attempt(
+        lambda: runner.run(
+            "scrape", "peer", 150, processes=PROCESSES, series=SERIES, rounds=cfg.peer_scrape_rounds
+        )
+    )
+    reference, reference_err = attempt(
+        lambda: runner.run("reference", "prometheus_client", 60, processes=PROCESSES, series=SERIES)
+    )
 
     workload = f"{PROCESSES} processes x {SERIES:,} series"
     print(f"## Scrape: ms per scrape of {workload}\n")
-    print(f"- per process: {describe_workload()}; each value is one Redis hash (+ one meta "
-          "hash) per process. Gauges are 'all' only: the peer merges no other mode correctly")
-    print("- ours steady = `render()` of one collector scraped before (best of N); "
-          "ours cold = new client + collector, first `render()` (connect included)")
-    print(f"- peer = `RedisMultiProcessCollector.collect()` + `generate_latest` "
-          f"(best of {cfg.peer_scrape_rounds})")
+    print(
+        f"- per process: {describe_workload()}; each value is one Redis hash (+ one meta "
+        "hash) per process. Gauges are 'all' only: the peer merges no other mode correctly"
+    )
+    print(
+        "- ours steady = `render()` of one collector scraped before (best of N); "
+        "ours cold = new client + collector, first `render()` (connect included)"
+    )
+    print(
+        f"- peer = `RedisMultiProcessCollector.collect()` + `generate_latest` "
+        f"(best of {cfg.peer_scrape_rounds})"
+    )
     misses = []
     for impl, err in (("ours", ours_err), ("peer", peer_err)):
         if err:
@@ -410,22 +483,29 @@ def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
         same, inexact, detail = compare_samples(ours["samples"], peer["samples"], "ours", "peer")
         notes = []
         if inexact:
-            notes.append(f"{inexact} values equal only within {REL_TOL:g} relative: float sums "
-                         "over the processes taken in another order")
+            notes.append(
+                f"{inexact} values equal only within {REL_TOL:g} relative: float sums "
+                "over the processes taken in another order"
+            )
         if reference:
             against = []
             for impl, result in (("ours", ours), ("peer", peer)):
                 equal, _, ref_detail = compare_samples(
-                    result["samples"], reference["samples"], impl, "prometheus_client")
+                    result["samples"], reference["samples"], impl, "prometheus_client"
+                )
                 against.append(f"{impl} {'=' if equal else '!='}")
                 if not equal:
                     detail += ref_detail
                     if impl == "ours":
                         misses.append("scrape: ours differs from prometheus_client's own merge")
-            notes.append(f"{' and '.join(against)} prometheus_client's MultiProcessCollector "
-                         "over the same workload in files")
-        print(f"- equivalent: {'yes' if same else 'no'} ({len(ours['samples']):,} merged "
-              "samples, pid labels removed, compared outside timing; " + "; ".join(notes) + ")")
+            notes.append(
+                f"{' and '.join(against)} prometheus_client's MultiProcessCollector "
+                "over the same workload in files"
+            )
+        print(
+            f"- equivalent: {'yes' if same else 'no'} ({len(ours['samples']):,} merged "
+            "samples, pid labels removed, compared outside timing; " + "; ".join(notes) + ")"
+        )
         for line in detail:
             print(f"  {line}")
         if not same:
@@ -438,8 +518,14 @@ def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
     ours_ms = ours["ms"] if ours else {}
     steady = ours_ms.get("ours_render")
     speedup = peer_ms / steady if peer_ms and steady else None
-    header = ["workload", "peer ms", "ours cold ms", "ours collect()+generate_latest ms",
-              "ours render() ms", "speedup (render)"]
+    header = [
+        "workload",
+        "peer ms",
+        "ours cold ms",
+        "ours collect()+generate_latest ms",
+        "ours render() ms",
+        "speedup (render)",
+    ]
     row = [
         f"{workload} ({(ours or peer or {}).get('output_lines', 0):,} lines out, "
         f"N={ours['rounds'] if ours else '-'})",
@@ -456,8 +542,10 @@ def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
     notes = []
     if peer:
         each = ", ".join(fmt_ms(ms) for ms in peer["all_ms"]["peer_collect_generate_latest"])
-        notes.append(f"Every peer scrape, ms: {each} (its round trips cost more when the "
-                     "scheduler puts it and redis-server on different cores).")
+        notes.append(
+            f"Every peer scrape, ms: {each} (its round trips cost more when the "
+            "scheduler puts it and redis-server on different cores)."
+        )
     if peer and ours:
         cold = peer_ms / ours_ms["ours_cold_render"]
         notes.append(f"Ours' cold first scrape is {fmt_ratio(cold)} faster than the peer's best.")
@@ -467,22 +555,55 @@ def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
     rows = []
     if ours:
         stats, cold_stats = ours["stats"], ours["cold_stats"]
-        rows.append(["ours, steady", f"{total_calls(ours['commands']):,}",
-                     f"{stats['commands']:,}", f"{stats['keys']:,}",
-                     server_ms(ours["commands"]), fmt_commands(ours["commands"], usec=True)])
+        rows.append(
+            [
+                "ours, steady",
+                f"{total_calls(ours['commands']):,}",
+                f"{stats['commands']:,}",
+                f"{stats['keys']:,}",
+                server_ms(ours["commands"]),
+                fmt_commands(ours["commands"], usec=True),
+            ]
+        )
         cold = ours["cold_commands"]
-        rows.append(["ours, cold", f"{total_calls(cold):,}",
-                     f"{cold_stats['commands']:,}", f"{cold_stats['keys']:,}",
-                     server_ms(cold), fmt_commands(cold, usec=True)])
+        rows.append(
+            [
+                "ours, cold",
+                f"{total_calls(cold):,}",
+                f"{cold_stats['commands']:,}",
+                f"{cold_stats['keys']:,}",
+                server_ms(cold),
+                fmt_commands(cold, usec=True),
+            ]
+        )
     if peer:
-        rows.append([f"peer {PEER_VERSION}", f"{total_calls(peer['commands']):,}", "-", "-",
-                     server_ms(peer["commands"]), fmt_commands(peer["commands"], usec=True)])
+        rows.append(
+            [
+                f"peer {PEER_VERSION}",
+                f"{total_calls(peer['commands']):,}",
+                "-",
+                "-",
+                server_ms(peer["commands"]),
+                fmt_commands(peer["commands"], usec=True),
+            ]
+        )
     if rows:
-        print("Redis commands per scrape (server-side: CONFIG RESETSTAT + INFO commandstats "
-              "around one scrape; ours also by `stats()`). Server ms = the commands' execution "
-              "time in redis-server (commandstats usec), without network I/O and parsing:\n")
-        print_table(["scrape", "commands (server)", "commands (stats())", "metric keys read",
-                     "server ms", "by command"], rows)
+        print(
+            "Redis commands per scrape (server-side: CONFIG RESETSTAT + INFO commandstats "
+            "around one scrape; ours also by `stats()`). Server ms = the commands' execution "
+            "time in redis-server (commandstats usec), without network I/O and parsing:\n"
+        )
+        print_table(
+            [
+                "scrape",
+                "commands (server)",
+                "commands (stats())",
+                "metric keys read",
+                "server ms",
+                "by command",
+            ],
+            rows,
+        )
         print()
     sizes = []
     for impl, result in (("ours", ours), ("peer", peer)):
@@ -508,15 +629,18 @@ def print_machine(peer_python: Path | None, peer_how: str) -> None:
     print(f"- nproc: {usable} (cpu_count {os.cpu_count()}), {cpu_model()}")
     print(f"- python: {platform.python_implementation()} {platform.python_version()}")
     print(f"- prometheus_client: {version('prometheus_client')} (both)")
-    print(f"- ours: gunicorn-prometheus-exporter {version('gunicorn-prometheus-exporter')} "
-          f"({Path(gpe.__file__).parent})")
+    print(
+        f"- ours: gunicorn-prometheus-exporter {version('gunicorn-prometheus-exporter')} "
+        f"({Path(gpe.__file__).parent})"
+    )
     if peer_python is not None:
-        print(f"- peer: gunicorn-prometheus-exporter {PEER_VERSION} + redis-py in "
-              f"{peer_python.parent.parent} ({peer_how})")
+        print(
+            f"- peer: gunicorn-prometheus-exporter {PEER_VERSION} + redis-py in "
+            f"{peer_python.parent.parent} ({peer_how})"
+        )
     else:
         print(f"- peer: unavailable ({peer_how})")
-    print(f"- redis-server: {redis_server_version()} on 127.0.0.1 (loopback TCP), "
-          "no persistence")
+    print(f"- redis-server: {redis_server_version()} on 127.0.0.1 (loopback TCP), no persistence")
     print()
 
 
@@ -535,8 +659,10 @@ def main() -> int:
     started = time.perf_counter()
 
     quick = " (--quick)" if cfg is QUICK else ""
-    print(f"# gunicorn_prometheus_exporter Redis benchmark vs gunicorn-prometheus-exporter "
-          f"{PEER_VERSION}{quick}\n")
+    print(
+        f"# gunicorn_prometheus_exporter Redis benchmark vs gunicorn-prometheus-exporter "
+        f"{PEER_VERSION}{quick}\n"
+    )
     misses: list[str] = []
     try:
         peer_python, peer_how = ensure_peer_venv()

@@ -35,7 +35,8 @@ import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
-from timing import best_ns, call_loop  # noqa: E402
+
+from timing import best_ns, call_loop
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 STATUSES = ("200", "201", "404", "500")
@@ -65,7 +66,9 @@ def redis_cli(*args: str) -> str:
     port = os.environ["REDIS_PORT"]
     return subprocess.run(
         ["redis-cli", "-h", "127.0.0.1", "-p", port, *args],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 
@@ -75,7 +78,7 @@ def commandstats() -> dict[str, tuple[int, int]]:
     stats = {}
     for line in redis_cli("INFO", "commandstats").splitlines():
         if line.startswith("cmdstat_"):
-            name, fields = line[len("cmdstat_"):].split(":", 1)
+            name, fields = line[len("cmdstat_") :].split(":", 1)
             values = dict(f.split("=", 1) for f in fields.split(","))
             stats[name] = (int(values["calls"]), int(values["usec"]))
     return stats
@@ -89,6 +92,7 @@ def count_commands(run: Callable[[], object]) -> tuple[dict[str, list[int]], obj
     """Redis commands sent while ``run`` runs (nothing else talks to this
     server meanwhile): [calls, server usec] by command, minus what counting
     alone shows; and what ``run`` returned."""
+
     def measured(inner: Callable[[], object]) -> tuple[dict[str, tuple[int, int]], object]:
         redis_cli("CONFIG", "RESETSTAT")
         result = inner()
@@ -143,7 +147,7 @@ def setup_redis_mode(impl: str) -> object:
     from prometheus_client import values
 
     name = values.ValueClass.__name__
-    if impl == "ours" and name != "NativeValue" or impl == "peer" and "Redis" not in name:
+    if (impl == "ours" and name != "NativeValue") or (impl == "peer" and "Redis" not in name):
         raise RuntimeError(f"{impl}: unexpected value class {values.ValueClass!r} after setup")
     return manager
 
@@ -153,8 +157,9 @@ def make_collector(impl: str, manager: object) -> object:
     if impl == "ours":
         from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 
-        client = RedisClient(host="127.0.0.1", port=int(os.environ["REDIS_PORT"]),
-                             db=int(os.environ["REDIS_DB"]))
+        client = RedisClient(
+            host="127.0.0.1", port=int(os.environ["REDIS_PORT"]), db=int(os.environ["REDIS_DB"])
+        )
         return RedisMultiProcessCollector(None, client, prefix)
     from gunicorn_prometheus_exporter.backend import RedisMultiProcessCollector
 
@@ -192,8 +197,14 @@ def phase_ops(impl: str, args: argparse.Namespace) -> dict[str, object]:
     # A check that the values really count (not timed).
     expected = args.ops * (args.repeats + 1)
     got = counter.labels("GET", "/api/items")._value.get()
-    result = {**impl_info(impl), "ns": best, "loop_ns": loop_ns, "ops": args.ops,
-              "repeats": args.repeats, "counter_value_ok": got == expected}
+    result = {
+        **impl_info(impl),
+        "ns": best,
+        "loop_ns": loop_ns,
+        "ops": args.ops,
+        "repeats": args.repeats,
+        "counter_value_ok": got == expected,
+    }
     if impl == "peer":
         # Redis commands the call itself sends (ours sends none: its mirror
         # thread does, once per REDIS_FLUSH_INTERVAL, so it is not counted).
@@ -239,15 +250,19 @@ def write_worker_metrics(worker: int, total: int) -> None:
 
     counters, histogram_labelsets, gauges_all = series_mix(total)
     rng = random.Random(worker)
-    requests = Counter("app_requests", "HTTP requests.", ["method", "route", "status"],
-                       registry=None)
-    latency = Histogram("app_request_duration_seconds", "Latency.", ["method", "route"],
-                        registry=None)
-    memory = Gauge("app_worker_cache_bytes", "Cache size.", ["cache"], registry=None,
-                   multiprocess_mode="all")
+    requests = Counter(
+        "app_requests", "HTTP requests.", ["method", "route", "status"], registry=None
+    )
+    latency = Histogram(
+        "app_request_duration_seconds", "Latency.", ["method", "route"], registry=None
+    )
+    memory = Gauge(
+        "app_worker_cache_bytes", "Cache size.", ["cache"], registry=None, multiprocess_mode="all"
+    )
     for i in range(counters):
         requests.labels(METHODS[i % 4], f"/api/v1/r{i // 16}", STATUSES[i // 4 % 4]).inc(
-            rng.randint(1, 500))
+            rng.randint(1, 500)
+        )
     for i in range(histogram_labelsets):
         child = latency.labels(METHODS[i % 4], f"/api/v1/r{i // 4}")
         for _ in range(3):
@@ -296,12 +311,11 @@ def populate(impl: str, manager: object, processes: int, series: int) -> float:
             break  # a worker failed before reporting ready
         ready += len(chunk)
     os.close(ready_r)
-    if impl == "ours" and ready == processes:
-        # One pass of this (the leading) mirror sends the whole directory,
-        # workers alive. The mirror stays up but idle (REDIS_FLUSH_INTERVAL
-        # is an hour here), so nothing but the scrapes talks to Redis next.
-        if not manager._mirror.pass_now():
-            raise RuntimeError("ours: the mirror pass did not run (not the leader)")
+    # One pass of this (the leading) mirror sends the whole directory,
+    # workers alive. The mirror stays up but idle (REDIS_FLUSH_INTERVAL
+    # is an hour here), so nothing but the scrapes talks to Redis next.
+    if impl == "ours" and ready == processes and not manager._mirror.pass_now():
+        raise RuntimeError("ours: the mirror pass did not run (not the leader)")
     os.close(release_w)  # release the workers: each reads EOF and exits
     failed = 0
     for pid in pids:
@@ -404,8 +418,11 @@ def phase_reference(_impl: str, args: argparse.Namespace) -> dict[str, object]:
         samples = strip_pid(MultiProcessCollector(None, path=directory).collect())
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return {"impl": "prometheus_client", "prometheus_client": version("prometheus_client"),
-            "samples": samples}
+    return {
+        "impl": "prometheus_client",
+        "prometheus_client": version("prometheus_client"),
+        "samples": samples,
+    }
 
 
 def main() -> int:

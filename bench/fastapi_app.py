@@ -1,7 +1,7 @@
 """FastAPI hello world for bench/bench_gunicorn.py's UvicornWorker rows.
 
-    gunicorn -k uvicorn_worker.UvicornWorker --chdir bench fastapi_app:app                   # no metrics
-    gunicorn -k uvicorn_worker.UvicornWorker --chdir bench "fastapi_app:instrumented_app()"  # instrumentator
+gunicorn -k uvicorn_worker.UvicornWorker --chdir bench fastapi_app:app                   # no metrics
+gunicorn -k uvicorn_worker.UvicornWorker --chdir bench "fastapi_app:instrumented_app()"  # instrumentator
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for label, *cells in rows:
-        padded = [label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)]
+        padded = [label.ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)
+        ]
         print("| " + " | ".join(padded) + " |")
 
 

@@ -32,10 +32,18 @@ if TYPE_CHECKING:
 PIP_NETWORK = ["--timeout", "20", "--retries", "1", "--disable-pip-version-check"]
 
 
-def run(args: list[str], timeout: float, env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL, cwd=cwd)
+def run(
+    args: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )
 
 
 def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:
@@ -44,7 +52,9 @@ def tail(result: subprocess.CompletedProcess[str], n: int = 2500) -> str:
 
 def python_env() -> dict[str, str]:
     """This environment without anything that would point Python elsewhere."""
-    return {k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return {
+        k: v for k, v in clean_env().items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
 
 
 class WheelBuild:
@@ -64,8 +74,22 @@ class WheelBuild:
         self._log = open(self.log_path, "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", *PIP_NETWORK, "-w", str(directory), str(ROOT)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=python_env())
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                *PIP_NETWORK,
+                "-w",
+                str(directory),
+                str(ROOT),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=python_env(),
+        )
         self._wheel = None
 
     def wheel(self) -> Path:

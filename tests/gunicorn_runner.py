@@ -48,8 +48,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-             message: str | Callable[[], str] = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition",
+) -> T:
     """Calls predicate until it returns something true (returned) or the
     deadline passes (AssertionError). Exceptions count as not yet."""
     deadline = time.monotonic() + timeout
@@ -63,15 +67,24 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             last_error = e
         if time.monotonic() > deadline:
             text = message() if callable(message) else message
-            raise AssertionError(f"timed out after {timeout}s waiting for {text}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {text}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         time.sleep(interval)
 
 
 # ------------------------------------------------------------------ HTTP ----
 
-def http_get(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
-             headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+
+def http_get(
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -98,8 +111,13 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return b"".join(chunks)
 
 
-def scrape_text(port: int, scheme: str = "http", context: ssl.SSLContext | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 5.0) -> str:
+def scrape_text(
+    port: int,
+    scheme: str = "http",
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> str:
     req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}/metrics", headers=headers or {})
     with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         data = resp.read()
@@ -121,23 +139,37 @@ def parse(text: str) -> list[Sample]:
 
 def value(samples: Iterable[Sample], name: str, **labels: str) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
-    return sum(v for n, ls, v in samples if n == name and all(ls.get(k) == w for k, w in labels.items()))
+    return sum(
+        v for n, ls, v in samples if n == name and all(ls.get(k) == w for k, w in labels.items())
+    )
 
 
-def labelled(samples: Iterable[Sample], name: str, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(ls.items())): v for n, ls, v in samples
-            if n == name and all(ls.get(k) == w for k, w in labels.items())}
+def labelled(
+    samples: Iterable[Sample], name: str, **labels: str
+) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(ls.items())): v
+        for n, ls, v in samples
+        if n == name and all(ls.get(k) == w for k, w in labels.items())
+    }
 
 
 def pids_of(samples: Iterable[Sample], name: str) -> set[int]:
     return {int(ls["pid"]) for n, ls, _ in samples if n == name and "pid" in ls}
 
 
-LIVEALL = ("gunicorn_worker_memory_bytes", "gunicorn_worker_cpu_percent", "gunicorn_worker_uptime_seconds",
-           "gunicorn_worker_open_fds", "gunicorn_worker_threads", "gunicorn_worker_state")
+LIVEALL = (
+    "gunicorn_worker_memory_bytes",
+    "gunicorn_worker_cpu_percent",
+    "gunicorn_worker_uptime_seconds",
+    "gunicorn_worker_open_fds",
+    "gunicorn_worker_threads",
+    "gunicorn_worker_state",
+)
 
 
 # ------------------------------------------------------------- processes ----
+
 
 def children(pid: int) -> list[int]:
     out = []
@@ -149,7 +181,7 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
         # the command may contain spaces and parentheses: fields after the last ')'
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[1]) == pid:
             out.append(int(entry))
     return out
@@ -157,7 +189,11 @@ def children(pid: int) -> list[int]:
 
 def cmdline(pid: int) -> list[str]:
     try:
-        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        return [
+            a.decode(errors="replace")
+            for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if a
+        ]
     except OSError:
         return []
 
@@ -172,36 +208,68 @@ def alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
 
 
 class Gunicorn:
     """One real Gunicorn master with the exporter, its workers and its agent."""
 
-    def __init__(self, tmp: Path, workers: int = 2, worker_class: str | None = "sync", app: str = "app:app",
-                 chdir: Path | str = DEMO_DIR, extra_args: Iterable[str] = (), env: dict[str, str] | None = None,
-                 metrics_port: int | None = None, wait_ready: bool = True, name: str = "gunicorn",
-                 config: str | None = CONFIG) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        workers: int = 2,
+        worker_class: str | None = "sync",
+        app: str = "app:app",
+        chdir: Path | str = DEMO_DIR,
+        extra_args: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+        metrics_port: int | None = None,
+        wait_ready: bool = True,
+        name: str = "gunicorn",
+        config: str | None = CONFIG,
+    ) -> None:
         self.tmp = Path(tmp)
         self.workers = workers
         self.port = free_port()
         self.metrics_port = metrics_port if metrics_port is not None else free_port()
         self.log_path = self.tmp / f"{name}-{self.port}.log"
         self.env = clean_env()
-        self.env.update({
-            "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
-            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
-            "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
+                "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+                "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.env.update(env or {})
-        self.args = [sys.executable, "-m", "gunicorn", *(["-c", config] if config else []),
-                     "-w", str(workers), *(["-k", worker_class] if worker_class else []),
-                     "-b", f"127.0.0.1:{self.port}", "--chdir", str(chdir), "--no-control-socket",
-                     "--graceful-timeout", "1", *extra_args, app]
+        self.args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            *(["-c", config] if config else []),
+            "-w",
+            str(workers),
+            *(["-k", worker_class] if worker_class else []),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            str(chdir),
+            "--no-control-socket",
+            "--graceful-timeout",
+            "1",
+            *extra_args,
+            app,
+        ]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pid = self.proc.pid
         if wait_ready:
             try:
@@ -225,13 +293,17 @@ class Gunicorn:
                 raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return True
+
         wait_for(serving, timeout, message=lambda: f"gunicorn to listen:\n{self.log()}")
 
     def wait_ready(self, timeout: float = 20.0) -> list[Sample]:
         """Listening, /metrics up, every worker's gauges there."""
         self.wait_serving(timeout)
-        return wait_for(lambda: self._ready_samples(), timeout,
-                        message=lambda: f"{self.workers} workers on /metrics:\n{self.log()}")
+        return wait_for(
+            lambda: self._ready_samples(),
+            timeout,
+            message=lambda: f"{self.workers} workers on /metrics:\n{self.log()}",
+        )
 
     def _ready_samples(self) -> list[Sample] | None:
         if self.proc.poll() is not None:
@@ -267,7 +339,9 @@ class Gunicorn:
     def _remove_private_directories(self) -> None:
         """A master killed with SIGKILL cannot remove its private directory:
         the test does (only directories this instance's agent named)."""
-        for match in set(re.findall(r"serving (/dev/shm/gunicorn-prometheus-[^/\s]+) on", self.log())):
+        for match in set(
+            re.findall(r"serving (/dev/shm/gunicorn-prometheus-[^/\s]+) on", self.log())
+        ):
             shutil.rmtree(match, ignore_errors=True)
 
     def __enter__(self) -> Gunicorn:
@@ -299,8 +373,9 @@ class Gunicorn:
     def samples(self, **kw: Any) -> list[Sample]:
         return parse(self.scrape(**kw))
 
-    def wait_metrics(self, predicate: Callable[[list[Sample]], Any], timeout: float = 5.0,
-                     what: str = "metrics") -> list[Sample]:
+    def wait_metrics(
+        self, predicate: Callable[[list[Sample]], Any], timeout: float = 5.0, what: str = "metrics"
+    ) -> list[Sample]:
         """Scrapes until predicate(samples) is true; returns those samples."""
         last: list[list[Sample]] = [[]]
 
@@ -310,8 +385,11 @@ class Gunicorn:
             return samples if predicate(samples) else None
 
         def message() -> str:
-            shown = "\n".join(f"  {n}{ls} {v}" for n, ls, v in last[0]
-                              if v and not n.endswith(("_bucket", "_created")))
+            shown = "\n".join(
+                f"  {n}{ls} {v}"
+                for n, ls, v in last[0]
+                if v and not n.endswith(("_bucket", "_created"))
+            )
             return f"{what}; last scrape (non-zero):\n{shown}\n--- gunicorn log tail:\n{self.log()[-3000:]}"
 
         return wait_for(check, timeout, message=message)
@@ -319,7 +397,11 @@ class Gunicorn:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any setting of the exporter."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "REDIS_", "GUNICORN_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PROMETHEUS_", "REDIS_", "GUNICORN_"))
+    }
     env.update(extra)
     return env
 
@@ -328,15 +410,20 @@ class Agent:
     """The agent binary run by hand (a sidecar), on a free loopback port, in
     its own process group."""
 
-    def __init__(self, tmp: Path, args: Iterable[str], env: dict[str, str] | None = None,
-                 name: str = "agent") -> None:
+    def __init__(
+        self, tmp: Path, args: Iterable[str], env: dict[str, str] | None = None, name: str = "agent"
+    ) -> None:
         self.port = free_port()
         self.log_path = Path(tmp) / f"{name}-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(agent_binary()), *args, "--bind", "127.0.0.1", "--port", str(self.port)],
-            env=clean_env(**(env or {})), stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            env=clean_env(**(env or {})),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -346,8 +433,9 @@ class Agent:
             raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
         return parse(scrape_text(self.port))
 
-    def wait_metrics(self, predicate: Callable[[list[Sample]], Any], timeout: float = 5.0,
-                     what: str = "metrics") -> list[Sample]:
+    def wait_metrics(
+        self, predicate: Callable[[list[Sample]], Any], timeout: float = 5.0, what: str = "metrics"
+    ) -> list[Sample]:
         last: list[list[Sample]] = [[]]
 
         def check() -> list[Sample] | None:
@@ -355,8 +443,11 @@ class Agent:
             return last[0] if predicate(last[0]) else None
 
         def message() -> str:
-            shown = "\n".join(f"  {n}{ls} {v}" for n, ls, v in last[0]
-                              if v and not n.endswith(("_bucket", "_created")))
+            shown = "\n".join(
+                f"  {n}{ls} {v}"
+                for n, ls, v in last[0]
+                if v and not n.endswith(("_bucket", "_created"))
+            )
             return f"{what}; last scrape (non-zero):\n{shown}\n--- agent log:\n{self.log()[-2000:]}"
 
         return wait_for(check, timeout, message=message)
@@ -378,8 +469,10 @@ class Agent:
 
 # ------------------------------------------------------------------ Redis ----
 
+
 def redis_command(port: int, *args: str, password: str | None = None) -> Any:
     """One command over RESP (no client library needed)."""
+
     def encode(parts: Iterable[str]) -> bytes:
         parts = list(parts)
         out = [f"*{len(parts)}\r\n".encode()]
@@ -426,4 +519,10 @@ def tls_files(directory: Path) -> dict[str, str]:
 
 
 def open_error_types() -> tuple[type[BaseException], ...]:
-    return (ssl.SSLError, ConnectionError, urllib.error.URLError, http.client.HTTPException, OSError)
+    return (
+        ssl.SSLError,
+        ConnectionError,
+        urllib.error.URLError,
+        http.client.HTTPException,
+        OSError,
+    )

@@ -33,8 +33,10 @@ if MODE == "both":
 
 EXPECTED = {"MultiProcessValue": native_values.MultiProcessValue}
 if MODE == "both":
-    EXPECTED.update(MultiProcessCollector=exporter.MultiProcessCollector,
-                    mark_process_dead=exporter.mark_process_dead)
+    EXPECTED.update(
+        MultiProcessCollector=exporter.MultiProcessCollector,
+        mark_process_dead=exporter.mark_process_dead,
+    )
 
 
 def pytest_report_header(config: Any) -> str:
@@ -47,7 +49,9 @@ def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -
         module = item.module
         for name, ours in EXPECTED.items():
             if getattr(module, name, ours) is not ours:
-                raise RuntimeError(f"{module.__name__}.{name} is not gunicorn_prometheus_exporter's")
+                raise RuntimeError(
+                    f"{module.__name__}.{name} is not gunicorn_prometheus_exporter's"
+                )
     # get_value_class() looks the name up in prometheus_client.values.
     if values.MultiProcessValue is not native_values.MultiProcessValue:
         raise RuntimeError("prometheus_client.values.MultiProcessValue is not ours")

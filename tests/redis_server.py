@@ -25,31 +25,84 @@ def make_tls_files(directory: Path) -> dict[str, str]:
     """A CA, a server certificate for 127.0.0.1/localhost and a client
     certificate, made with the openssl command."""
     d = directory
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
+
     # Extensions as Python 3.13's default context (VERIFY_X509_STRICT) requires:
     # key usage on the CA, key identifiers on the certificates it signs.
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
-    for name, san, usage in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", "serverAuth"),
-                             ("client", "", "clientAuth")):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-            "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.crt"),
+    )
+    for name, san, usage in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", "serverAuth"),
+        ("client", "", "clientAuth"),
+    ):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+        )
         ext = d / f"{name}.ext"
-        ext.write_text(san + "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                       f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\n"
-                       "authorityKeyIdentifier=keyid,issuer\n")
-        run("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
-            str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-out", str(d / f"{name}.crt"),
-            "-extfile", str(ext))
-    return {name: str(d / name) for name in
-            ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+        ext.write_text(
+            san + "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage={usage}\nsubjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.crt"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            str(d / f"{name}.crt"),
+            "-extfile",
+            str(ext),
+        )
+    return {
+        name: str(d / name)
+        for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+    }
 
 
 class RedisServer:
-    def __init__(self, password: str | None = None, acl_user: tuple[str, str] | None = None,
-                 tls: bool = False, unix_socket: bool = False) -> None:
+    def __init__(
+        self,
+        password: str | None = None,
+        acl_user: tuple[str, str] | None = None,
+        tls: bool = False,
+        unix_socket: bool = False,
+    ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
         self.dir = Path(tempfile.mkdtemp(prefix="gpe-redis-"))
@@ -62,12 +115,32 @@ class RedisServer:
         self.start()
 
     def _args(self) -> list[str]:
-        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.dir)]
+        args = [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+        ]
         if self.tls:
-            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls["server.crt"],
-                     "--tls-key-file", self.tls["server.key"], "--tls-ca-cert-file", self.tls["ca.crt"],
-                     "--tls-auth-clients", "optional"]
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.tls["server.crt"],
+                "--tls-key-file",
+                self.tls["server.key"],
+                "--tls-ca-cert-file",
+                self.tls["ca.crt"],
+                "--tls-auth-clients",
+                "optional",
+            ]
         else:
             args += ["--port", str(self.port)]
         if self.unix_socket:
@@ -80,7 +153,9 @@ class RedisServer:
         return args
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,5 +213,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -39,12 +39,30 @@ from redis_server import RedisServer
 # children before a scenario's own environment is applied (and by the
 # clean_env fixtures of the test files).
 _OUR_VARIABLES = (
-    "REDIS_ENABLED", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_KEY_PREFIX",
-    "REDIS_TTL_SECONDS", "REDIS_PASSWORD", "REDIS_SSL", "REDIS_USERNAME", "REDIS_SSL_CA_CERTS",
-    "REDIS_SSL_CA_PATH", "REDIS_SSL_CERTFILE", "REDIS_SSL_KEYFILE", "REDIS_SSL_CERT_REQS",
-    "REDIS_UNIX_SOCKET", "REDIS_INSTANCE_ID", "REDIS_FLUSH_INTERVAL", "REDIS_TTL_DISABLED",
-    "REDIS_SOCKET_TIMEOUT", "REDIS_CONNECT_TIMEOUT", "REDIS_MAX_REPLY_BYTES", "PROMETHEUS_REDIS_URL",
-    "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir",
+    "REDIS_ENABLED",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_DB",
+    "REDIS_KEY_PREFIX",
+    "REDIS_TTL_SECONDS",
+    "REDIS_PASSWORD",
+    "REDIS_SSL",
+    "REDIS_USERNAME",
+    "REDIS_SSL_CA_CERTS",
+    "REDIS_SSL_CA_PATH",
+    "REDIS_SSL_CERTFILE",
+    "REDIS_SSL_KEYFILE",
+    "REDIS_SSL_CERT_REQS",
+    "REDIS_UNIX_SOCKET",
+    "REDIS_INSTANCE_ID",
+    "REDIS_FLUSH_INTERVAL",
+    "REDIS_TTL_DISABLED",
+    "REDIS_SOCKET_TIMEOUT",
+    "REDIS_CONNECT_TIMEOUT",
+    "REDIS_MAX_REPLY_BYTES",
+    "PROMETHEUS_REDIS_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "prometheus_multiproc_dir",
 )
 
 
@@ -55,8 +73,9 @@ def manager_env(server: RedisServer, **extra: Any) -> dict[str, str]:
     return env
 
 
-def in_child(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = None,
-             timeout: float = 60.0) -> Any:
+def in_child(
+    fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> Any:
     """Run ``fn(*args)`` in a forked child and return its result.
 
     The child starts from a clean slate of our environment variables, then
@@ -82,7 +101,7 @@ def in_child(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = No
                 data = pickle.dumps(("error", "result not picklable:\n" + traceback.format_exc()))
             view = memoryview(data)
             while view:
-                view = view[os.write(write_end, view):]
+                view = view[os.write(write_end, view) :]
         except BaseException:  # noqa: BLE001
             status = 1
         finally:
@@ -108,7 +127,9 @@ def in_child(fn: Callable[..., Any], *args: Any, env: dict[str, str] | None = No
     if not chunks:
         if os.WIFSIGNALED(status):
             pytest.fail(f"child killed by signal {os.WTERMSIG(status)} without a result")
-        pytest.fail(f"child died without a result (exit status {os.waitstatus_to_exitcode(status)})")
+        pytest.fail(
+            f"child died without a result (exit status {os.waitstatus_to_exitcode(status)})"
+        )
     kind, value = pickle.loads(b"".join(chunks))
     if kind == "error":
         pytest.fail("in the child process:\n" + value, pytrace=False)
@@ -148,7 +169,7 @@ def series_keys(keys, prefix: str = "gunicorn") -> list[str]:
     out = []
     for key in keys:
         key = key.decode() if isinstance(key, bytes) else key
-        if key.startswith(prefix + ":") and ":" in key[len(prefix) + 1:]:
+        if key.startswith(prefix + ":") and ":" in key[len(prefix) + 1 :]:
             out.append(key)
     return sorted(out)
 
@@ -167,7 +188,8 @@ def families_of(body: bytes | str) -> dict[str, tuple[str, str, list[tuple]]]:
     out = {}
     for family in text_string_to_metric_families(text):
         samples = sorted(
-            (s.name, tuple(sorted(s.labels.items())), repr(s.value)) for s in family.samples)
+            (s.name, tuple(sorted(s.labels.items())), repr(s.value)) for s in family.samples
+        )
         out[family.name] = (family.type, family.documentation, samples)
     return out
 

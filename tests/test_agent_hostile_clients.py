@@ -38,8 +38,13 @@ def write_directory(directory: Path, series: int) -> None:
     values = MmapedDict(str(directory / "counter_4242.db"))
     try:
         for i in range(series):
-            key = mmap_key("hostile_requests_total", "hostile_requests_total", ["path", "code"],
-                           [f"/path/number/{i}", "200"], "Requests by path.")
+            key = mmap_key(
+                "hostile_requests_total",
+                "hostile_requests_total",
+                ["path", "code"],
+                [f"/path/number/{i}", "200"],
+                "Requests by path.",
+            )
             values.write_value(key, float(i), 0.0)
     finally:
         values.close()
@@ -53,8 +58,9 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
         yield a
 
 
-def get(port: int, path: str = "/metrics", headers: dict[str, str] | None = None,
-        timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def get(
+    port: int, path: str = "/metrics", headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("GET", path, headers=headers or {})
@@ -88,7 +94,9 @@ def read_all(sock: socket.socket, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def split_responses(data: bytes, head_only: frozenset[int] = frozenset()) -> list[tuple[int, bytes]]:
+def split_responses(
+    data: bytes, head_only: frozenset[int] = frozenset()
+) -> list[tuple[int, bytes]]:
     """Splits HTTP/1.1 responses framed by Content-Length (the answers at
     the positions in head_only answer HEAD: no body)."""
     out: list[tuple[int, bytes]] = []
@@ -97,8 +105,11 @@ def split_responses(data: bytes, head_only: frozenset[int] = frozenset()) -> lis
         assert sep, f"an incomplete response: {data[:200]!r}"
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line.lower().startswith(b"content-length:")
+        )
         if len(out) in head_only:
             length = 0
         out.append((status, rest[:length]))
@@ -133,8 +144,9 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 def test_slowloris_1000_trickling_connections_do_not_starve_scrapes(agent: Agent) -> None:
     # the listen backlog (Send-Q of a listening socket) holds bursts of connects
-    listing = subprocess.run(["ss", "-Hltn", f"sport = :{agent.port}"], capture_output=True, text=True,
-                             check=False).stdout.split()
+    listing = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{agent.port}"], capture_output=True, text=True, check=False
+    ).stdout.split()
     if listing:
         assert int(listing[2]) >= 128, listing
     baseline = []
@@ -187,9 +199,11 @@ def test_slowloris_1000_trickling_connections_do_not_starve_scrapes(agent: Agent
     assert len(latencies) >= 20
     p99 = statistics.quantiles(latencies, n=100)[98]
     health_p99 = statistics.quantiles(health, n=100)[98]
-    print(f"\n/metrics p50 {statistics.median(baseline) * 1000:.1f} ms alone, "
-          f"{statistics.median(latencies) * 1000:.1f} ms (p99 {p99 * 1000:.1f} ms) "
-          f"with 1,000 trickling connections; /health p99 {health_p99 * 1000:.1f} ms")
+    print(
+        f"\n/metrics p50 {statistics.median(baseline) * 1000:.1f} ms alone, "
+        f"{statistics.median(latencies) * 1000:.1f} ms (p99 {p99 * 1000:.1f} ms) "
+        f"with 1,000 trickling connections; /health p99 {health_p99 * 1000:.1f} ms"
+    )
     assert p99 < 0.1, f"p99 {p99 * 1000:.1f} ms"
     assert health_p99 < 0.1, f"/health p99 {health_p99 * 1000:.1f} ms"
     # the hostile connections were held (not refused) while the scrapes ran
@@ -215,11 +229,13 @@ def test_range_header_is_ignored(tmp_path: Path) -> None:
 
 def test_pipelined_requests_are_answered_in_order(agent: Agent) -> None:
     with socket.create_connection((HOST, agent.port), timeout=5) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         started = time.monotonic()
         data = read_all(s, started + 5)
         elapsed = time.monotonic() - started
@@ -248,12 +264,16 @@ def test_oversized_heads_and_bodies_are_refused_with_bounded_memory(agent: Agent
     for size in (9_000, 100_000, 1_000_000):
         with socket.create_connection((HOST, agent.port), timeout=5) as s:
             try:
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+                s.sendall(
+                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
+                )
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused before all of it was sent
             data = read_all(s, time.monotonic() + 5)
-        assert data.split(b"\r\n", 1)[0] in (b"HTTP/1.1 431 Request Header Fields Too Large",
-                                              b"HTTP/1.1 400 Bad Request"), data[:100]
+        assert data.split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+            b"HTTP/1.1 400 Bad Request",
+        ), data[:100]
     # many headers, each small
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(2000))
     with socket.create_connection((HOST, agent.port), timeout=5) as s:
@@ -267,11 +287,15 @@ def test_oversized_heads_and_bodies_are_refused_with_bounded_memory(agent: Agent
         with socket.create_connection((HOST, agent.port), timeout=5) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + b"x" * 1000)
             status = read_all(s, time.monotonic() + 5).split(b"\r\n", 1)[0]
-        assert status in (b"HTTP/1.1 413 Content Too Large", b"HTTP/1.1 501 Not Implemented"), status
+        assert status in (b"HTTP/1.1 413 Content Too Large", b"HTTP/1.1 501 Not Implemented"), (
+            status
+        )
     # a small body is read and the connection goes on
     with socket.create_connection((HOST, agent.port), timeout=5) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-                  b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )
         assert split_responses(read_all(s, time.monotonic() + 5)) == [(200, b"ok\n")] * 2
 
     # 500 connections, each holding a head just under the limit: memory stays bounded
@@ -294,7 +318,9 @@ def test_oversized_heads_and_bodies_are_refused_with_bounded_memory(agent: Agent
 def test_idle_and_trickling_connections_are_closed_at_the_deadline(tmp_path: Path) -> None:
     write_directory(tmp_path / "mp", 10)
     timeout = 2.0
-    with Agent(tmp_path, ["--directory", str(tmp_path / "mp"), "--request-timeout", str(timeout)]) as a:
+    with Agent(
+        tmp_path, ["--directory", str(tmp_path / "mp"), "--request-timeout", str(timeout)]
+    ) as a:
         wait_for(lambda: a.samples(), 10, message=lambda: f"the agent serving:\n{a.log()}")
         idle = open_many(a.port, 300)
         trickling = open_many(a.port, 100)
@@ -318,7 +344,9 @@ def test_idle_and_trickling_connections_are_closed_at_the_deadline(tmp_path: Pat
                             closed_at[i] = time.monotonic() - started
                         s.setblocking(True)
                 time.sleep(0.2)
-            assert len(closed_at) == len(trickling), f"{len(trickling) - len(closed_at)} trickling still open"
+            assert len(closed_at) == len(trickling), (
+                f"{len(trickling) - len(closed_at)} trickling still open"
+            )
             assert max(closed_at.values()) < timeout + 1.5, max(closed_at.values())
             assert all(closed_by_peer(s) for s in idle), "idle connections still open"
             assert closed_by_peer(kept_alive), "an idle kept-alive connection still open"

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gunicorn_runner import Agent, http_get, wait_for
 
 from gunicorn_prometheus_exporter.config import ExporterConfig
+from gunicorn_runner import Agent, http_get, wait_for
 
 redis_server = pytest.importorskip("redis_server")
 
@@ -33,19 +33,23 @@ def _python_refusal(monkeypatch: pytest.MonkeyPatch, name: str, value: str, attr
     return str(info.value)
 
 
-@pytest.mark.parametrize("name, value, attribute", [
-    ("REDIS_SSL_CERT_REQS", "optional", "redis_ssl_verify"),
-    ("REDIS_SSL_CERT_REQS", "bogus", "redis_ssl_verify"),
-    ("REDIS_KEY_PREFIX", "app*", "redis_key_prefix"),
-    ("REDIS_KEY_PREFIX", "a[b]", "redis_key_prefix"),
-    ("REDIS_PORT", "0", "redis_port"),
-    ("REDIS_SOCKET_TIMEOUT", "soon", "redis_socket_timeout"),
-    ("REDIS_CONNECT_TIMEOUT", "-1", "redis_connect_timeout"),
-    ("REDIS_FLUSH_INTERVAL", "1s", "redis_flush_interval"),
-    ("REDIS_ENABLED", "maybe", "redis_enabled"),
-])
-def test_python_and_the_agent_refuse_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
-                                           value: str, attribute: str) -> None:
+@pytest.mark.parametrize(
+    "name, value, attribute",
+    [
+        ("REDIS_SSL_CERT_REQS", "optional", "redis_ssl_verify"),
+        ("REDIS_SSL_CERT_REQS", "bogus", "redis_ssl_verify"),
+        ("REDIS_KEY_PREFIX", "app*", "redis_key_prefix"),
+        ("REDIS_KEY_PREFIX", "a[b]", "redis_key_prefix"),
+        ("REDIS_PORT", "0", "redis_port"),
+        ("REDIS_SOCKET_TIMEOUT", "soon", "redis_socket_timeout"),
+        ("REDIS_CONNECT_TIMEOUT", "-1", "redis_connect_timeout"),
+        ("REDIS_FLUSH_INTERVAL", "1s", "redis_flush_interval"),
+        ("REDIS_ENABLED", "maybe", "redis_enabled"),
+    ],
+)
+def test_python_and_the_agent_refuse_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, attribute: str
+) -> None:
     python = _python_refusal(monkeypatch, name, value, attribute)
     assert name in python and repr(value) in python
     # a sidecar reads every Redis setting at start
@@ -59,8 +63,9 @@ def test_the_agent_refuses_a_glob_prefix_flag(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value, verify", [("required", True), ("none", False), (" NONE ", False)])
-def test_cert_reqs_accepted_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str,
-                                  verify: bool) -> None:
+def test_cert_reqs_accepted_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, verify: bool
+) -> None:
     monkeypatch.setenv("REDIS_SSL_CERT_REQS", value)
     assert ExporterConfig().redis_ssl_verify is verify
     with Agent(tmp_path, ["--source", "redis"], env={"REDIS_SSL_CERT_REQS": value}) as agent:
@@ -77,10 +82,20 @@ def _status(port: int, path: str) -> int | None:
 def _scrape_of_a_stopped_redis(tmp_path: Path, socket_timeout: str) -> tuple[int, bytes, float]:
     """A sidecar's scrape while its redis-server is stopped (SIGSTOP: the
     kernel still accepts, nothing answers)."""
-    with redis_server.RedisServer() as redis, Agent(
-            tmp_path, ["--source", "redis"], name=f"sidecar-{socket_timeout}",
-            env={"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port),
-                 "REDIS_SOCKET_TIMEOUT": socket_timeout, "REDIS_CONNECT_TIMEOUT": socket_timeout}) as agent:
+    with (
+        redis_server.RedisServer() as redis,
+        Agent(
+            tmp_path,
+            ["--source", "redis"],
+            name=f"sidecar-{socket_timeout}",
+            env={
+                "REDIS_HOST": "127.0.0.1",
+                "REDIS_PORT": str(redis.port),
+                "REDIS_SOCKET_TIMEOUT": socket_timeout,
+                "REDIS_CONNECT_TIMEOUT": socket_timeout,
+            },
+        ) as agent,
+    ):
         wait_for(lambda: _status(agent.port, "/metrics") == 200, 10, message=agent.log)
         assert redis.process is not None
         os.kill(redis.process.pid, signal.SIGSTOP)
@@ -116,9 +131,17 @@ def _scrape_of_a_full_listener(tmp_path: Path, connect_timeout: str) -> tuple[in
             s.connect_ex(("127.0.0.1", port))
             fillers.append(s)
         try:
-            with Agent(tmp_path, ["--source", "redis"], name=f"sidecar-{connect_timeout}",
-                       env={"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
-                            "REDIS_CONNECT_TIMEOUT": connect_timeout, "REDIS_SOCKET_TIMEOUT": "0.5"}) as agent:
+            with Agent(
+                tmp_path,
+                ["--source", "redis"],
+                name=f"sidecar-{connect_timeout}",
+                env={
+                    "REDIS_HOST": "127.0.0.1",
+                    "REDIS_PORT": str(port),
+                    "REDIS_CONNECT_TIMEOUT": connect_timeout,
+                    "REDIS_SOCKET_TIMEOUT": "0.5",
+                },
+            ) as agent:
                 wait_for(lambda: _status(agent.port, "/health") is not None, 10, message=agent.log)
                 start = time.monotonic()
                 status = http_get(agent.port, "/metrics", timeout=60)[0]

@@ -63,11 +63,22 @@ def test_sigterm_ends_the_agent_in_time_while_redis_hangs(tmp_path: Path) -> Non
     directory.mkdir()
     server = SilentServer()
     try:
-        env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(server.port), "REDIS_SOCKET_TIMEOUT": "5",
-               "REDIS_CONNECT_TIMEOUT": "5"}
-        with Agent(tmp_path, ["--directory", str(directory), "--mirror", "--flush-interval", "0.2"],
-                   env=env) as agent:
-            wait_for(lambda: server.received > 0, 10, message=lambda: f"the agent to talk to Redis:\n{agent.log()}")
+        env = {
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(server.port),
+            "REDIS_SOCKET_TIMEOUT": "5",
+            "REDIS_CONNECT_TIMEOUT": "5",
+        }
+        with Agent(
+            tmp_path,
+            ["--directory", str(directory), "--mirror", "--flush-interval", "0.2"],
+            env=env,
+        ) as agent:
+            wait_for(
+                lambda: server.received > 0,
+                10,
+                message=lambda: f"the agent to talk to Redis:\n{agent.log()}",
+            )
             time.sleep(0.5)  # now blocked in a pass that will never be answered
             started = time.monotonic()
             agent.proc.send_signal(signal.SIGTERM)

@@ -62,8 +62,12 @@ def test_killed_worker_totals_are_kept_and_files_go(mp_dir: Path) -> None:
 
     names = {p.name for p in mp_dir.iterdir()}
     assert not any(name.endswith(f"_{victim}.db") for name in names), names
-    assert {"counter_archive.db", "histogram_archive.db", "summary_archive.db",
-            "gauge_max_archive.db"} <= names
+    assert {
+        "counter_archive.db",
+        "histogram_archive.db",
+        "summary_archive.db",
+        "gauge_max_archive.db",
+    } <= names
 
     after = samples(exporter.render_directory(str(mp_dir)))
     for key, value in before.items():
@@ -87,8 +91,12 @@ def test_killed_worker_totals_are_kept_and_files_go(mp_dir: Path) -> None:
     # Left: the archives, and the files of this (parent) process, which
     # created the unlabelled metrics.
     left = sorted(p.name for p in mp_dir.glob("*.db") if f"_{os.getpid()}." not in p.name)
-    assert left == ["counter_archive.db", "gauge_max_archive.db", "histogram_archive.db",
-                    "summary_archive.db"]
+    assert left == [
+        "counter_archive.db",
+        "gauge_max_archive.db",
+        "histogram_archive.db",
+        "summary_archive.db",
+    ]
 
 
 def test_directory_does_not_grow_with_restarts(mp_dir: Path) -> None:
@@ -102,5 +110,7 @@ def test_directory_does_not_grow_with_restarts(mp_dir: Path) -> None:
         exporter.mark_process_dead(pid, str(mp_dir))
     # The parent's own file (it created the metric) and one archive.
     assert sorted(p.name for p in mp_dir.glob("*.db")) == [
-        f"counter_{os.getpid()}.db", "counter_archive.db"]
+        f"counter_{os.getpid()}.db",
+        "counter_archive.db",
+    ]
     assert b"restarts_seen_total 20.0" in exporter.render_directory(str(mp_dir))

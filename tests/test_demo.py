@@ -47,23 +47,44 @@ def processes_on(app_port: int, metrics_port: int) -> list[int]:
             continue
         args = cmdline(int(entry))
         gunicorn = f"{HOST}:{app_port}" in args and "gunicorn" in args
-        agent = is_agent(int(entry)) and "--port" in args and args[args.index("--port") + 1] == str(metrics_port)
+        agent = (
+            is_agent(int(entry))
+            and "--port" in args
+            and args[args.index("--port") + 1] == str(metrics_port)
+        )
         if gunicorn or agent:
             found.append(int(entry))
     return found
 
 
 class Demo:
-    def __init__(self, tmp: Path, *args: str, ports: list[int] | None = None,
-                 program: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *args: str,
+        ports: list[int] | None = None,
+        program: list[str] | None = None,
+    ) -> None:
         self.port, self.metrics_port = ports or free_ports(2)
         self.out_path, self.err_path = tmp / "demo.out", tmp / "demo.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             # A session of its own, like a terminal's: signals to its group reach the demo only.
             self.process = subprocess.Popen(
-                [sys.executable, *(program or [str(DEMO)]), "--port", str(self.port),
-                 "--metrics-port", str(self.metrics_port), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=clean_env(),
-                start_new_session=True)
+                [
+                    sys.executable,
+                    *(program or [str(DEMO)]),
+                    "--port",
+                    str(self.port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    *args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=clean_env(),
+                start_new_session=True,
+            )
 
     @property
     def out(self) -> str:
@@ -77,11 +98,18 @@ class Demo:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"the demo did not end within {timeout}s:\n{self.out}\n{self.err}") from None
+            raise AssertionError(
+                f"the demo did not end within {timeout}s:\n{self.out}\n{self.err}"
+            ) from None
 
     def left_behind(self) -> list[str]:
-        out = [f"pid {pid}: {' '.join(cmdline(pid))}" for pid in processes_on(self.port, self.metrics_port)]
-        out += [f"port {port} listening" for port in (self.port, self.metrics_port) if listening(port)]
+        out = [
+            f"pid {pid}: {' '.join(cmdline(pid))}"
+            for pid in processes_on(self.port, self.metrics_port)
+        ]
+        out += [
+            f"port {port} listening" for port in (self.port, self.metrics_port) if listening(port)
+        ]
         return out
 
     def kill(self) -> None:
@@ -102,11 +130,18 @@ def demos(tmp_path: Path) -> Iterator[list[Demo]]:
     yield started
     for demo in started:
         demo.kill()
-        print(f"demo on ports {demo.port}, {demo.metrics_port}:\n{demo.out}\n{demo.err}")  # shown on a failure
+        print(
+            f"demo on ports {demo.port}, {demo.metrics_port}:\n{demo.out}\n{demo.err}"
+        )  # shown on a failure
 
 
-def start(demos: list[Demo], tmp: Path, *args: str, ports: list[int] | None = None,
-          program: list[str] | None = None) -> Demo:
+def start(
+    demos: list[Demo],
+    tmp: Path,
+    *args: str,
+    ports: list[int] | None = None,
+    program: list[str] | None = None,
+) -> Demo:
     demo = Demo(tmp, *args, ports=ports, program=program)
     demos.append(demo)
     return demo
@@ -139,8 +174,11 @@ def test_ends_by_itself_with_the_counts_it_sent(demos: list[Demo], tmp_path: Pat
 
 def serving(demo: Demo) -> list[int]:
     """Waits for --serve to be up; the demo's Gunicorn master, workers and agent."""
-    wait_for(lambda: "Serving until Ctrl-C." in demo.out or demo.process.poll() is not None, timeout=60,
-             message=lambda: f"the demo serving:\n{demo.out}\n{demo.err}")
+    wait_for(
+        lambda: "Serving until Ctrl-C." in demo.out or demo.process.poll() is not None,
+        timeout=60,
+        message=lambda: f"the demo serving:\n{demo.out}\n{demo.err}",
+    )
     assert demo.process.poll() is None, demo.err
     masters = [pid for pid in children(demo.process.pid) if "gunicorn" in cmdline(pid)]
     assert len(masters) == 1
@@ -153,9 +191,12 @@ def serving(demo: Demo) -> list[int]:
     return group
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_a_stop_signal_during_serve_stops_the_whole_group(demos: list[Demo], tmp_path: Path,
-                                                          sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    "sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
+def test_a_stop_signal_during_serve_stops_the_whole_group(
+    demos: list[Demo], tmp_path: Path, sig: signal.Signals
+) -> None:
     demo = start(demos, tmp_path, "--serve")
     group = serving(demo)
     os.killpg(demo.process.pid, sig)  # as a terminal does: to the demo's process group
@@ -169,8 +210,11 @@ def test_a_killed_demo_takes_gunicorn_with_it(demos: list[Demo], tmp_path: Path)
     group = serving(demo)
     demo.process.kill()  # no cleanup code runs: the kernel's parent-death signal stops Gunicorn
     demo.process.wait()
-    wait_for(lambda: not any(alive(pid) for pid in group), timeout=30,
-             message=lambda: f"the group gone: {demo.left_behind()}")
+    wait_for(
+        lambda: not any(alive(pid) for pid in group),
+        timeout=30,
+        message=lambda: f"the group gone: {demo.left_behind()}",
+    )
     wait_for(lambda: demo.left_behind() == [], timeout=10, message=lambda: str(demo.left_behind()))
 
 
@@ -189,12 +233,16 @@ def test_a_busy_port_fails_naming_it(demos: list[Demo], tmp_path: Path, busy: st
         assert not listening(metrics_port if busy == "app" else port)
 
 
-def test_a_second_demo_on_the_ports_of_a_running_one_fails(demos: list[Demo], tmp_path: Path) -> None:
+def test_a_second_demo_on_the_ports_of_a_running_one_fails(
+    demos: list[Demo], tmp_path: Path
+) -> None:
     (tmp_path / "first").mkdir()
     first = start(demos, tmp_path / "first", "--serve")
     group = serving(first)
-    for ports, taken in (([first.port, free_ports(1)[0]], first.port),
-                         ([free_ports(1)[0], first.metrics_port], first.metrics_port)):
+    for ports, taken in (
+        ([first.port, free_ports(1)[0]], first.port),
+        ([free_ports(1)[0], first.metrics_port], first.metrics_port),
+    ):
         second = start(demos, tmp_path, "--seconds", "0", ports=ports)
         assert second.wait(30) != 0
         assert f"port {taken} " in second.err and "busy" in second.err, second.err
@@ -206,13 +254,17 @@ def test_a_second_demo_on_the_ports_of_a_running_one_fails(demos: list[Demo], tm
 
 
 # The demo with its check before starting skipped, so that the port is found busy by Gunicorn or the agent.
-WITHOUT_CHECK = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('run_demo', sys.argv[1]); "
-                 "demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo); "
-                 "demo.check_free = lambda *args: None; del sys.argv[1]; sys.exit(demo.main())")
+WITHOUT_CHECK = (
+    "import importlib.util, sys; spec = importlib.util.spec_from_file_location('run_demo', sys.argv[1]); "
+    "demo = importlib.util.module_from_spec(spec); spec.loader.exec_module(demo); "
+    "demo.check_free = lambda *args: None; del sys.argv[1]; sys.exit(demo.main())"
+)
 
 
 @pytest.mark.parametrize("busy", ["app", "metrics"])
-def test_a_port_taken_after_the_check_fails_naming_it(demos: list[Demo], tmp_path: Path, busy: str) -> None:
+def test_a_port_taken_after_the_check_fails_naming_it(
+    demos: list[Demo], tmp_path: Path, busy: str
+) -> None:
     """Gunicorn's or the agent's own bind failure, read from their log, stops
     the demo and the group."""
     port, metrics_port = free_ports(2)
@@ -220,11 +272,20 @@ def test_a_port_taken_after_the_check_fails_naming_it(demos: list[Demo], tmp_pat
     with socket.socket() as holder:
         holder.bind((HOST, taken))
         holder.listen()
-        demo = start(demos, tmp_path, "--seconds", "0", ports=[port, metrics_port],
-                     program=["-c", WITHOUT_CHECK, str(DEMO)])
+        demo = start(
+            demos,
+            tmp_path,
+            "--seconds",
+            "0",
+            ports=[port, metrics_port],
+            program=["-c", WITHOUT_CHECK, str(DEMO)],
+        )
         assert demo.wait(60) != 0
         assert f"port {taken} " in demo.err and "cannot bind" in demo.err, demo.err
         assert "/metrics is served" not in demo.out
-        wait_for(lambda: processes_on(port, metrics_port) == [], timeout=10,
-                 message=lambda: str(processes_on(port, metrics_port)))
+        wait_for(
+            lambda: processes_on(port, metrics_port) == [],
+            timeout=10,
+            message=lambda: str(processes_on(port, metrics_port)),
+        )
         assert not listening(metrics_port if busy == "app" else port)

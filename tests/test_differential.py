@@ -116,7 +116,9 @@ class MetricSpec:
         if self.kind == "counter":
             return Counter(self.name, self.help, self.labelnames, **kwargs)
         if self.kind == "gauge":
-            return Gauge(self.name, self.help, self.labelnames, multiprocess_mode=self.mode, **kwargs)
+            return Gauge(
+                self.name, self.help, self.labelnames, multiprocess_mode=self.mode, **kwargs
+            )
         if self.kind == "histogram":
             if self.buckets is not None:
                 kwargs["buckets"] = self.buckets
@@ -218,14 +220,20 @@ class Workload:
         lines = []
         inherited: set[int] = set()
         if self.preload is not None:
-            lines.append("# --- master process (preload); then forks the workers one after the other")
+            lines.append(
+                "# --- master process (preload); then forks the workers one after the other"
+            )
             lines.extend(self.metrics[i].describe(f"m{i}") for i in self.preload.create)
             lines.extend(op.describe(self.metrics) for phase in self.preload.phases for op in phase)
             inherited = set(self.preload.create)
         for p, proc in enumerate(self.procs):
             who = "worker forked by the master" if self.preload is not None else "forked"
-            lines.append(f"# --- process {p} ({who}, runs after process {p - 1 if p else '-'} exited)")
-            lines.extend(self.metrics[i].describe(f"m{i}") for i in proc.create if i not in inherited)
+            lines.append(
+                f"# --- process {p} ({who}, runs after process {p - 1 if p else '-'} exited)"
+            )
+            lines.extend(
+                self.metrics[i].describe(f"m{i}") for i in proc.create if i not in inherited
+            )
             for k, phase in enumerate(proc.phases):
                 if k:
                     lines.append("# (parent scrapes here, process still alive)")
@@ -238,12 +246,32 @@ class Workload:
 # --------------------------------------------------------------------------
 
 UNICODE = st.characters(blacklist_categories=("Cs",))
+# fmt: off
 SPECIAL_TEXT = st.sampled_from(
-    # fmt: off
-    ["", "a", "b", "GET", "PUT", '"', "\\", "\n", "\\n", '\\"', "a\nb", "😀", "é", "\x00", "\r", "\t",
-     "\u2028", "\x7f", "}", "{,=}"]
-    # fmt: on
+    [
+        "",
+        "a",
+        "b",
+        "GET",
+        "PUT",
+        '"',
+        "\\",
+        "\n",
+        "\\n",
+        '\\"',
+        "a\nb",
+        "😀",
+        "é",
+        "\x00",
+        "\r",
+        "\t",
+        "\u2028",
+        "\x7f",
+        "}",
+        "{,=}",
+    ]
 )
+# fmt: on
 label_values = st.one_of(SPECIAL_TEXT, st.text(UNICODE, max_size=10))
 help_texts = st.one_of(SPECIAL_TEXT, st.text(UNICODE, max_size=16))
 
@@ -326,7 +354,9 @@ EXACT_VALUES = Values(
     any=st.integers(-1000, 1000),
     amounts=st.integers(0, 1000),
 )
-bucket_bounds = st.one_of(st.sampled_from(NICE_VALUES), st.floats(allow_nan=False, allow_infinity=False))
+bucket_bounds = st.one_of(
+    st.sampled_from(NICE_VALUES), st.floats(allow_nan=False, allow_infinity=False)
+)
 
 
 @st.composite
@@ -343,8 +373,8 @@ def histogram_buckets(draw):
 
 
 def _ops_for(i: int, spec: MetricSpec, values: Values):
-    def act(name, value=st.none()):
-        return st.tuples(st.just(name), value)
+    def act(name, value=None):
+        return st.tuples(st.just(name), st.none() if value is None else value)
 
     actions: list = [act("touch")]
     if spec.kind == "counter":
@@ -368,7 +398,11 @@ def _ops_for(i: int, spec: MetricSpec, values: Values):
             act("observe_exemplar", values.finite),
         ]
     else:
-        actions += [act("observe", values.any), act("observe", values.finite), act("observe", values.finite)]
+        actions += [
+            act("observe", values.any),
+            act("observe", values.finite),
+            act("observe", values.finite),
+        ]
     if spec.labelnames:
         actions.append(st.tuples(st.sampled_from(["remove", "remove", "clear"]), st.none()))
     series = st.integers(0, len(spec.series) - 1)
@@ -398,7 +432,13 @@ def _proc(draw, specs, values, creatable, available=(), max_ops=12):
 
 @st.composite
 def workloads(
-    draw, max_metrics=5, max_procs=4, utf8_names=False, preload=False, values=ALL_VALUES, label_values=label_values
+    draw,
+    max_metrics=5,
+    max_procs=4,
+    utf8_names=False,
+    preload=False,
+    values=ALL_VALUES,
+    label_values=label_values,
 ):
     """preload: False (never), True (always), None (sometimes)."""
     metric_names = utf8_metric_names if utf8_names else legacy_metric_names
@@ -416,14 +456,30 @@ def workloads(
             name = f"{base}_{i}{suffix}"
             munged = name[:-6] if kind == "counter" and name.endswith("_total") else name
         used.add(munged)
-        reserved = {"counter": set(), "gauge": {"pid"}, "histogram": {"le"}, "summary": {"quantile"}}[kind]
+        reserved = {
+            "counter": set(),
+            "gauge": {"pid"},
+            "histogram": {"le"},
+            "summary": {"quantile"},
+        }[kind]
         labelnames = tuple(
-            draw(st.lists(label_names.filter(lambda s, r=reserved: s not in r), max_size=3, unique=True))
+            draw(
+                st.lists(
+                    label_names.filter(lambda s, r=reserved: s not in r), max_size=3, unique=True
+                )
+            )
         )
         series: tuple = ((),)
         if labelnames:
             series = tuple(
-                draw(st.lists(st.tuples(*[label_values] * len(labelnames)), min_size=1, max_size=3, unique=True))
+                draw(
+                    st.lists(
+                        st.tuples(*[label_values] * len(labelnames)),
+                        min_size=1,
+                        max_size=3,
+                        unique=True,
+                    )
+                )
             )
         specs.append(
             MetricSpec(
@@ -443,7 +499,8 @@ def workloads(
     inherited = master.create if master is not None else ()
     creatable = [i for i in range(n) if i not in inherited]
     procs = tuple(
-        draw(_proc(specs, values, creatable, available=inherited)) for _ in range(draw(st.integers(1, max_procs)))
+        draw(_proc(specs, values, creatable, available=inherited))
+        for _ in range(draw(st.integers(1, max_procs)))
     )
     return Workload(metrics=tuple(specs), procs=procs, preload=master)
 
@@ -466,9 +523,8 @@ def _fork(fn: Callable[[], None]) -> tuple[int, str]:
                 fn()
             code = 0
         except BaseException:  # noqa: BLE001 - reported to the parent
-            with contextlib.suppress(BaseException):
-                with open(err_path, "w", encoding="utf-8") as f:
-                    f.write(traceback.format_exc())
+            with contextlib.suppress(BaseException), open(err_path, "w", encoding="utf-8") as f:
+                f.write(traceback.format_exc())
         finally:
             os._exit(code)
     return pid, err_path
@@ -484,7 +540,9 @@ def _reap(pid: int, err_path: str, who: str) -> None:
         raise AssertionError(f"{who} failed (wait status {status}):\n{child_error}")
 
 
-def run_in_child(body: Callable[[Callable[[], None]], None], on_pause: Callable[[], None] | None = None) -> int:
+def run_in_child(
+    body: Callable[[Callable[[], None]], None], on_pause: Callable[[], None] | None = None
+) -> int:
     """Run ``body(pause)`` in a forked child; returns the child's pid after it exited.
 
     ``pause()`` in the child (or in a process it forked) blocks until the
@@ -561,7 +619,9 @@ def _collected(objs: dict) -> list:
     return out
 
 
-def _run_proc(workload: Workload, proc: Proc, objs: dict, pause: Callable[[], None], result_file: str | None) -> None:
+def _run_proc(
+    workload: Workload, proc: Proc, objs: dict, pause: Callable[[], None], result_file: str | None
+) -> None:
     for i in proc.create:
         if i not in objs:
             objs[i] = workload.metrics[i].construct()
@@ -601,7 +661,9 @@ def run_workload(
         _run_preloaded(workload, backend, directory, scrape=scrape, rename=rename)
         return
     for p, proc in enumerate(workload.procs):
-        result_file = os.path.join(directory, f"collected-{p}.pickle") if results is not None else None
+        result_file = (
+            os.path.join(directory, f"collected-{p}.pickle") if results is not None else None
+        )
         fake_pid = fake_pids[p] if fake_pids is not None else None
 
         def body(pause, proc=proc, result_file=result_file, fake_pid=fake_pid):
@@ -628,7 +690,9 @@ def _rename_pid(directory: str, pid: int, new_pid: int) -> None:
         os.rename(path, path[: -len(f"_{pid}.db")] + f"_{new_pid}.db")
 
 
-def _run_preloaded(workload: Workload, backend: str, directory: str, *, scrape, rename: bool) -> None:
+def _run_preloaded(
+    workload: Workload, backend: str, directory: str, *, scrape, rename: bool
+) -> None:
     """gunicorn's preload_app: a master creates metrics, then forks the workers."""
     pids_file = os.path.join(directory, "pids.txt")
 
@@ -666,14 +730,18 @@ def _printable(line: str) -> str:
 
 
 def _lines(body: bytes) -> list[str]:
-    return [_printable(line.decode("utf-8", "backslashreplace")) + "\n" for line in body.split(b"\n")]
+    return [
+        _printable(line.decode("utf-8", "backslashreplace")) + "\n" for line in body.split(b"\n")
+    ]
 
 
 def assert_same_bytes(ours: bytes, reference: bytes, what: str) -> None:
     if ours == reference:
         return
     diff = "".join(
-        difflib.unified_diff(_lines(reference), _lines(ours), "prometheus_client (reference)", "ours", n=2)
+        difflib.unified_diff(
+            _lines(reference), _lines(ours), "prometheus_client (reference)", "ours", n=2
+        )
     )
     if len(diff) > 12000:
         diff = diff[:12000] + "\n... (diff truncated)\n"
@@ -721,7 +789,14 @@ def normalise_metrics(metrics) -> list:
     out = []
     for m in metrics:
         samples = [
-            (s.name, sorted(s.labels.items()), _fmt_float(s.value), s.timestamp, s.exemplar, s.native_histogram)
+            (
+                s.name,
+                sorted(s.labels.items()),
+                _fmt_float(s.value),
+                s.timestamp,
+                s.exemplar,
+                s.native_histogram,
+            )
             for s in m.samples
         ]
         out.append((m.name, m.type, m.documentation, m.unit, samples))
@@ -733,7 +808,10 @@ def assert_same_structures(ours, reference_, what: str) -> None:
         return
     diff = "".join(
         difflib.unified_diff(
-            [_printable(line) + "\n" for line in pprint.pformat(reference_, width=120).splitlines()],
+            [
+                _printable(line) + "\n"
+                for line in pprint.pformat(reference_, width=120).splitlines()
+            ],
             [_printable(line) + "\n" for line in pprint.pformat(ours, width=120).splitlines()],
             "prometheus_client (reference)",
             "ours",
@@ -751,10 +829,15 @@ def check_readers_agree(directory: str, collector: gpe.MultiProcessCollector | N
     """
     ref_text, ref_om = reference(directory)
     assert_same_bytes(gpe.render_directory(directory), ref_text, "render_directory (text)")
-    assert_same_bytes(gpe.render_directory(directory, openmetrics=True), ref_om, "render_directory (OpenMetrics)")
+    assert_same_bytes(
+        gpe.render_directory(directory, openmetrics=True), ref_om, "render_directory (OpenMetrics)"
+    )
 
     # Our drop-in collector: a long-lived one (caches between scrapes) and a fresh one.
-    for label, ours in (("long-lived", collector), ("fresh", gpe.MultiProcessCollector(None, path=directory))):
+    for label, ours in (
+        ("long-lived", collector),
+        ("fresh", gpe.MultiProcessCollector(None, path=directory)),
+    ):
         if ours is None:
             continue
         text, om = expositions(_StaticCollector(ours.collect()))
@@ -771,7 +854,10 @@ def check_readers_agree(directory: str, collector: gpe.MultiProcessCollector | N
 
 
 def file_entries(path: str) -> list:
-    return [(key, _fmt_float(value)) for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(path)]
+    return [
+        (key, _fmt_float(value))
+        for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(path)
+    ]
 
 
 @contextlib.contextmanager
@@ -787,6 +873,7 @@ def temp_dirs(n: int):
 # --------------------------------------------------------------------------
 # Hypothesis properties
 # --------------------------------------------------------------------------
+
 
 def examples(n: int, *, shrink: bool = True) -> settings:
     phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
@@ -845,7 +932,9 @@ def check_native_files_match_client_files(workload: Workload) -> None:
         # File by file: the same files, the same series keys in the same
         # order, the same values.
         names = sorted(os.listdir(native_dir))
-        assert_same_structures(names, sorted(os.listdir(client_dir)), "files written by NativeValue")
+        assert_same_structures(
+            names, sorted(os.listdir(client_dir)), "files written by NativeValue"
+        )
         for name in names:
             assert_same_structures(
                 file_entries(os.path.join(native_dir, name)),
@@ -854,21 +943,27 @@ def check_native_files_match_client_files(workload: Workload) -> None:
             )
 
         # In-process values (NativeValue.get / get_exemplar) agree.
-        assert_same_structures(native_results, client_results, "metric.collect() inside the worker processes")
+        assert_same_structures(
+            native_results, client_results, "metric.collect() inside the worker processes"
+        )
 
 
 def check_our_reader(workload: Workload, backend: str) -> None:
     _note(workload)
     with temp_dirs(1) as (directory,):
         collector = gpe.MultiProcessCollector(None, path=directory)
-        run_workload(workload, backend, directory, scrape=lambda: check_readers_agree(directory, collector))
+        run_workload(
+            workload, backend, directory, scrape=lambda: check_readers_agree(directory, collector)
+        )
 
 
 def semantic(directory: str) -> dict:
     """prometheus_client's merge of ``directory`` with all order taken out."""
     out = {}
     for m in PcCollector.merge(sorted(glob.glob(os.path.join(directory, "*.db")))):
-        samples = sorted((s.name, sorted(s.labels.items()), repr(float(s.value))) for s in m.samples)
+        samples = sorted(
+            (s.name, sorted(s.labels.items()), repr(float(s.value))) for s in m.samples
+        )
         out[m.name] = (m.type, m.documentation, samples)
     return out
 
@@ -889,10 +984,14 @@ def check_mark_process_dead(workload: Workload, backend: str, dead: Sequence[boo
             if dead[p]:
                 prometheus_client.multiprocess.mark_process_dead(pid, mirror)
                 gpe.mark_process_dead(pid, directory)
-                left = [os.path.basename(f) for f in glob.glob(os.path.join(directory, f"*_{pid}.db"))]
+                left = [
+                    os.path.basename(f) for f in glob.glob(os.path.join(directory, f"*_{pid}.db"))
+                ]
                 assert all(n.startswith("gauge_all_") for n in left), left
             assert_same_structures(
-                semantic(directory), semantic(mirror), f"meaning of the directory after process {p} exited"
+                semantic(directory),
+                semantic(mirror),
+                f"meaning of the directory after process {p} exited",
             )
             check_readers_agree(directory, collector)
 
@@ -906,7 +1005,10 @@ def check_mark_process_dead(workload: Workload, backend: str, dead: Sequence[boo
 
 
 def check_reused_pids(
-    workload: Workload, slots: Sequence[int], cleanups: Sequence[str], scrape_after_cleanup: Sequence[bool]
+    workload: Workload,
+    slots: Sequence[int],
+    cleanups: Sequence[str],
+    scrape_after_cleanup: Sequence[bool],
 ) -> None:
     """Processes reuse process ids (prometheus_client values with a fake pid);
     a dead process's files may be cleaned up before its pid comes back,
@@ -980,7 +1082,9 @@ def test_our_reader_on_native_files(workload):
     data=st.data(),
 )
 def test_mark_process_dead_keeps_the_meaning(workload, backend, data):
-    dead = data.draw(st.lists(st.booleans(), min_size=len(workload.procs), max_size=len(workload.procs)))
+    dead = data.draw(
+        st.lists(st.booleans(), min_size=len(workload.procs), max_size=len(workload.procs))
+    )
     check_mark_process_dead(workload, backend, dead)
 
 
@@ -1007,7 +1111,9 @@ def reuse_workloads(draw):
         create = tuple(draw(st.permutations(range(len(specs)))))
         ops = draw(
             st.lists(
-                st.sampled_from(create).flatmap(lambda i: _ops_for(i, specs[i], ALL_VALUES)), min_size=1, max_size=6
+                st.sampled_from(create).flatmap(lambda i: _ops_for(i, specs[i], ALL_VALUES)),
+                min_size=1,
+                max_size=6,
             )
         )
         procs.append(Proc(create=create, phases=(tuple(ops),)))
@@ -1022,7 +1128,9 @@ def test_our_reader_with_reused_pids(workload, data):
     slots = data.draw(st.lists(st.sampled_from([0, 0, 0, 1]), min_size=n, max_size=n))
     cleanup = st.sampled_from(["none", "ours", "ours", "client", "unlink"])
     cleanups = data.draw(st.lists(cleanup, min_size=n, max_size=n))
-    scrape_after_cleanup = data.draw(st.lists(st.sampled_from([False, False, True]), min_size=n, max_size=n))
+    scrape_after_cleanup = data.draw(
+        st.lists(st.sampled_from([False, False, True]), min_size=n, max_size=n)
+    )
     check_reused_pids(workload, slots, cleanups, scrape_after_cleanup)
 
 
@@ -1033,7 +1141,10 @@ def test_utf8_names_native_files_match_client_files(workload):
 
 
 @examples(60)
-@given(workload=workloads(max_metrics=4, max_procs=3, utf8_names=True), backend=st.sampled_from(["client", "native"]))
+@given(
+    workload=workloads(max_metrics=4, max_procs=3, utf8_names=True),
+    backend=st.sampled_from(["client", "native"]),
+)
 def test_utf8_names_our_reader(workload, backend):
     check_our_reader(workload, backend)
 
@@ -1196,7 +1307,7 @@ def test_many_series_grow_the_files(backend):
         h = Histogram("h", "h", ["a"], registry=None)
         for i in range(600):
             c.labels(f"value-{i}-" + "é" * 40, "😀" * (i % 7)).inc(i)
-            g.labels(f"{i}\n\"\\").set(i / 7)
+            g.labels(f'{i}\n"\\').set(i / 7)
         for i in range(60):
             h.labels(str(i)).observe(i / 3)
 
@@ -1289,7 +1400,9 @@ def test_enable_native_values_moves_to_new_directory():
         # Different directories: compare in a fixed (sorted) file order.
         assert_same_bytes(sorted_merge(n1)[0], sorted_merge(c1)[0], "first directory")
         assert_same_bytes(sorted_merge(n2)[0], sorted_merge(c2)[0], "second directory")
-        assert not glob.glob(os.path.join(n1, "gauge_*")), "a metric created after the switch went to the old directory"
+        assert not glob.glob(os.path.join(n1, "gauge_*")), (
+            "a metric created after the switch went to the old directory"
+        )
 
 
 def test_metrics_created_before_enabling_native_values():

@@ -20,7 +20,7 @@ import pytest
 
 from gunicorn_runner import Gunicorn, value, wait_for
 
-FILLING_APP = textwrap.dedent('''
+FILLING_APP = textwrap.dedent("""
     from prometheus_client import Counter
 
     seen = Counter("app_seen", "a new series per request: fills the directory", ["request"])
@@ -30,7 +30,7 @@ FILLING_APP = textwrap.dedent('''
         seen.labels(environ.get("QUERY_STRING", "") * 40).inc()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
-''')
+""")
 
 REQUESTS = 1500
 
@@ -41,8 +41,11 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount_point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (the tests run as root in CI)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -61,21 +64,27 @@ def test_a_full_directory_costs_metrics_never_requests(tmp_path: Path, small_tmp
         assert g.proc.poll() is None, "the master must survive"
         assert set(g.worker_pids()) == workers, f"no worker may die:\n{g.log()[-3000:]}"
 
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_exporter_storage_errors_total") > 0,
-                                 what="storage errors counted")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_exporter_storage_errors_total") > 0,
+            what="storage errors counted",
+        )
         # series made before the disk filled stay exact in the files
         assert value(samples, "gunicorn_worker_requests_total") == REQUESTS
         assert value(samples, "gunicorn_master_worker_restart_total", reason="crash") == 0
         log = g.log()
         warnings = [line for line in log.splitlines() if "cannot store metrics in" in line]
-        assert warnings and all(str(small_tmpfs) in line and "No space left on device" in line
-                                for line in warnings), log[-3000:]
+        assert warnings and all(
+            str(small_tmpfs) in line and "No space left on device" in line for line in warnings
+        ), log[-3000:]
         assert len(warnings) <= 3, warnings  # once per process (master, two workers), not per value
 
         # workers that cannot create a single file still boot and serve
         g.signal(signal.SIGHUP)
-        wait_for(lambda: not set(g.worker_pids()) & workers and len(g.worker_pids()) == 2, 20,
-                 message=lambda: f"new workers after HUP:\n{g.log()[-3000:]}")
+        wait_for(
+            lambda: not set(g.worker_pids()) & workers and len(g.worker_pids()) == 2,
+            20,
+            message=lambda: f"new workers after HUP:\n{g.log()[-3000:]}",
+        )
         assert [g.status(f"/?after-{i}") for i in range(50)] == [200] * 50
         assert g.proc.poll() is None
         assert "Traceback" not in g.log().split("Handling signal: hup", 1)[-1]

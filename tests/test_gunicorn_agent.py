@@ -36,10 +36,28 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from redis_server import make_tls_files
 
     d = tmp_path_factory.mktemp("certs")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout", str(d / "self.key"), "-out", str(d / "self.crt")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(d / "self.key"),
+            "-out",
+            str(d / "self.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     files = make_tls_files(d)
     files.update({"self.crt": str(d / "self.crt"), "self.key": str(d / "self.key")})
     return files
@@ -61,8 +79,11 @@ def start_tls(tmp_path: Path, env: dict[str, str], context: ssl.SSLContext) -> G
     g = Gunicorn(tmp_path, env=env, wait_ready=False)
     try:
         g.wait_serving()
-        wait_for(lambda: https_get(g.metrics_port, context, "/health")[0] == 200, 10,
-                 message=lambda: f"the agent on https:\n{g.log()}")
+        wait_for(
+            lambda: https_get(g.metrics_port, context, "/health")[0] == 200,
+            10,
+            message=lambda: f"the agent on https:\n{g.log()}",
+        )
     except BaseException:
         g.stop()
         raise
@@ -70,7 +91,10 @@ def start_tls(tmp_path: Path, env: dict[str, str], context: ssl.SSLContext) -> G
 
 
 def test_https(tmp_path: Path, certs: dict[str, str]) -> None:
-    env = {"PROMETHEUS_SSL_CERTFILE": certs["self.crt"], "PROMETHEUS_SSL_KEYFILE": certs["self.key"]}
+    env = {
+        "PROMETHEUS_SSL_CERTFILE": certs["self.crt"],
+        "PROMETHEUS_SSL_KEYFILE": certs["self.key"],
+    }
     ctx = client_context(certs["self.crt"])
     with start_tls(tmp_path, env, ctx) as g:
         for _ in range(3):
@@ -78,14 +102,23 @@ def test_https(tmp_path: Path, certs: dict[str, str]) -> None:
         assert https_get(g.metrics_port, ctx)[0] == 200
 
         def counted() -> bool:
-            return value(parse(https_get(g.metrics_port, ctx)[1].decode()), "gunicorn_worker_requests_total") == 3
+            return (
+                value(
+                    parse(https_get(g.metrics_port, ctx)[1].decode()),
+                    "gunicorn_worker_requests_total",
+                )
+                == 3
+            )
+
         wait_for(counted, 5)
         # a client that does not trust the certificate is refused
         with pytest.raises((ssl.SSLError, urllib.error.URLError)):
             https_get(g.metrics_port, ssl.create_default_context())
         # and plain HTTP gets no metrics
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{g.metrics_port}/metrics", timeout=3) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{g.metrics_port}/metrics", timeout=3
+            ) as r:
                 plain = r.read()
         except (OSError, http.client.HTTPException):
             plain = b""
@@ -93,24 +126,38 @@ def test_https(tmp_path: Path, certs: dict[str, str]) -> None:
 
 
 def test_mutual_tls(tmp_path: Path, certs: dict[str, str]) -> None:
-    env = {"PROMETHEUS_SSL_CERTFILE": certs["server.crt"], "PROMETHEUS_SSL_KEYFILE": certs["server.key"],
-           "PROMETHEUS_SSL_CLIENT_CAFILE": certs["ca.crt"], "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED": "true"}
+    env = {
+        "PROMETHEUS_SSL_CERTFILE": certs["server.crt"],
+        "PROMETHEUS_SSL_KEYFILE": certs["server.key"],
+        "PROMETHEUS_SSL_CLIENT_CAFILE": certs["ca.crt"],
+        "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED": "true",
+    }
     with_cert = client_context(certs["ca.crt"], (certs["client.crt"], certs["client.key"]))
     without_cert = client_context(certs["ca.crt"])
     with start_tls(tmp_path, env, with_cert) as g:
         assert g.status("/") == 200
-        wait_for(lambda: value(parse(https_get(g.metrics_port, with_cert)[1].decode()),
-                               "gunicorn_worker_requests_total") == 1, 5)
+        wait_for(
+            lambda: (
+                value(
+                    parse(https_get(g.metrics_port, with_cert)[1].decode()),
+                    "gunicorn_worker_requests_total",
+                )
+                == 1
+            ),
+            5,
+        )
 
         # Without a client certificate the handshake fails: no HTTP answer at all.
-        with socket.create_connection(("127.0.0.1", g.metrics_port), timeout=5) as raw:
-            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-                with without_cert.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                    # TLS 1.3: the server's refusal arrives with the first read
-                    tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    data = tls.recv(100)
-                    assert data, "the agent closed the connection without an alert"
-                    raise AssertionError(f"the agent answered a client without a certificate: {data!r}")
+        with (
+            socket.create_connection(("127.0.0.1", g.metrics_port), timeout=5) as raw,
+            pytest.raises((ssl.SSLError, ConnectionError, OSError)),
+            without_cert.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            # TLS 1.3: the server's refusal arrives with the first read
+            tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = tls.recv(100)
+            assert data, "the agent closed the connection without an alert"
+            raise AssertionError(f"the agent answered a client without a certificate: {data!r}")
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             https_get(g.metrics_port, without_cert)
 
@@ -132,7 +179,11 @@ def test_metrics_port_in_use(tmp_path: Path) -> None:
     try:
         with Gunicorn(tmp_path, metrics_port=port, wait_ready=False) as g:
             g.wait_serving()
-            wait_for(lambda: "already in use" in g.log(), 10, message=lambda: f"the error in the log:\n{g.log()}")
+            wait_for(
+                lambda: "already in use" in g.log(),
+                10,
+                message=lambda: f"the error in the log:\n{g.log()}",
+            )
             lines = [line for line in g.log().splitlines() if "already in use" in line]
             assert any(str(port) in line for line in lines), lines
             # the workers serve all the same
@@ -142,7 +193,11 @@ def test_metrics_port_in_use(tmp_path: Path) -> None:
             assert g.proc.poll() is None
             # once the port is free, the restarted agent serves the counts
             busy.close()
-            wait_for(lambda: g.samples(), 8, message=lambda: f"the agent restarted on the freed port:\n{g.log()}")
+            wait_for(
+                lambda: g.samples(),
+                8,
+                message=lambda: f"the agent restarted on the freed port:\n{g.log()}",
+            )
             samples = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") == 6)
             assert value(samples, "gunicorn_worker_requests_total", method="GET", status="4xx") == 1
     finally:
@@ -163,20 +218,48 @@ INVALID = [
 
 @pytest.mark.parametrize(("name", "raw"), INVALID, ids=[f"{n}={v}" for n, v in INVALID])
 def test_invalid_setting_stops_gunicorn_naming_it(tmp_path: Path, name: str, raw: str) -> None:
-    env = {k: v for k, v in __import__("os").environ.items()
-           if not k.startswith(("PROMETHEUS_", "REDIS_", "GUNICORN_"))}
-    env.update({"PROMETHEUS_METRICS_PORT": str(free_port()), "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
-                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "mp"), name: raw})
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if not k.startswith(("PROMETHEUS_", "REDIS_", "GUNICORN_"))
+    }
+    env.update(
+        {
+            "PROMETHEUS_METRICS_PORT": str(free_port()),
+            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "mp"),
+            name: raw,
+        }
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", CONFIG, "-w", "2", "-b", f"127.0.0.1:{port}",
-                             "--chdir", str(DEMO_DIR), "--no-control-socket", "app:app"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            CONFIG,
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(DEMO_DIR),
+            "--no-control-socket",
+            "app:app",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             import os
             import signal
+
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode != 0
@@ -187,8 +270,11 @@ def test_invalid_setting_stops_gunicorn_naming_it(tmp_path: Path, name: str, raw
 
 
 def test_valid_settings_in_any_case_start(tmp_path: Path) -> None:
-    env = {"PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED": "OFF", "REDIS_ENABLED": "No",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "mp")}
+    env = {
+        "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED": "OFF",
+        "REDIS_ENABLED": "No",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "mp"),
+    }
     with Gunicorn(tmp_path, env=env) as g:
         assert g.status("/") == 200
         g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") == 1)
@@ -229,7 +315,9 @@ def test_agent_help() -> None:
     binary = agent_binary()
     assert binary.is_file()
     started = time.monotonic()
-    result = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=10, check=False)
+    result = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, timeout=10, check=False
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout + result.stderr
     for option in ("--source", "--port", "--mirror"):
@@ -238,12 +326,20 @@ def test_agent_help() -> None:
     # the console script says the same
     script = Path(sys.executable).parent / "gunicorn-prometheus-agent"
     if script.exists():
-        again = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=10, check=False)
+        again = subprocess.run(
+            [str(script), "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
         assert again.returncode == 0
         assert "--mirror" in again.stdout + again.stderr
 
 
 def test_agent_rejects_an_unknown_option() -> None:
-    result = subprocess.run([str(agent_binary()), "--no-such-option"], capture_output=True, text=True, timeout=10, check=False)
+    result = subprocess.run(
+        [str(agent_binary()), "--no-such-option"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     assert result.returncode != 0
     assert "--no-such-option" in result.stderr

@@ -33,9 +33,14 @@ def only(**counts: float) -> dict[str, float]:
 def request_totals(samples) -> dict:
     """Everything that counts requests, by label: must survive worker deaths."""
     out = {}
-    for name in ("gunicorn_worker_requests_total", "gunicorn_worker_failed_requests_total",
-                 "gunicorn_worker_request_duration_seconds_count", "gunicorn_worker_request_size_bytes_count",
-                 "gunicorn_worker_response_size_bytes_count", "gunicorn_worker_error_handling_total"):
+    for name in (
+        "gunicorn_worker_requests_total",
+        "gunicorn_worker_failed_requests_total",
+        "gunicorn_worker_request_duration_seconds_count",
+        "gunicorn_worker_request_size_bytes_count",
+        "gunicorn_worker_response_size_bytes_count",
+        "gunicorn_worker_error_handling_total",
+    ):
         for key, v in labelled(samples, name).items():
             if v:
                 out[(name, key)] = v
@@ -49,6 +54,7 @@ def send(g: Gunicorn, n: int, path: str = "/") -> None:
 
 def workers_settled(g: Gunicorn, count: int, exclude: set[int] = frozenset()) -> set[int]:
     """Waits for `count` worker processes, none of them in exclude, each with its gauges."""
+
     def check() -> set[int] | None:
         pids = set(g.worker_pids())
         if len(pids) != count or pids & exclude:
@@ -59,16 +65,27 @@ def workers_settled(g: Gunicorn, count: int, exclude: set[int] = frozenset()) ->
             if shown != pids:
                 return None
         return pids
-    return wait_for(check, 10, message=lambda: f"{count} workers (not {exclude}) with their gauges:\n"
-                    f"workers {g.worker_pids()}\n{g.log()[-2000:]}")
+
+    return wait_for(
+        check,
+        10,
+        message=lambda: (
+            f"{count} workers (not {exclude}) with their gauges:\n"
+            f"workers {g.worker_pids()}\n{g.log()[-2000:]}"
+        ),
+    )
 
 
 def test_worker_killed_with_sigkill(tmp_path: Path) -> None:
     with Gunicorn(tmp_path) as g:
         send(g, 10)
         assert g.status("/missing") == 404
-        before = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") == 11
-                                and value(s, "gunicorn_worker_request_duration_seconds_count") == 11)
+        before = g.wait_metrics(
+            lambda s: (
+                value(s, "gunicorn_worker_requests_total") == 11
+                and value(s, "gunicorn_worker_request_duration_seconds_count") == 11
+            )
+        )
         totals = request_totals(before)
         workers = set(g.worker_pids())
         victim = min(workers)
@@ -121,15 +138,19 @@ def test_ttin_and_ttou_scale_the_workers(tmp_path: Path) -> None:
         g.signal(signal.SIGTTIN)
         three = workers_settled(g, 3)
         assert first < three
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_master_workers") == 3, what="3 workers")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_master_workers") == 3, what="3 workers"
+        )
         assert value(samples, "gunicorn_master_signals_total", signal="TTIN") == 1
 
         g.signal(signal.SIGTTOU)
         two = workers_settled(g, 2)
         gone = three - two
         assert len(gone) == 1
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_master_workers") == 2
-                                 and restarts(s)["scale_down"] >= 1, what="back to 2 workers, 1 scale_down")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_master_workers") == 2 and restarts(s)["scale_down"] >= 1,
+            what="back to 2 workers, 1 scale_down",
+        )
         assert value(samples, "gunicorn_master_signals_total", signal="TTOU") == 1
         assert restarts(samples) == only(scale_down=1)
         for name in LIVEALL:
@@ -140,12 +161,18 @@ def test_ttin_and_ttou_scale_the_workers(tmp_path: Path) -> None:
 
 def test_max_requests_restarts(tmp_path: Path) -> None:
     # one worker, so that 12 requests mean exactly 2 restarts (after the 5th and the 10th)
-    with Gunicorn(tmp_path, workers=1, extra_args=["--max-requests", "5", "--max-requests-jitter", "0"]) as g:
+    with Gunicorn(
+        tmp_path, workers=1, extra_args=["--max-requests", "5", "--max-requests-jitter", "0"]
+    ) as g:
         first = set(g.worker_pids())
         send(g, 12)
-        samples = g.wait_metrics(lambda s: restarts(s)["max_requests"] >= 2
-                                 and value(s, "gunicorn_worker_requests_total") >= 12,
-                                 what="2 max_requests restarts, 12 requests")
+        samples = g.wait_metrics(
+            lambda s: (
+                restarts(s)["max_requests"] >= 2
+                and value(s, "gunicorn_worker_requests_total") >= 12
+            ),
+            what="2 max_requests restarts, 12 requests",
+        )
         assert restarts(samples) == only(max_requests=2)
         assert restarts(samples, "gunicorn_worker_restart_total") == only(max_requests=2)
         assert value(samples, "gunicorn_worker_requests_total", method="GET", status="2xx") == 12
@@ -162,7 +189,9 @@ def test_timeout_restart(tmp_path: Path) -> None:
         except OSError:
             status = None  # the worker died with the connection open
         assert status != 200
-        samples = g.wait_metrics(lambda s: restarts(s)["timeout"] >= 1, timeout=10, what="a timeout restart")
+        samples = g.wait_metrics(
+            lambda s: restarts(s)["timeout"] >= 1, timeout=10, what="a timeout restart"
+        )
         assert restarts(samples) == only(timeout=1)
         assert restarts(samples, "gunicorn_worker_restart_total") == only(timeout=1)
         after = workers_settled(g, 2)
@@ -191,18 +220,24 @@ def test_agent_killed_is_restarted_and_workers_keep_serving(tmp_path: Path) -> N
             wait_for(lambda: len(results) >= 5, 5)
             os.kill(agents[0], signal.SIGKILL)
             wait_for(lambda: not alive(agents[0]), 5)
-            new_agents = wait_for(lambda: [p for p in g.agent_pids() if p != agents[0]], 5,
-                                  message="a new agent")
+            new_agents = wait_for(
+                lambda: [p for p in g.agent_pids() if p != agents[0]], 5, message="a new agent"
+            )
             assert len(new_agents) == 1
-            g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") > 0, timeout=5,
-                           what="metrics served again")
+            g.wait_metrics(
+                lambda s: value(s, "gunicorn_worker_requests_total") > 0,
+                timeout=5,
+                what="metrics served again",
+            )
             served_during = len(results)
             wait_for(lambda: len(results) >= served_during + 5, 5)
         finally:
             stop.set()
             thread.join(10)
         assert all(r == 200 for r in results), [r for r in results if r != 200][:5]
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") >= len(results))
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_worker_requests_total") >= len(results)
+        )
         assert value(samples, "gunicorn_worker_requests_total") == len(results)
         assert restarts(samples) == only()
         assert set(g.worker_pids()) <= pids_of(samples, "gunicorn_worker_memory_bytes")

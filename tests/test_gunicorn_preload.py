@@ -14,10 +14,20 @@ import pytest
 
 from gunicorn_runner import Gunicorn, labelled, value
 
-MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
-         "livemostrecent")
+MODES = (
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+)
 
-PRELOADED_APP = f'''
+PRELOADED_APP = f"""
 import os
 
 from prometheus_client import Counter, Gauge, Histogram, Summary
@@ -48,28 +58,39 @@ def app(environ, start_response):
     body = str(os.getpid()).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 REQUESTS = 12
 WORKERS = 2
 
 
-@pytest.mark.parametrize("with_directory", [False, True], ids=["private directory", "PROMETHEUS_MULTIPROC_DIR"])
+@pytest.mark.parametrize(
+    "with_directory", [False, True], ids=["private directory", "PROMETHEUS_MULTIPROC_DIR"]
+)
 def test_preloaded_metrics_appear_exactly(tmp_path: Path, with_directory: bool) -> None:
     (tmp_path / "preloaded_app.py").write_text(PRELOADED_APP)
     env = {}
     if with_directory:
         (tmp_path / "mp").mkdir()
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "mp")
-    with Gunicorn(tmp_path, workers=WORKERS, app="preloaded_app:app", chdir=tmp_path, extra_args=["--preload"],
-                  env=env) as g:
+    with Gunicorn(
+        tmp_path,
+        workers=WORKERS,
+        app="preloaded_app:app",
+        chdir=tmp_path,
+        extra_args=["--preload"],
+        env=env,
+    ) as g:
         served_by = {int(g.get("/")[2]) for _ in range(REQUESTS)}
         assert served_by <= set(g.worker_pids())
-        samples = g.wait_metrics(lambda s: value(s, "app_preloaded_total") >= 5 + REQUESTS,
-                                 what="the preloaded counter")
+        samples = g.wait_metrics(
+            lambda s: value(s, "app_preloaded_total") >= 5 + REQUESTS, what="the preloaded counter"
+        )
         master, workers = str(g.pid), {str(p) for p in g.worker_pids()}
 
-        assert value(samples, "app_preloaded_total") == 5 + REQUESTS  # the master's 5 once, not per worker
+        assert (
+            value(samples, "app_preloaded_total") == 5 + REQUESTS
+        )  # the master's 5 once, not per worker
         assert value(samples, "app_events_total", kind="import") == 2
         assert value(samples, "app_events_total", kind="request") == REQUESTS
         assert value(samples, "app_latency_seconds_count") == 1 + REQUESTS
@@ -85,8 +106,16 @@ def test_preloaded_metrics_appear_exactly(tmp_path: Path, with_directory: bool) 
         for mode in ("all", "liveall"):
             per_pid = {dict(k)["pid"]: v for k, v in labelled(samples, f"app_gauge_{mode}").items()}
             assert per_pid == {master: 10.0, **{w: 0.0 for w in workers}}, mode
-        expected = {"sum": 10, "livesum": 10, "max": 10, "livemax": 10, "min": 0, "livemin": 0,
-                    "mostrecent": 10, "livemostrecent": 10}
+        expected = {
+            "sum": 10,
+            "livesum": 10,
+            "max": 10,
+            "livemax": 10,
+            "min": 0,
+            "livemin": 0,
+            "mostrecent": 10,
+            "livemostrecent": 10,
+        }
         got = {mode: value(samples, f"app_gauge_{mode}") for mode in expected}
         assert got == expected
 
@@ -95,10 +124,18 @@ def test_no_directory_is_left_when_gunicorn_fails_to_start(tmp_path: Path) -> No
     """The private directory is made while Gunicorn loads its configuration;
     Gunicorn stopping before its first hook (here: the app cannot be
     imported) must not leave it behind."""
-    g = Gunicorn(tmp_path, app="no_such_module:app", chdir=tmp_path, extra_args=["--preload"], wait_ready=False)
+    g = Gunicorn(
+        tmp_path,
+        app="no_such_module:app",
+        chdir=tmp_path,
+        extra_args=["--preload"],
+        wait_ready=False,
+    )
     try:
         assert g.proc.wait(20) != 0
     finally:
         g.stop()
     # private directories are named after the master's pid (other tests may run beside this one)
-    assert [name for name in os.listdir("/dev/shm") if name.startswith(f"gunicorn-prometheus-{g.pid}-")] == []
+    assert [
+        name for name in os.listdir("/dev/shm") if name.startswith(f"gunicorn-prometheus-{g.pid}-")
+    ] == []

@@ -62,7 +62,9 @@ def password_env(server, form: str) -> dict[str, str]:
         env["PROMETHEUS_REDIS_URL"] = f"redis://:{server.password}@127.0.0.1:{server.port}/0"
     elif form == "url-query":
         env.pop("REDIS_PASSWORD")
-        env["PROMETHEUS_REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0?password={server.password}"
+        env["PROMETHEUS_REDIS_URL"] = (
+            f"redis://127.0.0.1:{server.port}/0?password={server.password}"
+        )
     return env
 
 
@@ -79,19 +81,26 @@ def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password, form:
                 if environ is not None and cmd and alive(pid):
                     seen_agents[pid] = (environ, cmd)
             return bool(seen_agents)
+
         wait_for(agent_seen, 10, message=lambda: f"the agent:\n{g.log()}")
 
         for _ in range(3):
             assert g.status("/") == 200
         # the password did reach the agent (through its stdin): it mirrored to the protected Redis
-        wait_for(lambda: keys(redis_with_password, "*@hostA*"), 10,
-                 message=lambda: f"keys of hostA in Redis:\n{g.log()}")
+        wait_for(
+            lambda: keys(redis_with_password, "*@hostA*"),
+            10,
+            message=lambda: f"keys of hostA in Redis:\n{g.log()}",
+        )
 
-        workers = wait_for(lambda: g.worker_pids() if len(g.worker_pids()) == 2 else None, 10,
-                           message="2 workers")
+        workers = wait_for(
+            lambda: g.worker_pids() if len(g.worker_pids()) == 2 else None, 10, message="2 workers"
+        )
         for pid, (environ, cmd) in seen_agents.items():
             assert SECRET.encode() not in cmd, f"agent {pid} command line: {cmd!r}"
-            assert SECRET.encode() not in environ, f"agent {pid} has the password in /proc/{pid}/environ"
+            assert SECRET.encode() not in environ, (
+                f"agent {pid} has the password in /proc/{pid}/environ"
+            )
         leaks = []
         for pid in [g.pid, *workers]:
             cmd = proc_bytes(pid, "cmdline") or b""
@@ -99,15 +108,19 @@ def test_redis_password_is_not_leaked(tmp_path: Path, redis_with_password, form:
             if SECRET.encode() in cmd:
                 leaks.append(f"worker {pid}: /proc/{pid}/cmdline")
             if SECRET.encode() in environ:
-                leaks.append(f"worker {pid}: /proc/{pid}/environ has "
-                             + ", ".join(v.decode() for v in environ.split(b"\0") if SECRET.encode() in v))
+                leaks.append(
+                    f"worker {pid}: /proc/{pid}/environ has "
+                    + ", ".join(v.decode() for v in environ.split(b"\0") if SECRET.encode() in v)
+                )
         # the application sees no password either
         assert leaks == []
         assert SECRET not in g.scrape()
     assert SECRET not in g.log(), "the password is in Gunicorn's log"
 
 
-def test_redis_password_is_not_in_the_workers_os_environ(tmp_path: Path, redis_with_password) -> None:
+def test_redis_password_is_not_in_the_workers_os_environ(
+    tmp_path: Path, redis_with_password
+) -> None:
     """What the application can read: os.environ in the worker."""
     app = tmp_path / "envapp.py"
     app.write_text(
@@ -116,7 +129,8 @@ def test_redis_password_is_not_in_the_workers_os_environ(tmp_path: Path, redis_w
         "    body = repr(sorted(k for k in os.environ if k.startswith('REDIS_'))).encode()\n"
         "    body += b' ' + os.environ.get('REDIS_PASSWORD', '').encode()\n"
         "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [body]\n")
+        "    return [body]\n"
+    )
     env = redis_env(redis_with_password, "hostA")
     with start(tmp_path, env, app="envapp:app", chdir=tmp_path) as g:
         status, _, body = g.get("/")
@@ -131,7 +145,9 @@ def test_mirror_agent_stays_up(tmp_path: Path, redis) -> None:
     with start(tmp_path, redis_env(redis, "hostA")) as g:
         first = wait_for(lambda: g.agent_pids(), 5, message="an agent")
         sent = 0
-        for wave, method in enumerate(("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND")):
+        for wave, method in enumerate(
+            ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND")
+        ):
             for path in ("/", "/missing", "/fail", "/boom"):
                 g.status(path, method=method)
                 sent += 1
@@ -150,8 +166,12 @@ def test_mirror_agent_stays_up(tmp_path: Path, redis) -> None:
 def test_two_instances_and_a_sidecar(tmp_path: Path, redis) -> None:
     n_a, m_b = 7, 5
     # run by hand, as in the README: the REDIS_* variables, --source redis
-    sidecar = Agent(tmp_path, ["--source", "redis"], name="sidecar",
-                    env={k: v for k, v in redis.env().items() if k != "REDIS_ENABLED"})
+    sidecar = Agent(
+        tmp_path,
+        ["--source", "redis"],
+        name="sidecar",
+        env={k: v for k, v in redis.env().items() if k != "REDIS_ENABLED"},
+    )
     a = b = None
     try:
         a = start(tmp_path, redis_env(redis, "hostA", tmp_path / "a"), name="hostA")
@@ -166,20 +186,37 @@ def test_two_instances_and_a_sidecar(tmp_path: Path, redis) -> None:
             last[0] = sidecar.samples()
             return value(last[0], "gunicorn_worker_requests_total") == n_a + m_b
 
-        wait_for(combined, 10, message=lambda: (
-            f"{n_a + m_b} requests on the sidecar; it shows "
-            f"{value(last[0], 'gunicorn_worker_requests_total')}\n--- sidecar:\n{sidecar.log()[-1500:]}"
-            f"\n--- A:\n{a.log()[-1500:]}\n--- B:\n{b.log()[-1500:]}"))
+        wait_for(
+            combined,
+            10,
+            message=lambda: (
+                f"{n_a + m_b} requests on the sidecar; it shows "
+                f"{value(last[0], 'gunicorn_worker_requests_total')}\n--- sidecar:\n{sidecar.log()[-1500:]}"
+                f"\n--- A:\n{a.log()[-1500:]}\n--- B:\n{b.log()[-1500:]}"
+            ),
+        )
         samples = last[0]
-        assert value(samples, "gunicorn_worker_requests_total", method="GET", status="2xx") == n_a + m_b - 2
+        assert (
+            value(samples, "gunicorn_worker_requests_total", method="GET", status="2xx")
+            == n_a + m_b - 2
+        )
         assert value(samples, "gunicorn_worker_requests_total", method="GET", status="4xx") == 2
         assert value(samples, "gunicorn_worker_request_duration_seconds_count") == n_a + m_b
         # every worker of both instances has its gauges in the combined view
         # (the combined view labels them {pid}@{instance}, as the README says)
         workers = {f"{p}@hostA" for p in a.worker_pids()} | {f"{p}@hostB" for p in b.worker_pids()}
-        wait_for(lambda: workers <= {ls.get("pid") for n, ls, _ in sidecar.samples()
-                                     if n == "gunicorn_worker_memory_bytes"}, 5,
-                 message=lambda: f"the gauges of {sorted(workers)} on the sidecar")
+        wait_for(
+            lambda: (
+                workers
+                <= {
+                    ls.get("pid")
+                    for n, ls, _ in sidecar.samples()
+                    if n == "gunicorn_worker_memory_bytes"
+                }
+            ),
+            5,
+            message=lambda: f"the gauges of {sorted(workers)} on the sidecar",
+        )
 
         # both instances' keys exist, apart
         assert keys(redis, "*@hostA*")

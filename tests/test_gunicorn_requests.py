@@ -60,25 +60,45 @@ HAS_TORNADO = importlib.util.find_spec("tornado") is not None
 WORKER_KINDS = [
     pytest.param("sync", id="sync"),
     pytest.param("gthread", id="gthread"),
-    pytest.param("gevent", id="gevent", marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
+    pytest.param(
+        "gevent",
+        id="gevent",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
     # gevent_pywsgi and tornado serve requests with their own servers, which call no
     # pre_request/post_request hook: the exporter wraps the app there instead.
-    pytest.param("gevent_pywsgi", id="gevent_pywsgi",
-                 marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
-    pytest.param("tornado", id="tornado",
-                 marks=pytest.mark.skipif(not HAS_TORNADO, reason="tornado not installed")),
+    pytest.param(
+        "gevent_pywsgi",
+        id="gevent_pywsgi",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
+    pytest.param(
+        "tornado",
+        id="tornado",
+        marks=pytest.mark.skipif(not HAS_TORNADO, reason="tornado not installed"),
+    ),
     pytest.param("asgi", id="asgi"),
     # the worker classes of gunicorn-prometheus-exporter 0.2.x, with our config
     pytest.param("gunicorn_prometheus_exporter.PrometheusWorker", id="0.2.x-PrometheusWorker"),
-    pytest.param("gunicorn_prometheus_exporter.PrometheusThreadWorker", id="0.2.x-PrometheusThreadWorker"),
-    pytest.param("gunicorn_prometheus_exporter.PrometheusGeventWorker", id="0.2.x-PrometheusGeventWorker",
-                 marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
+    pytest.param(
+        "gunicorn_prometheus_exporter.PrometheusThreadWorker", id="0.2.x-PrometheusThreadWorker"
+    ),
+    pytest.param(
+        "gunicorn_prometheus_exporter.PrometheusGeventWorker",
+        id="0.2.x-PrometheusGeventWorker",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
 ]
 
 # What each worker gets: (method, path, body, expected status)
-PLAN = ([("GET", "/", None, 200)] * 5 + [("GET", "/slow?0.1", None, 200)] + [("GET", "/missing", None, 404)] * 3
-        + [("GET", "/fail", None, 503)] * 2 + [("GET", "/boom", None, 500)] * 2
-        + [("POST", "/", b"0123456789", 200)])
+PLAN = (
+    [("GET", "/", None, 200)] * 5
+    + [("GET", "/slow?0.1", None, 200)]
+    + [("GET", "/missing", None, 404)] * 3
+    + [("GET", "/fail", None, 503)] * 2
+    + [("GET", "/boom", None, 500)] * 2
+    + [("POST", "/", b"0123456789", 200)]
+)
 
 EXPECTED_REQUESTS = {("GET", "2xx"): 6, ("GET", "4xx"): 3, ("GET", "5xx"): 4, ("POST", "2xx"): 1}
 EXPECTED_FAILED = {"GET": 4}
@@ -106,7 +126,7 @@ def nonzero(samples, name: str, *labels: str) -> dict:
     for key, v in labelled(samples, name).items():
         if v:
             d = dict(key)
-            out[tuple(d[l] for l in labels) if len(labels) != 1 else d[labels[0]]] = v
+            out[tuple(d[name] for name in labels) if len(labels) != 1 else d[labels[0]]] = v
     return out
 
 
@@ -132,30 +152,49 @@ def test_requests_are_counted_exactly(tmp_path: Path, kind: str) -> None:
 
         total = len(PLAN)
         samples = g.wait_metrics(
-            lambda s: value(s, "gunicorn_worker_requests_total") >= total
-            and value(s, "gunicorn_worker_request_duration_seconds_count") >= total,
-            timeout=2.0 if no_hooks else 5.0, what=f"{total} requests counted")
+            lambda s: (
+                value(s, "gunicorn_worker_requests_total") >= total
+                and value(s, "gunicorn_worker_request_duration_seconds_count") >= total
+            ),
+            timeout=2.0 if no_hooks else 5.0,
+            what=f"{total} requests counted",
+        )
 
         # every mismatch at once (one worker class can break several)
         got = {
-            "requests by (method, status)": nonzero(samples, "gunicorn_worker_requests_total", "method", "status"),
+            "requests by (method, status)": nonzero(
+                samples, "gunicorn_worker_requests_total", "method", "status"
+            ),
             "failed by method": nonzero(samples, "gunicorn_worker_failed_requests_total", "method"),
-            "error_handling by status": nonzero(samples, "gunicorn_worker_error_handling_total", "status"),
-            "duration _count by method": nonzero(samples, "gunicorn_worker_request_duration_seconds_count", "method"),
+            "error_handling by status": nonzero(
+                samples, "gunicorn_worker_error_handling_total", "status"
+            ),
+            "duration _count by method": nonzero(
+                samples, "gunicorn_worker_request_duration_seconds_count", "method"
+            ),
             "duration +Inf bucket by method": {
-                m: value(samples, "gunicorn_worker_request_duration_seconds_bucket", method=m, le="+Inf")
-                for m in ("GET", "POST")},
-            "duration _sum GET >= 0.1 (/slow?0.1)":
-                value(samples, "gunicorn_worker_request_duration_seconds_sum", method="GET") >= 0.1,
+                m: value(
+                    samples, "gunicorn_worker_request_duration_seconds_bucket", method=m, le="+Inf"
+                )
+                for m in ("GET", "POST")
+            },
+            "duration _sum GET >= 0.1 (/slow?0.1)": value(
+                samples, "gunicorn_worker_request_duration_seconds_sum", method="GET"
+            )
+            >= 0.1,
             "request size _count, +Inf, _sum": (
                 value(samples, "gunicorn_worker_request_size_bytes_count"),
                 value(samples, "gunicorn_worker_request_size_bytes_bucket", le="+Inf"),
-                value(samples, "gunicorn_worker_request_size_bytes_sum")),
+                value(samples, "gunicorn_worker_request_size_bytes_sum"),
+            ),
             "response size _count, +Inf": (
                 value(samples, "gunicorn_worker_response_size_bytes_count"),
-                value(samples, "gunicorn_worker_response_size_bytes_bucket", le="+Inf")),
-            f"response size _sum >= {MIN_RESPONSE_BYTES}":
-                value(samples, "gunicorn_worker_response_size_bytes_sum") >= MIN_RESPONSE_BYTES,
+                value(samples, "gunicorn_worker_response_size_bytes_bucket", le="+Inf"),
+            ),
+            f"response size _sum >= {MIN_RESPONSE_BYTES}": value(
+                samples, "gunicorn_worker_response_size_bytes_sum"
+            )
+            >= MIN_RESPONSE_BYTES,
         }
         expected = {
             "requests by (method, status)": EXPECTED_REQUESTS,
@@ -168,7 +207,11 @@ def test_requests_are_counted_exactly(tmp_path: Path, kind: str) -> None:
             "response size _count, +Inf": (total, total),
             f"response size _sum >= {MIN_RESPONSE_BYTES}": True,
         }
-        wrong = {k: f"got {got[k]!r}, expected {expected[k]!r}" for k in expected if got[k] != expected[k]}
+        wrong = {
+            k: f"got {got[k]!r}, expected {expected[k]!r}"
+            for k in expected
+            if got[k] != expected[k]
+        }
         assert wrong == {}
 
         # nothing is counted late or twice
@@ -179,10 +222,20 @@ def test_requests_are_counted_exactly(tmp_path: Path, kind: str) -> None:
 MALFORMED_KINDS = [
     pytest.param("sync", id="sync"),
     pytest.param("gthread", id="gthread"),
-    pytest.param("gevent", id="gevent", marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
-    pytest.param("asgi", id="asgi", marks=pytest.mark.xfail(
-        reason="Gunicorn's ASGI protocol answers malformed requests itself, through no hook and no "
-               "handle_error: nothing of ours sees them", strict=True)),
+    pytest.param(
+        "gevent",
+        id="gevent",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
+    pytest.param(
+        "asgi",
+        id="asgi",
+        marks=pytest.mark.xfail(
+            reason="Gunicorn's ASGI protocol answers malformed requests itself, through no hook and no "
+            "handle_error: nothing of ours sees them",
+            strict=True,
+        ),
+    ),
 ]
 
 
@@ -194,10 +247,14 @@ def test_malformed_request_is_counted_as_400(tmp_path: Path, kind: str) -> None:
         assert g.status("/") == 200  # and the worker still serves
         samples = g.wait_metrics(
             # the 400 is counted before Gunicorn answers it; the GET after its answer
-            lambda s: value(s, "gunicorn_worker_requests_total", method="GET") >= 1, what="the GET counted")
+            lambda s: value(s, "gunicorn_worker_requests_total", method="GET") >= 1,
+            what="the GET counted",
+        )
         assert nonzero(samples, "gunicorn_worker_error_handling_total", "status") == {"400": 1}
         assert nonzero(samples, "gunicorn_worker_requests_total", "method", "status") == {
-            ("other", "4xx"): 1, ("GET", "2xx"): 1}
+            ("other", "4xx"): 1,
+            ("GET", "2xx"): 1,
+        }
         assert nonzero(samples, "gunicorn_worker_failed_requests_total", "method") == {}
 
 
@@ -208,10 +265,18 @@ def test_worker_gauges_have_one_series_per_worker(tmp_path: Path) -> None:
         workers = set(g.worker_pids())
         assert len(workers) == 2
         samples = g.wait_metrics(
-            lambda s: all(value(s, "gunicorn_worker_uptime_seconds", pid=str(p)) > 0 for p in workers),
-            what="uptime sampled")
-        for name in ("gunicorn_worker_memory_bytes", "gunicorn_worker_uptime_seconds",
-                     "gunicorn_worker_open_fds", "gunicorn_worker_threads", "gunicorn_worker_cpu_percent"):
+            lambda s: all(
+                value(s, "gunicorn_worker_uptime_seconds", pid=str(p)) > 0 for p in workers
+            ),
+            what="uptime sampled",
+        )
+        for name in (
+            "gunicorn_worker_memory_bytes",
+            "gunicorn_worker_uptime_seconds",
+            "gunicorn_worker_open_fds",
+            "gunicorn_worker_threads",
+            "gunicorn_worker_cpu_percent",
+        ):
             assert pids_of(samples, name) == workers, (name, g.pid, labelled(samples, name))
         for pid in workers:
             p = str(pid)
@@ -226,8 +291,11 @@ def test_worker_gauges_have_one_series_per_worker(tmp_path: Path) -> None:
 
 def test_master_workers_gauge_counts_the_workers(tmp_path: Path) -> None:
     with start(tmp_path, "sync", workers=3) as g:
-        g.wait_metrics(lambda s: value(s, "gunicorn_master_workers") == 3,
-                       timeout=5, what="gunicorn_master_workers == 3 (the -w 3 workers are running)")
+        g.wait_metrics(
+            lambda s: value(s, "gunicorn_master_workers") == 3,
+            timeout=5,
+            what="gunicorn_master_workers == 3 (the -w 3 workers are running)",
+        )
 
 
 def test_health_and_exposition_formats(tmp_path: Path) -> None:
@@ -246,7 +314,9 @@ def test_health_and_exposition_formats(tmp_path: Path) -> None:
             text = r.read().decode()
         assert value(parse(text), "gunicorn_worker_requests_total", method="GET", status="2xx") == 1
 
-        req = urllib.request.Request(f"{base}/metrics", headers={"Accept": "application/openmetrics-text"})
+        req = urllib.request.Request(
+            f"{base}/metrics", headers={"Accept": "application/openmetrics-text"}
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.headers["Content-Type"].startswith("application/openmetrics-text")
             om = r.read().decode()
@@ -254,17 +324,27 @@ def test_health_and_exposition_formats(tmp_path: Path) -> None:
         from prometheus_client.openmetrics.parser import (
             text_string_to_metric_families as om_parse,
         )
+
         families = {f.name: f for f in om_parse(om)}
         requests = families["gunicorn_worker_requests"]
         assert requests.type == "counter"
-        assert sum(s.value for s in requests.samples
-                   if s.name == "gunicorn_worker_requests_total" and s.labels.get("status") == "2xx") == 1
+        assert (
+            sum(
+                s.value
+                for s in requests.samples
+                if s.name == "gunicorn_worker_requests_total" and s.labels.get("status") == "2xx"
+            )
+            == 1
+        )
 
         req = urllib.request.Request(f"{base}/metrics", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.headers["Content-Encoding"] == "gzip"
             unzipped = gzip.decompress(r.read()).decode()
-        assert value(parse(unzipped), "gunicorn_worker_requests_total", method="GET", status="2xx") == 1
+        assert (
+            value(parse(unzipped), "gunicorn_worker_requests_total", method="GET", status="2xx")
+            == 1
+        )
 
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{base}/nothing-here", timeout=5)
@@ -274,7 +354,9 @@ def test_health_and_exposition_formats(tmp_path: Path) -> None:
 def test_every_liveall_gauge_is_exported(tmp_path: Path) -> None:
     with start(tmp_path, "gthread") as g:
         workers = set(g.worker_pids())
-        samples = g.wait_metrics(lambda s: all(workers <= pids_of(s, n) for n in LIVEALL), what="gauges")
+        samples = g.wait_metrics(
+            lambda s: all(workers <= pids_of(s, n) for n in LIVEALL), what="gauges"
+        )
         # gthread with --threads 4: the worker runs a thread pool
         assert all(value(samples, "gunicorn_worker_threads", pid=str(p)) >= 1 for p in workers)
 
@@ -313,12 +395,22 @@ def test_methods_status_classes_and_sizes(tmp_path: Path) -> None:
         status, _, body = g.get("/stream")
         assert (status, len(body)) == (200, 3000)
         total = 8 + 5 + 2
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") >= total,
-                                 what=f"{total} requests")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_worker_requests_total") >= total, what=f"{total} requests"
+        )
         assert nonzero(samples, "gunicorn_worker_requests_total", "method", "status") == {
-            ("GET", "2xx"): 2, ("GET", "3xx"): 2, ("GET", "4xx"): 1, ("GET", "5xx"): 2,
-            ("POST", "2xx"): 2, ("PUT", "2xx"): 1, ("DELETE", "2xx"): 1, ("PATCH", "2xx"): 1,
-            ("OPTIONS", "2xx"): 1, ("HEAD", "2xx"): 1, ("other", "2xx"): 1}
+            ("GET", "2xx"): 2,
+            ("GET", "3xx"): 2,
+            ("GET", "4xx"): 1,
+            ("GET", "5xx"): 2,
+            ("POST", "2xx"): 2,
+            ("PUT", "2xx"): 1,
+            ("DELETE", "2xx"): 1,
+            ("PATCH", "2xx"): 1,
+            ("OPTIONS", "2xx"): 1,
+            ("HEAD", "2xx"): 1,
+            ("other", "2xx"): 1,
+        }
         # 5xx answered by the app count as failed; nothing was raised, Gunicorn answered no error itself
         assert nonzero(samples, "gunicorn_worker_failed_requests_total", "method") == {"GET": 2}
         assert nonzero(samples, "gunicorn_worker_error_handling_total", "status") == {}
@@ -328,13 +420,19 @@ def test_methods_status_classes_and_sizes(tmp_path: Path) -> None:
         assert value(samples, "gunicorn_worker_request_size_bytes_bucket", le="10000.0") == total
         # response sizes: the streamed 3000 bytes are counted
         assert value(samples, "gunicorn_worker_response_size_bytes_bucket", le="10000.0") == total
-        assert value(samples, "gunicorn_worker_response_size_bytes_bucket", le="1000.0") == total - 1
+        assert (
+            value(samples, "gunicorn_worker_response_size_bytes_bucket", le="1000.0") == total - 1
+        )
         assert value(samples, "gunicorn_worker_response_size_bytes_sum") >= 3000
 
 
 CONCURRENT_KINDS = [
     pytest.param("gthread", id="gthread"),
-    pytest.param("gevent", id="gevent", marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
+    pytest.param(
+        "gevent",
+        id="gevent",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
     pytest.param("sync", id="sync"),
 ]
 
@@ -379,10 +477,13 @@ def test_concurrent_requests_counted_exactly(tmp_path: Path, kind: str) -> None:
             t.join(60)
         assert errors == []
         total = clients * each
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") >= total,
-                                 what=f"{total} requests")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_worker_requests_total") >= total, what=f"{total} requests"
+        )
         assert nonzero(samples, "gunicorn_worker_requests_total", "method", "status") == {
-            ("GET", "2xx"): total * 4 // 5, ("GET", "4xx"): total // 5}
+            ("GET", "2xx"): total * 4 // 5,
+            ("GET", "4xx"): total // 5,
+        }
         assert value(samples, "gunicorn_worker_request_duration_seconds_count") == total
         assert value(samples, "gunicorn_worker_response_size_bytes_count") == total
 
@@ -390,8 +491,11 @@ def test_concurrent_requests_counted_exactly(tmp_path: Path, kind: str) -> None:
 OLD_CLASSES = [
     pytest.param("PrometheusWorker", id="PrometheusWorker"),
     pytest.param("PrometheusThreadWorker", id="PrometheusThreadWorker"),
-    pytest.param("PrometheusGeventWorker", id="PrometheusGeventWorker",
-                 marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed")),
+    pytest.param(
+        "PrometheusGeventWorker",
+        id="PrometheusGeventWorker",
+        marks=pytest.mark.skipif(not HAS_GEVENT, reason="gevent not installed"),
+    ),
 ]
 
 
@@ -401,8 +505,13 @@ def test_old_worker_class_without_our_config(tmp_path: Path, name: str) -> None:
     PROMETHEUS_MULTIPROC_DIR of the user's, the agent run by hand on it."""
     directory = tmp_path / "mp"
     directory.mkdir()
-    g = Gunicorn(tmp_path, config=None, worker_class=f"gunicorn_prometheus_exporter.{name}",
-                 env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}, wait_ready=False)
+    g = Gunicorn(
+        tmp_path,
+        config=None,
+        worker_class=f"gunicorn_prometheus_exporter.{name}",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        wait_ready=False,
+    )
     agent = None
     try:
         g.wait_serving()
@@ -410,15 +519,23 @@ def test_old_worker_class_without_our_config(tmp_path: Path, name: str) -> None:
         statuses = send(g, PLAN)
         assert statuses == [s for *_, s in PLAN]
         total = len(PLAN)
-        samples = agent.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") >= total,
-                                     what=f"{total} requests")
-        assert nonzero(samples, "gunicorn_worker_requests_total", "method", "status") == EXPECTED_REQUESTS
-        assert nonzero(samples, "gunicorn_worker_failed_requests_total", "method") == EXPECTED_FAILED
+        samples = agent.wait_metrics(
+            lambda s: value(s, "gunicorn_worker_requests_total") >= total, what=f"{total} requests"
+        )
+        assert (
+            nonzero(samples, "gunicorn_worker_requests_total", "method", "status")
+            == EXPECTED_REQUESTS
+        )
+        assert (
+            nonzero(samples, "gunicorn_worker_failed_requests_total", "method") == EXPECTED_FAILED
+        )
         assert nonzero(samples, "gunicorn_worker_error_handling_total", "status") == EXPECTED_ERRORS
         assert value(samples, "gunicorn_worker_request_duration_seconds_count") == total
         assert value(samples, "gunicorn_worker_request_duration_seconds_sum") >= 0.1
         workers = set(g.worker_pids())
-        agent.wait_metrics(lambda s: workers <= pids_of(s, "gunicorn_worker_memory_bytes"), what="worker gauges")
+        agent.wait_metrics(
+            lambda s: workers <= pids_of(s, "gunicorn_worker_memory_bytes"), what="worker gauges"
+        )
         assert "worker metrics off" not in g.log()
     finally:
         g.stop()

@@ -17,6 +17,7 @@ PROMETHEUS_MULTIPROC_DIR chosen by the user.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -70,7 +71,11 @@ def control_socket_args() -> list[str]:
     """Gunicorn >= 25 opens a control socket in the working directory: not here."""
     from gunicorn.config import KNOWN_SETTINGS
 
-    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+    return (
+        ["--no-control-socket"]
+        if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
+        else []
+    )
 
 
 class UpgradableGunicorn(Gunicorn):
@@ -84,19 +89,44 @@ class UpgradableGunicorn(Gunicorn):
         self.pidfile = self.tmp / "gunicorn.pid"
         self.log_path = self.tmp / f"gunicorn-{self.port}.log"
         self.env = clean_env()
-        self.env.update({
-            "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
-            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
-            "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
+                "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+                "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         self.env.update(env or {})
-        self.args = [*gunicorn_command(), "-c", CONFIG, "-w", str(workers), "-k", "sync",
-                     "-b", f"127.0.0.1:{self.port}", "--chdir", str(DEMO_DIR), *control_socket_args(),
-                     "--graceful-timeout", "1", "--pid", str(self.pidfile), "app:app"]
+        self.args = [
+            *gunicorn_command(),
+            "-c",
+            CONFIG,
+            "-w",
+            str(workers),
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            str(DEMO_DIR),
+            *control_socket_args(),
+            "--graceful-timeout",
+            "1",
+            "--pid",
+            str(self.pidfile),
+            "app:app",
+        ]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.tmp))
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(self.tmp),
+        )
         self.pid = self.proc.pid
         try:
             self.wait_ready()
@@ -119,7 +149,7 @@ def agents_of(master: int) -> list[int]:
 
 def parent_of(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rfind(")") + 2:].split()[1])
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
 
 
 def read_pid(path: Path) -> int | None:
@@ -188,11 +218,11 @@ class Scraper(threading.Thread):
 
     def longest_gap(self) -> float:
         times = [self.started_at, *(t for t, _ in self.answers), self.stopped_at]
-        return max(b - a for a, b in zip(times, times[1:]))
+        return max(b - a for a, b in itertools.pairwise(times))
 
     def decreases(self) -> list[tuple[float, float]]:
         totals = [total for _, total in self.answers]
-        return [(a, b) for a, b in zip(totals, totals[1:]) if b < a]
+        return [(a, b) for a, b in itertools.pairwise(totals) if b < a]
 
 
 @pytest.mark.parametrize("directory", ["private", "user"])
@@ -216,8 +246,11 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
         try:
             g.signal(signal.SIGUSR2)
             pidfile2 = Path(f"{g.pidfile}.2")
-            new = wait_for(lambda: read_pid(pidfile2), 15,
-                           message=lambda: f"the new master's pidfile {pidfile2}:\n{g.log()[-3000:]}")
+            new = wait_for(
+                lambda: read_pid(pidfile2),
+                15,
+                message=lambda: f"the new master's pidfile {pidfile2}:\n{g.log()[-3000:]}",
+            )
             assert new != old
             assert parent_of(new) == old  # Gunicorn forks the new master from the old one
             assert read_pid(g.pidfile) == old
@@ -226,15 +259,24 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
                 assert alive(new), f"the new master died:\n{g.log()[-3000:]}"
                 workers = workers_of(new)
                 agents = agents_of(new)
-                return len(workers) == 2 and len(agents) == 1 and listens_on(agents[0], g.metrics_port)
+                return (
+                    len(workers) == 2 and len(agents) == 1 and listens_on(agents[0], g.metrics_port)
+                )
 
-            wait_for(new_master_ready, 20,
-                     message=lambda: f"the new master's 2 workers and its agent on the port:\n{g.log()[-3000:]}")
+            wait_for(
+                new_master_ready,
+                20,
+                message=lambda: (
+                    f"the new master's 2 workers and its agent on the port:\n{g.log()[-3000:]}"
+                ),
+            )
             new_workers = set(workers_of(new))
             new_agent = agents_of(new)[0]
             # the old master and its agent are still there: two agents share the port
             assert alive(old) and alive(old_agents[0]) and listens_on(old_agents[0], g.metrics_port)
-            assert set(workers_of(old)) == old_workers | {new}  # the new master is the old one's child
+            assert set(workers_of(old)) == old_workers | {
+                new
+            }  # the new master is the old one's child
 
             # both masters' workers take requests now
             send(g, 4)
@@ -249,8 +291,11 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
                 wait_for(lambda pid=pid: not alive(pid), 5, message=f"old worker {pid} to exit")
 
             # the new master is promoted: PIDFILE.2 becomes PIDFILE
-            wait_for(lambda: read_pid(g.pidfile) == new and not pidfile2.exists(), 10,
-                     message=lambda: f"the new master's promotion:\n{g.log()[-3000:]}")
+            wait_for(
+                lambda: read_pid(g.pidfile) == new and not pidfile2.exists(),
+                10,
+                message=lambda: f"the new master's promotion:\n{g.log()[-3000:]}",
+            )
             assert alive(new_agent) and listens_on(new_agent, g.metrics_port)
             assert set(workers_of(new)) == new_workers
 
@@ -267,19 +312,27 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
         # passed on to the new master), or the counts split between them
         assert len(g.directories()) == 1, (
             f"the old and the new master's agents serve different directories: {sorted(g.directories())}; "
-            f"totals seen by the scraper: {[total for _, total in scraper.answers]}")
+            f"totals seen by the scraper: {[total for _, total in scraper.answers]}"
+        )
         assert scraper.decreases() == [], (
-            f"the request count went backwards between scrapes during the upgrade: {scraper.decreases()[:10]}")
+            f"the request count went backwards between scrapes during the upgrade: {scraper.decreases()[:10]}"
+        )
 
         # the new master's agent alone serves now: every request is counted,
         # the old master's (archived) and the new one's, and counting goes on
         def settled(samples: list) -> bool:
-            return (value(samples, REQUESTS) >= 20 and value(samples, "gunicorn_master_workers") == 2
-                    and pids_of(samples, "gunicorn_worker_memory_bytes") - {new} == new_workers)
+            return (
+                value(samples, REQUESTS) >= 20
+                and value(samples, "gunicorn_master_workers") == 2
+                and pids_of(samples, "gunicorn_worker_memory_bytes") - {new} == new_workers
+            )
 
-        samples = g.wait_metrics(settled, timeout=10,
-                                 what="20 requests and only the new master's 2 workers "
-                                      f"(agents served {sorted(g.directories())})")
+        samples = g.wait_metrics(
+            settled,
+            timeout=10,
+            what="20 requests and only the new master's 2 workers "
+            f"(agents served {sorted(g.directories())})",
+        )
         assert value(samples, REQUESTS, method="GET", status="2xx") == 17
         assert value(samples, REQUESTS, method="GET", status="4xx") == 3
         assert value(samples, REQUESTS) == 20
@@ -289,8 +342,9 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
         assert value(samples, "gunicorn_master_signals_total", signal="USR2") == 1
         assert value(samples, "gunicorn_master_signals_total", signal="TERM") == 1
         # the old master's workers stopped with it: no restart
-        assert {r: value(samples, "gunicorn_master_worker_restart_total", reason=r) for r in REASONS} \
-            == dict.fromkeys(REASONS, 0.0)
+        assert {
+            r: value(samples, "gunicorn_master_worker_restart_total", reason=r) for r in REASONS
+        } == dict.fromkeys(REASONS, 0.0)
 
         send(g, 3)
         g.wait_metrics(lambda s: value(s, REQUESTS) == 23, what="3 more requests counted")
@@ -298,7 +352,11 @@ def test_usr2_upgrade_keeps_the_endpoint(tmp_path: Path, directory: str) -> None
         # the new master leaves cleanly: its agent stops, no directory is left behind
         directories = g.directories()
         os.kill(new, signal.SIGTERM)
-        wait_for(lambda: not alive(new), 15, message=lambda: f"the new master to exit:\n{g.log()[-3000:]}")
+        wait_for(
+            lambda: not alive(new),
+            15,
+            message=lambda: f"the new master to exit:\n{g.log()[-3000:]}",
+        )
         wait_for(lambda: not alive(new_agent), 5, message="the new agent to exit")
         if directory == "private":
             assert directories

@@ -18,9 +18,10 @@ from gunicorn_runner import Gunicorn, labelled, value
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("fastapi") is None,
-    reason="uvicorn and fastapi are test dependencies (pip install .[test])")
+    reason="uvicorn and fastapi are test dependencies (pip install .[test])",
+)
 
-FASTAPI_APP = '''
+FASTAPI_APP = """
 import asyncio
 
 from fastapi import FastAPI, HTTPException, Request
@@ -59,9 +60,9 @@ async def fail():
 @app.get("/boom")
 async def boom():
     raise RuntimeError("the test app fails on purpose")
-'''
+"""
 
-STARLETTE_APP = '''
+STARLETTE_APP = """
 import asyncio
 
 from starlette.applications import Starlette
@@ -90,26 +91,47 @@ async def boom(request):
 
 app = Starlette(routes=[Route("/", hello, methods=["GET", "POST"]), Route("/slow", hello),
                         Route("/missing", missing), Route("/fail", fail), Route("/boom", boom)])
-'''
+"""
 
 # (method, path, body, expected status), sent to every worker class
-PLAN = ([("GET", "/", None, 200)] * 5 + [("GET", "/slow?seconds=0.1", None, 200)]
-        + [("GET", "/missing", None, 404)] * 3 + [("GET", "/fail", None, 503)] * 2
-        + [("GET", "/boom", None, 500)] * 2 + [("POST", "/", b"0123456789", 200)] + [("DELETE", "/", None, 405)])
-EXPECTED_REQUESTS = {("GET", "2xx"): 6, ("GET", "4xx"): 3, ("GET", "5xx"): 4, ("POST", "2xx"): 1,
-                     ("DELETE", "4xx"): 1}
+PLAN = (
+    [("GET", "/", None, 200)] * 5
+    + [("GET", "/slow?seconds=0.1", None, 200)]
+    + [("GET", "/missing", None, 404)] * 3
+    + [("GET", "/fail", None, 503)] * 2
+    + [("GET", "/boom", None, 500)] * 2
+    + [("POST", "/", b"0123456789", 200)]
+    + [("DELETE", "/", None, 405)]
+)
+EXPECTED_REQUESTS = {
+    ("GET", "2xx"): 6,
+    ("GET", "4xx"): 3,
+    ("GET", "5xx"): 4,
+    ("POST", "2xx"): 1,
+    ("DELETE", "4xx"): 1,
+}
 EXPECTED_FAILED = {"GET": 4}  # 2 x 503, 2 x raised (answered 500 by the framework)
 EXPECTED_ERRORS = {"500": 2}  # the two exceptions that reached the server
 
 UVICORN_WORKERS = [
     pytest.param("uvicorn.workers.UvicornWorker", id="uvicorn.workers.UvicornWorker"),
     pytest.param("uvicorn.workers.UvicornH11Worker", id="uvicorn.workers.UvicornH11Worker"),
-    pytest.param("uvicorn_worker.UvicornWorker", id="uvicorn_worker.UvicornWorker",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("uvicorn_worker") is None,
-                                          reason="uvicorn-worker not installed")),
-    pytest.param("uvicorn_worker.UvicornH11Worker", id="uvicorn_worker.UvicornH11Worker",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("uvicorn_worker") is None,
-                                          reason="uvicorn-worker not installed")),
+    pytest.param(
+        "uvicorn_worker.UvicornWorker",
+        id="uvicorn_worker.UvicornWorker",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("uvicorn_worker") is None,
+            reason="uvicorn-worker not installed",
+        ),
+    ),
+    pytest.param(
+        "uvicorn_worker.UvicornH11Worker",
+        id="uvicorn_worker.UvicornH11Worker",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("uvicorn_worker") is None,
+            reason="uvicorn-worker not installed",
+        ),
+    ),
 ]
 
 
@@ -134,20 +156,36 @@ def send(g: Gunicorn) -> list[int]:
 def check_counts(g: Gunicorn) -> None:
     total = len(PLAN)
     samples = g.wait_metrics(
-        lambda s: value(s, "gunicorn_worker_requests_total") >= total
-        and value(s, "gunicorn_worker_request_duration_seconds_count") >= total,
-        what=f"{total} requests counted")
+        lambda s: (
+            value(s, "gunicorn_worker_requests_total") >= total
+            and value(s, "gunicorn_worker_request_duration_seconds_count") >= total
+        ),
+        what=f"{total} requests counted",
+    )
     got = {
-        "requests by (method, status)": nonzero(samples, "gunicorn_worker_requests_total", "method", "status"),
+        "requests by (method, status)": nonzero(
+            samples, "gunicorn_worker_requests_total", "method", "status"
+        ),
         "failed by method": nonzero(samples, "gunicorn_worker_failed_requests_total", "method"),
-        "error_handling by status": nonzero(samples, "gunicorn_worker_error_handling_total", "status"),
-        "duration _count by method": nonzero(samples, "gunicorn_worker_request_duration_seconds_count", "method"),
-        "duration _sum GET >= 0.1 (/slow)":
-            value(samples, "gunicorn_worker_request_duration_seconds_sum", method="GET") >= 0.1,
-        "request size _count, _sum": (value(samples, "gunicorn_worker_request_size_bytes_count"),
-                                      value(samples, "gunicorn_worker_request_size_bytes_sum")),
+        "error_handling by status": nonzero(
+            samples, "gunicorn_worker_error_handling_total", "status"
+        ),
+        "duration _count by method": nonzero(
+            samples, "gunicorn_worker_request_duration_seconds_count", "method"
+        ),
+        "duration _sum GET >= 0.1 (/slow)": value(
+            samples, "gunicorn_worker_request_duration_seconds_sum", method="GET"
+        )
+        >= 0.1,
+        "request size _count, _sum": (
+            value(samples, "gunicorn_worker_request_size_bytes_count"),
+            value(samples, "gunicorn_worker_request_size_bytes_sum"),
+        ),
         "response size _count": value(samples, "gunicorn_worker_response_size_bytes_count"),
-        "response size _sum >= the bodies": value(samples, "gunicorn_worker_response_size_bytes_sum") >= 7 * 14,
+        "response size _sum >= the bodies": value(
+            samples, "gunicorn_worker_response_size_bytes_sum"
+        )
+        >= 7 * 14,
     }
     expected = {
         "requests by (method, status)": EXPECTED_REQUESTS,
@@ -159,7 +197,9 @@ def check_counts(g: Gunicorn) -> None:
         "response size _count": total,
         "response size _sum >= the bodies": True,
     }
-    wrong = {k: f"got {got[k]!r}, expected {expected[k]!r}" for k in expected if got[k] != expected[k]}
+    wrong = {
+        k: f"got {got[k]!r}, expected {expected[k]!r}" for k in expected if got[k] != expected[k]
+    }
     assert wrong == {}, g.log()[-3000:]
     time.sleep(0.5)  # nothing is counted late or twice
     assert value(g.samples(), "gunicorn_worker_requests_total") == total
@@ -200,14 +240,22 @@ class HookLessWorker(Worker):
 def test_a_worker_class_we_cannot_instrument_is_named_once(tmp_path: Path) -> None:
     (tmp_path / "hookless.py").write_text(UNKNOWN_WORKER)
     (tmp_path / "asgi_app.py").write_text("def app(environ, start_response):\n    return []\n")
-    g = Gunicorn(tmp_path, worker_class="hookless.HookLessWorker", app="asgi_app:app", chdir=tmp_path,
-                 wait_ready=False)
+    g = Gunicorn(
+        tmp_path,
+        worker_class="hookless.HookLessWorker",
+        app="asgi_app:app",
+        chdir=tmp_path,
+        wait_ready=False,
+    )
     try:
         g.wait_serving()
         from gunicorn_runner import wait_for
 
-        wait_for(lambda: "not one the exporter can instrument" in g.log(), 10,
-                 message=lambda: f"the warning:\n{g.log()}")
+        wait_for(
+            lambda: "not one the exporter can instrument" in g.log(),
+            10,
+            message=lambda: f"the warning:\n{g.log()}",
+        )
         time.sleep(0.5)
         log = g.log()
         assert log.count("not one the exporter can instrument") == 1

@@ -52,6 +52,7 @@ CASES = [
 
 # ----------------------------------------------------------------- tests ----
 
+
 def nonzero(samples: list, name: str, *keys: str) -> dict:
     """Non-zero values of name, keyed by the values of the labels keys."""
     out = {}
@@ -72,12 +73,17 @@ def counts(samples: list) -> dict:
     }
 
 
-EXPECTED = {"requests": EXPECTED_REQUESTS, "failed": EXPECTED_FAILED, "errors": EXPECTED_ERRORS,
-            "durations": float(TOTAL)}
+EXPECTED = {
+    "requests": EXPECTED_REQUESTS,
+    "failed": EXPECTED_FAILED,
+    "errors": EXPECTED_ERRORS,
+    "durations": float(TOTAL),
+}
 
 
 def replaced(g: Gunicorn, victim: int, before: set[int]) -> Callable[[], set[int] | None]:
     """2 workers, the victim not among them, each with its gauges on /metrics."""
+
     def check() -> set[int] | None:
         pids = set(g.worker_pids())
         if len(pids) != 2 or victim in pids or alive(victim):
@@ -87,12 +93,14 @@ def replaced(g: Gunicorn, victim: int, before: set[int]) -> Callable[[], set[int
             if pids_of(samples, name) - {g.pid} != pids:
                 return None
         return pids
+
     return check
 
 
 @pytest.mark.parametrize(("version", "worker"), CASES)
-def test_counts_with_an_older_gunicorn(environments: Environments, tmp_path: Path, version: str,
-                                       worker: str) -> None:
+def test_counts_with_an_older_gunicorn(
+    environments: Environments, tmp_path: Path, version: str, worker: str
+) -> None:
     python = environments.python(version, worker)
     with VenvGunicorn(tmp_path, python, worker) as g:
         assert f"Starting gunicorn {version}" in g.log()
@@ -104,9 +112,13 @@ def test_counts_with_an_older_gunicorn(environments: Environments, tmp_path: Pat
             for _ in range(n):
                 assert g.status(path) == status, path
         expected = copy.deepcopy(EXPECTED)
-        samples = g.wait_metrics(lambda s: value(s, REQUESTS) >= TOTAL
-                                 and value(s, "gunicorn_worker_request_duration_seconds_count") >= TOTAL,
-                                 what=f"{TOTAL} requests")
+        samples = g.wait_metrics(
+            lambda s: (
+                value(s, REQUESTS) >= TOTAL
+                and value(s, "gunicorn_worker_request_duration_seconds_count") >= TOTAL
+            ),
+            what=f"{TOTAL} requests",
+        )
         assert counts(samples) == expected
 
         # every worker that served them killed with SIGKILL: nothing lost
@@ -115,11 +127,16 @@ def test_counts_with_an_older_gunicorn(environments: Environments, tmp_path: Pat
         current = originals
         for victim in sorted(originals):
             os.kill(victim, signal.SIGKILL)
-            current = wait_for(replaced(g, victim, current), 15,
-                               message=lambda victim=victim: f"a replacement for {victim}:\n{g.log()[-3000:]}")
+            current = wait_for(
+                replaced(g, victim, current),
+                15,
+                message=lambda victim=victim: f"a replacement for {victim}:\n{g.log()[-3000:]}",
+            )
         assert not current & originals
-        samples = g.wait_metrics(lambda s: value(s, "gunicorn_master_worker_restart_total", reason="crash") >= 2,
-                                 what="2 crashes counted")
+        samples = g.wait_metrics(
+            lambda s: value(s, "gunicorn_master_worker_restart_total", reason="crash") >= 2,
+            what="2 crashes counted",
+        )
         assert value(samples, "gunicorn_master_worker_restart_total", reason="crash") == 2
         assert value(samples, "gunicorn_master_worker_restart_total") == 2
         assert counts(samples) == expected
@@ -129,7 +146,9 @@ def test_counts_with_an_older_gunicorn(environments: Environments, tmp_path: Pat
         # the replacements count on top
         for _ in range(4):
             assert g.status("/") == 200
-        samples = g.wait_metrics(lambda s: value(s, REQUESTS) >= TOTAL + 4, what=f"{TOTAL + 4} requests")
+        samples = g.wait_metrics(
+            lambda s: value(s, REQUESTS) >= TOTAL + 4, what=f"{TOTAL + 4} requests"
+        )
         expected["requests"][("GET", "2xx")] += 4
         expected["durations"] += 4
         assert counts(samples) == expected

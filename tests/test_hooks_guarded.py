@@ -24,7 +24,11 @@ def test_a_failing_hook_is_logged_once_and_never_raises(caplog: pytest.LogCaptur
     assert len(errors) == 1
     assert "metrics hook on_reload failed" in errors[0].getMessage()
     assert errors[0].exc_info is not None  # with the traceback, the first time
-    assert any("on_reload failed again" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert any(
+        "on_reload failed again" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.DEBUG
+    )
 
 
 def test_every_hook_of_ours_is_guarded() -> None:
@@ -45,9 +49,20 @@ def test_the_hooks_are_the_public_modules_names() -> None:
     live in master_hooks and worker_hooks)."""
     from gunicorn_prometheus_exporter import gunicorn_config, master_hooks, worker_hooks
 
-    assert set(hooks.HOOKS) == {"on_starting", "when_ready", "child_exit", "pre_fork", "on_reload",
-                                "on_exit", "post_fork", "post_worker_init", "pre_request",
-                                "post_request", "worker_abort", "worker_exit"}
+    assert set(hooks.HOOKS) == {
+        "on_starting",
+        "when_ready",
+        "child_exit",
+        "pre_fork",
+        "on_reload",
+        "on_exit",
+        "post_fork",
+        "post_worker_init",
+        "pre_request",
+        "post_request",
+        "worker_abort",
+        "worker_exit",
+    }
     for name, hook in hooks.HOOKS.items():
         assert getattr(hooks, name) is hook
         assert getattr(gunicorn_config, name) is hook

@@ -190,9 +190,13 @@ def send_plan(g: Gunicorn) -> None:
 
 def check_exact(g: Gunicorn) -> list:
     send_plan(g)
-    samples = g.wait_metrics(lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL
-                             and value(s, "gunicorn_worker_request_duration_seconds_count") >= TOTAL,
-                             what=f"{TOTAL} requests")
+    samples = g.wait_metrics(
+        lambda s: (
+            value(s, "gunicorn_worker_requests_total") >= TOTAL
+            and value(s, "gunicorn_worker_request_duration_seconds_count") >= TOTAL
+        ),
+        what=f"{TOTAL} requests",
+    )
     assert counts(samples) == EXPECTED, g.log()[-3000:]
     assert pids_of(samples, "gunicorn_worker_memory_bytes") >= set(g.worker_pids())
     assert value(samples, "gunicorn_master_workers") == g.workers
@@ -230,14 +234,17 @@ def test_option_a_yaml_and_hooks(tmp_path: Path) -> None:
         # the YAML file's directory is the one in use (not a private one)
         assert any(name.startswith("counter_") for name in os.listdir(multiproc_dir))
         log = g.log()  # the only tracebacks are the app's own /boom
-        assert log.count("Traceback") == log.count("RuntimeError: the demo app fails on purpose") == 2
+        assert (
+            log.count("Traceback") == log.count("RuntimeError: the demo app fails on purpose") == 2
+        )
     # the yaml directory is the user's: kept
     assert multiproc_dir.is_dir()
 
 
 def test_string_hooks_with_preload_keep_app_metrics(tmp_path: Path) -> None:
     """The 0.2.x docs' FastAPI/Django guides: hooks as strings, preload_app."""
-    (tmp_path / "app_with_metrics.py").write_text(textwrap.dedent('''
+    (tmp_path / "app_with_metrics.py").write_text(
+        textwrap.dedent("""
         from prometheus_client import Counter
         served = Counter("app_served", "requests the app served")
         served.inc(3)  # at import, in the master
@@ -246,12 +253,17 @@ def test_string_hooks_with_preload_keep_app_metrics(tmp_path: Path) -> None:
             served.inc()
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
-    '''))
+    """)
+    )
     config = write_config(tmp_path, STRING_HOOKS)
-    with Gunicorn(tmp_path, worker_class=None, config=config, app="app_with_metrics:app", chdir=tmp_path) as g:
+    with Gunicorn(
+        tmp_path, worker_class=None, config=config, app="app_with_metrics:app", chdir=tmp_path
+    ) as g:
         for _ in range(5):
             assert g.status("/") == 200
-        samples = g.wait_metrics(lambda s: value(s, "app_served_total") >= 8, what="the app's counter")
+        samples = g.wait_metrics(
+            lambda s: value(s, "app_served_total") >= 8, what="the app's counter"
+        )
         assert value(samples, "app_served_total") == 8
         assert value(samples, "gunicorn_worker_requests_total") == 5
 
@@ -267,7 +279,9 @@ def test_redis_when_ready_mirrors_to_redis(tmp_path: Path) -> None:
             # what the instance mirrored, read back by a sidecar from Redis alone
             with Agent(tmp_path, ["--source", "redis"], env=redis.env()) as sidecar:
                 samples = sidecar.wait_metrics(
-                    lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL, what="the mirror in Redis")
+                    lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL,
+                    what="the mirror in Redis",
+                )
                 assert counts(samples) == EXPECTED
 
 
@@ -291,7 +305,9 @@ def test_redis_sidecar_when_ready_mirrors_without_serving(tmp_path: Path) -> Non
             send_plan(g)
             with Agent(tmp_path, ["--source", "redis"], env=redis.env()) as sidecar:
                 samples = sidecar.wait_metrics(
-                    lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL, what="the mirror in Redis")
+                    lambda s: value(s, "gunicorn_worker_requests_total") >= TOTAL,
+                    what="the mirror in Redis",
+                )
                 assert counts(samples) == EXPECTED
             with pytest.raises(OSError):
                 g.scrape(timeout=1)  # nothing listens on the app's metrics port
@@ -310,6 +326,7 @@ def test_eventlet_example_on_gunicorn_23(environments, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ Python API ----
+
 
 def test_the_0_2_x_names_import() -> None:
     from gunicorn.workers.sync import SyncWorker
@@ -371,16 +388,25 @@ def test_get_config_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
     config_module.cleanup_config()
 
 
-def test_yaml_sections_apply_only_when_enabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_sections_apply_only_when_enabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As in 0.2.x: ``ssl`` and ``redis`` settings count only with ``enabled: true``;
     the environment wins over the file."""
     from gunicorn_prometheus_exporter.config import load_yaml_config
 
-    for name in ("PROMETHEUS_SSL_CERTFILE", "REDIS_ENABLED", "REDIS_HOST", "REDIS_PORT", "GUNICORN_WORKERS",
-                 "PROMETHEUS_METRICS_PORT"):
+    for name in (
+        "PROMETHEUS_SSL_CERTFILE",
+        "REDIS_ENABLED",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "GUNICORN_WORKERS",
+        "PROMETHEUS_METRICS_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "c.yml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         exporter:
           prometheus:
             metrics_port: 9300
@@ -388,7 +414,8 @@ def test_yaml_sections_apply_only_when_enabled(tmp_path: Path, monkeypatch: pyte
             ssl: {enabled: false, certfile: /nonexistent.pem}
           gunicorn: {workers: 3}
           redis: {enabled: false, host: redis.example, port: 6390}
-    """))
+    """)
+    )
     load_yaml_config(str(path))
     assert os.environ["PROMETHEUS_METRICS_PORT"] == "9300"
     assert os.environ["GUNICORN_WORKERS"] == "3"
@@ -397,13 +424,18 @@ def test_yaml_sections_apply_only_when_enabled(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("REDIS_PORT", "6391")
     load_yaml_config(str(path))
     assert (os.environ["REDIS_ENABLED"], os.environ["REDIS_HOST"], os.environ["REDIS_PORT"]) == (
-        "true", "127.0.0.2", "6391")
+        "true",
+        "127.0.0.2",
+        "6391",
+    )
     path.write_text("exporter:\n  redis: {enabled: true, hots: x}\n")
-    with pytest.raises(ValueError, match="exporter.redis.hots"):
+    with pytest.raises(ValueError, match=r"exporter\.redis\.hots"):
         load_yaml_config(str(path))
 
 
-def test_redis_value_takes_the_seed_positional_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redis_value_takes_the_seed_positional_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gunicorn_prometheus_exporter import (
         disable_native_values,
         enable_native_values,

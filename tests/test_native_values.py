@@ -24,7 +24,9 @@ def client_render(path: Path) -> bytes:
 
 
 def file_values(path: Path) -> dict[str, tuple[float, float]]:
-    return {key: (value, ts) for key, value, ts, _ in MmapedDict.read_all_values_from_file(str(path))}
+    return {
+        key: (value, ts) for key, value, ts, _ in MmapedDict.read_all_values_from_file(str(path))
+    }
 
 
 def run_in_child(fn) -> int:
@@ -160,8 +162,10 @@ def test_import_with_environment_enables_native_values(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    for order in ("import prometheus_client, gunicorn_prometheus_exporter",
-                  "import gunicorn_prometheus_exporter, prometheus_client"):
+    for order in (
+        "import prometheus_client, gunicorn_prometheus_exporter",
+        "import gunicorn_prometheus_exporter, prometheus_client",
+    ):
         code = (
             f"{order}\n"
             "from prometheus_client import Counter\n"
@@ -170,8 +174,9 @@ def test_import_with_environment_enables_native_values(tmp_path: Path) -> None:
             "print(type(c._value).__name__)\n"
         )
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        ).stdout
         assert out.strip() == "NativeValue"
     assert any(p.name.startswith("counter_") for p in tmp_path.iterdir())
 
@@ -214,10 +219,18 @@ def test_fast_methods_keep_prometheus_client_behaviour(mp_dir: Path) -> None:
 
     body = exporter.render_directory(str(mp_dir))
     assert body == client_render(mp_dir)
-    for line in (b'fast_c_total{l="x"} 3.5', b'fast_g{pid="%d"} 4.5' % os.getpid(), b"fast_r 7.0",
-                 b'fast_h_bucket{le="1.0"} 2.0', b'fast_h_bucket{le="5.0"} 3.0',
-                 b'fast_h_bucket{le="+Inf"} 4.0', b"fast_h_count 4.0", b"fast_h_sum NaN",
-                 b"fast_s_count 2.0", b"fast_s_sum 10.0"):
+    for line in (
+        b'fast_c_total{l="x"} 3.5',
+        b'fast_g{pid="%d"} 4.5' % os.getpid(),
+        b"fast_r 7.0",
+        b'fast_h_bucket{le="1.0"} 2.0',
+        b'fast_h_bucket{le="5.0"} 3.0',
+        b'fast_h_bucket{le="+Inf"} 4.0',
+        b"fast_h_count 4.0",
+        b"fast_h_sum NaN",
+        b"fast_s_count 2.0",
+        b"fast_s_sum 10.0",
+    ):
         assert line in body, line
 
 
@@ -339,9 +352,11 @@ def test_lowercase_directory_variable_is_copied_with_a_warning(tmp_path: Path, m
 
     exporter.enable_native_values(str(tmp_path))
     try:
-        for make in (lambda: Counter("old", "o", registry=None),
-                     lambda: values.MultiProcessValue(lambda: 1)("counter", "x", "x_total", [], [], "h"),
-                     lambda: exporter.MultiProcessCollector(None)):
+        for make in (
+            lambda: Counter("old", "o", registry=None),
+            lambda: values.MultiProcessValue(lambda: 1)("counter", "x", "x_total", [], [], "h"),
+            lambda: exporter.MultiProcessCollector(None),
+        ):
             monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
             monkeypatch.setenv("prometheus_multiproc_dir", str(tmp_path))
             with warnings.catch_warnings(record=True) as caught:

@@ -36,15 +36,32 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """test_multiprocess.py of the installed release, alone in a directory
     (so that the sdist's prometheus_client sources are not imported)."""
     downloads = tmp_path_factory.mktemp("sdist")
-    fetched = run([sys.executable, "-m", "pip", "download", *PIP_NETWORK, "--no-binary", ":all:",
-                   "--no-deps", "-d", str(downloads), f"prometheus_client=={VERSION}"], 240,
-                  env=python_env())
+    fetched = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            *PIP_NETWORK,
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "-d",
+            str(downloads),
+            f"prometheus_client=={VERSION}",
+        ],
+        240,
+        env=python_env(),
+    )
     archives = sorted(downloads.glob("prometheus_client-*.tar.gz"))
     if fetched.returncode != 0 or len(archives) != 1:
-        pytest.skip(f"could not download the sdist of prometheus_client=={VERSION}: "
-                    f"{tail(fetched, 500)}")
+        pytest.skip(
+            f"could not download the sdist of prometheus_client=={VERSION}: {tail(fetched, 500)}"
+        )
     with tarfile.open(archives[0]) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith("/tests/test_multiprocess.py"))
+        member = next(
+            m for m in archive.getmembers() if m.name.endswith("/tests/test_multiprocess.py")
+        )
         source = archive.extractfile(member)
         assert source is not None
         directory = tmp_path_factory.mktemp("suite")
@@ -59,8 +76,11 @@ def count_tests(path: Path) -> int:
     count = 0
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            count += sum(1 for item in node.body
-                         if isinstance(item, ast.FunctionDef) and item.name.startswith("test"))
+            count += sum(
+                1
+                for item in node.body
+                if isinstance(item, ast.FunctionDef) and item.name.startswith("test")
+            )
         elif isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
             count += 1
     return count
@@ -71,14 +91,30 @@ def test_prometheus_client_multiprocess_suite(suite: Path, mode: str) -> None:
     report = suite.parent / f"report-{mode}.xml"
     env = {k: v for k, v in python_env().items() if k.lower() != "prometheus_multiproc_dir"}
     env.update(GPE_SUITE_MODE=mode, PYTHONPATH=str(HERE))
-    result = run([sys.executable, "-m", "pytest", "-p", "prometheus_client_suite_plugin",
-                  "-p", "no:cacheprovider", "-q", f"--junitxml={report}", suite.name], 300,
-                 env=env, cwd=suite.parent)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "prometheus_client_suite_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--junitxml={report}",
+            suite.name,
+        ],
+        300,
+        env=env,
+        cwd=suite.parent,
+    )
     output = tail(result, 6000)
     assert result.returncode == 0, output
     suites = ET.parse(report).getroot()
-    totals = {key: sum(int(s.get(key, 0)) for s in suites.iter("testsuite"))
-              for key in ("tests", "failures", "errors", "skipped")}
+    totals = {
+        key: sum(int(s.get(key, 0)) for s in suites.iter("testsuite"))
+        for key in ("tests", "failures", "errors", "skipped")
+    }
     expected = count_tests(suite)
     assert expected >= 30, f"only {expected} tests found in {suite}"  # the parser still works
     assert totals == {"tests": expected, "failures": 0, "errors": 0, "skipped": 0}, output
@@ -92,10 +128,25 @@ def test_plugin_refuses_prometheus_clients_own_names(tmp_path: Path) -> None:
     (tmp_path / "test_probe.py").write_text(
         "from gunicorn_prometheus_exporter.native_values import _client_multi_process_value\n"
         "MultiProcessValue = _client_multi_process_value\n"
-        "def test_nothing():\n    pass\n")
+        "def test_nothing():\n    pass\n"
+    )
     env = python_env()
     env.update(GPE_SUITE_MODE="values", PYTHONPATH=str(HERE))
-    refused = run([sys.executable, "-m", "pytest", "-p", "prometheus_client_suite_plugin",
-                   "-p", "no:cacheprovider", "-q", "test_probe.py"], 120, env=env, cwd=tmp_path)
+    refused = run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "prometheus_client_suite_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "test_probe.py",
+        ],
+        120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert refused.returncode != 0, tail(refused)
     assert "test_probe.MultiProcessValue is not gunicorn_prometheus_exporter's" in tail(refused)

@@ -24,7 +24,7 @@ from conftest import PIP_NETWORK, WheelBuild, python_env, run, tail
 
 VERSION = "0.17.1"
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys
 import gunicorn_prometheus_exporter as exporter
 from gunicorn_prometheus_exporter.native_values import NativeValue
@@ -66,7 +66,7 @@ theirs = samples(generate_latest(registry).decode())
 ours = samples(exporter.render_directory().decode())
 print(json.dumps({"equal": ours == theirs, "ours": ours, "theirs": theirs,
                   "files": sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))}))
-'''
+"""
 
 
 def test_oldest_supported_prometheus_client(tmp_path: Path, exporter_wheel: WheelBuild) -> None:
@@ -74,12 +74,19 @@ def test_oldest_supported_prometheus_client(tmp_path: Path, exporter_wheel: Whee
     made = run([sys.executable, "-m", "venv", str(venv)], 180, env=python_env())
     assert made.returncode == 0, tail(made)
     python = str(venv / "bin" / "python")
-    installed = run([python, "-m", "pip", "install", *PIP_NETWORK, f"prometheus_client=={VERSION}"], 240,
-                    env=python_env())
+    installed = run(
+        [python, "-m", "pip", "install", *PIP_NETWORK, f"prometheus_client=={VERSION}"],
+        240,
+        env=python_env(),
+    )
     if installed.returncode != 0:
-        pytest.skip(f"PyPI unreachable? could not install prometheus_client=={VERSION}: {tail(installed, 500)}")
+        pytest.skip(
+            f"PyPI unreachable? could not install prometheus_client=={VERSION}: {tail(installed, 500)}"
+        )
     wheel = exporter_wheel.wheel()
-    installed = run([python, "-m", "pip", "install", *PIP_NETWORK, str(wheel)], 300, env=python_env())
+    installed = run(
+        [python, "-m", "pip", "install", *PIP_NETWORK, str(wheel)], 300, env=python_env()
+    )
     assert installed.returncode == 0, tail(installed)
 
     directory = tmp_path / "metrics"
@@ -92,5 +99,9 @@ def test_oldest_supported_prometheus_client(tmp_path: Path, exporter_wheel: Whee
     names = result["files"]
     assert any(name.startswith("counter_") for name in names), names
     assert len([n for n in names if n.startswith("counter_")]) == 2, names  # parent and child
-    jobs = {tuple(map(tuple, labels)): value for name, labels, value in result["ours"] if name == "jobs_total"}
+    jobs = {
+        tuple(map(tuple, labels)): value
+        for name, labels, value in result["ours"]
+        if name == "jobs_total"
+    }
     assert jobs[(("kind", "a"),)] == 3.0

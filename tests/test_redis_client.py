@@ -75,8 +75,12 @@ def roundtrip(client: RedisClient, key: str = "roundtrip") -> None:
 
 
 def test_error_hierarchy() -> None:
-    for error in (RedisConnectionError, RedisTimeoutError, RedisAuthenticationError,
-                  RedisResponseError):
+    for error in (
+        RedisConnectionError,
+        RedisTimeoutError,
+        RedisAuthenticationError,
+        RedisResponseError,
+    ):
         assert issubclass(error, RedisError)
     assert issubclass(RedisError, Exception)
     assert not issubclass(RedisTimeoutError, RedisConnectionError)
@@ -130,8 +134,9 @@ def test_execute_command_replies_and_errors(rclient: RedisClient) -> None:
 
 
 def test_pipeline_execute_returns_errors_in_place(rclient: RedisClient) -> None:
-    replies = rclient.pipeline_execute([["SET", "a", "1"], ["INCR", "a", "x"], ["INCR", "a"],
-                                        ["GET", "nothing"], ["HGETALL", "a"]])
+    replies = rclient.pipeline_execute(
+        [["SET", "a", "1"], ["INCR", "a", "x"], ["INCR", "a"], ["GET", "nothing"], ["HGETALL", "a"]]
+    )
     assert replies[0] == "OK"
     assert isinstance(replies[1], RedisResponseError)
     assert replies[2] == 2
@@ -167,8 +172,9 @@ def test_wrong_password_is_an_authentication_error(password_server: RedisServer)
 
 
 def test_wrong_acl_user_is_an_authentication_error(acl_server: RedisServer) -> None:
-    client = RedisClient(host="127.0.0.1", port=acl_server.port, username="metrics",
-                         password="nope")
+    client = RedisClient(
+        host="127.0.0.1", port=acl_server.port, username="metrics", password="nope"
+    )
     with pytest.raises(RedisAuthenticationError):
         client.ping()
 
@@ -222,8 +228,11 @@ def test_tls_with_ca_verification(tls_server: RedisServer) -> None:
     roundtrip(client)
     assert "(TLS)" in client.native.description
     # by name too: the certificate is for 127.0.0.1 and localhost
-    roundtrip(RedisClient(host="localhost", port=tls_server.port, ssl=True,
-                          ssl_ca_certs=tls_server.tls["ca.crt"]))
+    roundtrip(
+        RedisClient(
+            host="localhost", port=tls_server.port, ssl=True, ssl_ca_certs=tls_server.tls["ca.crt"]
+        )
+    )
 
 
 def test_tls_without_the_ca_fails(tls_server: RedisServer) -> None:
@@ -237,7 +246,9 @@ def test_tls_without_the_ca_fails(tls_server: RedisServer) -> None:
 def _other_name_for_loopback() -> str | None:
     for name in (socket.gethostname(), "runsc", "vm"):
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(name, 1, type=socket.SOCK_STREAM)}
+            addresses = {
+                info[4][0] for info in socket.getaddrinfo(name, 1, type=socket.SOCK_STREAM)
+            }
         except OSError:
             continue
         if name != "localhost" and addresses == {"127.0.0.1"}:
@@ -250,8 +261,9 @@ def test_tls_wrong_name_fails(tls_server: RedisServer) -> None:
     name = _other_name_for_loopback()
     if name is None:
         pytest.skip("no other name resolves to 127.0.0.1 only")
-    client = RedisClient(host=name, port=tls_server.port, ssl=True,
-                         ssl_ca_certs=tls_server.tls["ca.crt"])
+    client = RedisClient(
+        host=name, port=tls_server.port, ssl=True, ssl_ca_certs=tls_server.tls["ca.crt"]
+    )
     with pytest.raises(RedisConnectionError, match="verify"):
         client.ping()
     # the same name without verification works: the failure was the name
@@ -263,8 +275,14 @@ def test_tls_without_verification(tls_server: RedisServer) -> None:
 
 
 def test_tls_to_a_plain_server_fails(redis_srv: RedisServer) -> None:
-    client = RedisClient(host="127.0.0.1", port=redis_srv.port, ssl=True, ssl_verify=False,
-                         socket_timeout=0.3, socket_connect_timeout=0.3)
+    client = RedisClient(
+        host="127.0.0.1",
+        port=redis_srv.port,
+        ssl=True,
+        ssl_verify=False,
+        socket_timeout=0.3,
+        socket_connect_timeout=0.3,
+    )
     with pytest.raises((RedisConnectionError, RedisTimeoutError)):
         client.ping()
 
@@ -275,9 +293,11 @@ def test_mutual_tls(tls_server: RedisServer) -> None:
     try:
         with pytest.raises(RedisConnectionError):
             RedisClient(**tls_server.client_kwargs()).ping()  # no client certificate
-        with_cert = RedisClient(**tls_server.client_kwargs(),
-                                ssl_certfile=tls_server.tls["client.crt"],
-                                ssl_keyfile=tls_server.tls["client.key"])
+        with_cert = RedisClient(
+            **tls_server.client_kwargs(),
+            ssl_certfile=tls_server.tls["client.crt"],
+            ssl_keyfile=tls_server.tls["client.key"],
+        )
         roundtrip(with_cert)
         with pytest.raises(RedisConnectionError, match="client"):
             RedisClient(**tls_server.client_kwargs(), ssl_certfile="/nonexistent.crt").ping()
@@ -314,7 +334,7 @@ def test_db_out_of_range_fails(redis_srv: RedisServer) -> None:
 def test_nothing_listening_fails_fast() -> None:
     client = RedisClient(host="127.0.0.1", port=free_port(), socket_connect_timeout=5)
     start = time.monotonic()
-    with pytest.raises(RedisConnectionError, match="127.0.0.1"):
+    with pytest.raises(RedisConnectionError, match=r"127\.0\.0\.1"):
         client.ping()
     assert time.monotonic() - start < 1.0
     # within the backoff, calls fail at once, still as connection errors
@@ -367,8 +387,9 @@ class SilentServer:
 def test_silent_server_times_out() -> None:
     server = SilentServer()
     try:
-        client = RedisClient(host="127.0.0.1", port=server.port, socket_timeout=0.3,
-                             socket_connect_timeout=0.3)
+        client = RedisClient(
+            host="127.0.0.1", port=server.port, socket_timeout=0.3, socket_connect_timeout=0.3
+        )
         start = time.monotonic()
         with pytest.raises(RedisTimeoutError):
             client.ping()
@@ -382,8 +403,14 @@ def test_silent_server_times_out() -> None:
 def test_tls_to_a_silent_server_times_out() -> None:
     server = SilentServer()
     try:
-        client = RedisClient(host="127.0.0.1", port=server.port, ssl=True, ssl_verify=False,
-                             socket_timeout=0.3, socket_connect_timeout=0.3)
+        client = RedisClient(
+            host="127.0.0.1",
+            port=server.port,
+            ssl=True,
+            ssl_verify=False,
+            socket_timeout=0.3,
+            socket_connect_timeout=0.3,
+        )
         start = time.monotonic()
         with pytest.raises(RedisTimeoutError):
             client.ping()
@@ -448,8 +475,9 @@ def test_reconnects_after_a_restart() -> None:
         server.close()
 
 
-def test_connection_dropped_by_server_is_reopened(redis_srv: RedisServer,
-                                                  rclient: RedisClient) -> None:
+def test_connection_dropped_by_server_is_reopened(
+    redis_srv: RedisServer, rclient: RedisClient
+) -> None:
     rclient.set("x", "1")
     epoch = rclient.native.connection_epoch
     killer = RedisClient(**redis_srv.client_kwargs())
@@ -512,7 +540,9 @@ def test_with_retry_default_delay(sleeps: list[float]) -> None:
 
 def test_with_retry_gives_up_after_max_retries(sleeps: list[float]) -> None:
     last = RedisTimeoutError("last")
-    func = Flaky([RedisConnectionError("1"), RedisConnectionError("2"), last, RedisConnectionError("4")])
+    func = Flaky(
+        [RedisConnectionError("1"), RedisConnectionError("2"), last, RedisConnectionError("4")]
+    )
     with pytest.raises(RedisTimeoutError) as info:
         with_retry(func, max_retries=3, delay=0.01)
     assert info.value is last
@@ -520,8 +550,10 @@ def test_with_retry_gives_up_after_max_retries(sleeps: list[float]) -> None:
     assert sleeps == [0.01, 0.02]
 
 
-@pytest.mark.parametrize("error", [ValueError("v"), RedisAuthenticationError("auth"),
-                                   RedisResponseError("ERR"), KeyError("k")])
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("v"), RedisAuthenticationError("auth"), RedisResponseError("ERR"), KeyError("k")],
+)
 def test_with_retry_does_not_retry_other_errors(sleeps: list[float], error: BaseException) -> None:
     func = Flaky([error])
     with pytest.raises(type(error)) as info:

@@ -103,9 +103,20 @@ def test_read_at_access(clean_env: pytest.MonkeyPatch) -> None:
     assert config.redis_enabled is False
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1", True), ("true", True), ("Yes", True), ("ON", True),
-    ("0", False), ("false", False), ("no", False), ("Off", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        ("ON", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("Off", False),
+        ("", False),
+    ],
+)
 def test_booleans(clean_env: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     clean_env.setenv("REDIS_ENABLED", value)
     clean_env.setenv("REDIS_SSL", value)
@@ -120,34 +131,47 @@ def test_ttl_disabled_by_zero(clean_env: pytest.MonkeyPatch) -> None:
     assert config.redis_ttl_disabled is True
 
 
-@pytest.mark.parametrize("name, value, attribute", [
-    ("REDIS_ENABLED", "maybe", "redis_enabled"),
-    ("REDIS_SSL", "2", "redis_ssl"),
-    ("REDIS_TTL_DISABLED", "sometimes", "redis_ttl_disabled"),
-    ("REDIS_PORT", "abc", "redis_port"),
-    ("REDIS_PORT", "0", "redis_port"),
-    ("REDIS_PORT", "65536", "redis_port"),
-    ("REDIS_DB", "-1", "redis_db"),
-    ("REDIS_DB", "1.5", "redis_db"),
-    ("REDIS_TTL_SECONDS", "ten", "redis_ttl_seconds"),
-    ("REDIS_TTL_SECONDS", "-5", "redis_ttl_seconds"),
-    ("REDIS_FLUSH_INTERVAL", "0", "redis_flush_interval"),
-    ("REDIS_FLUSH_INTERVAL", "-1", "redis_flush_interval"),
-    ("REDIS_FLUSH_INTERVAL", "soon", "redis_flush_interval"),
-    ("REDIS_SSL_CERT_REQS", "optional", "redis_ssl_verify"),
-    ("REDIS_KEY_PREFIX", "app*", "redis_key_prefix"),
-    ("REDIS_KEY_PREFIX", "a[b]", "redis_key_prefix"),
-    ("REDIS_SOCKET_TIMEOUT", "x", "redis_socket_timeout"),
-])
-def test_invalid_values_name_the_variable(clean_env: pytest.MonkeyPatch, name: str, value: str,
-                                          attribute: str) -> None:
+@pytest.mark.parametrize(
+    "name, value, attribute",
+    [
+        ("REDIS_ENABLED", "maybe", "redis_enabled"),
+        ("REDIS_SSL", "2", "redis_ssl"),
+        ("REDIS_TTL_DISABLED", "sometimes", "redis_ttl_disabled"),
+        ("REDIS_PORT", "abc", "redis_port"),
+        ("REDIS_PORT", "0", "redis_port"),
+        ("REDIS_PORT", "65536", "redis_port"),
+        ("REDIS_DB", "-1", "redis_db"),
+        ("REDIS_DB", "1.5", "redis_db"),
+        ("REDIS_TTL_SECONDS", "ten", "redis_ttl_seconds"),
+        ("REDIS_TTL_SECONDS", "-5", "redis_ttl_seconds"),
+        ("REDIS_FLUSH_INTERVAL", "0", "redis_flush_interval"),
+        ("REDIS_FLUSH_INTERVAL", "-1", "redis_flush_interval"),
+        ("REDIS_FLUSH_INTERVAL", "soon", "redis_flush_interval"),
+        ("REDIS_SSL_CERT_REQS", "optional", "redis_ssl_verify"),
+        ("REDIS_KEY_PREFIX", "app*", "redis_key_prefix"),
+        ("REDIS_KEY_PREFIX", "a[b]", "redis_key_prefix"),
+        ("REDIS_SOCKET_TIMEOUT", "x", "redis_socket_timeout"),
+    ],
+)
+def test_invalid_values_name_the_variable(
+    clean_env: pytest.MonkeyPatch, name: str, value: str, attribute: str
+) -> None:
     clean_env.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         getattr(config, attribute)
 
 
-@pytest.mark.parametrize("url", ["http://localhost:6379", "localhost:6379", "redis://h:port",
-                                 "redis://h:70000", "redis://h/notadb", "unix://relative.sock"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:6379",
+        "localhost:6379",
+        "redis://h:port",
+        "redis://h:70000",
+        "redis://h/notadb",
+        "unix://relative.sock",
+    ],
+)
 def test_invalid_url_names_the_variable(clean_env: pytest.MonkeyPatch, url: str) -> None:
     clean_env.setenv("PROMETHEUS_REDIS_URL", url)
     with pytest.raises(ValueError, match="PROMETHEUS_REDIS_URL"):
@@ -178,15 +202,31 @@ def test_repr_never_shows_secrets(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_parse_redis_url_tcp_with_user_password_db() -> None:
     assert _native.parse_redis_url("redis://user:pa%40ss@redis.example:6380/3") == {
-        "host": "redis.example", "port": 6380, "unix_socket_path": "", "db": 3,
-        "username": "user", "password": "pa@ss", "ssl": False, "ssl_ca_certs": "",
-        "ssl_ca_path": "", "ssl_certfile": "", "ssl_keyfile": "", "ssl_verify": True}
+        "host": "redis.example",
+        "port": 6380,
+        "unix_socket_path": "",
+        "db": 3,
+        "username": "user",
+        "password": "pa@ss",
+        "ssl": False,
+        "ssl_ca_certs": "",
+        "ssl_ca_path": "",
+        "ssl_certfile": "",
+        "ssl_keyfile": "",
+        "ssl_verify": True,
+    }
 
 
 def test_parse_redis_url_defaults() -> None:
     parsed = _native.parse_redis_url("redis://redis.example")
-    assert (parsed["host"], parsed["port"], parsed["db"], parsed["username"], parsed["password"],
-            parsed["ssl"]) == ("redis.example", 6379, 0, "", "", False)
+    assert (
+        parsed["host"],
+        parsed["port"],
+        parsed["db"],
+        parsed["username"],
+        parsed["password"],
+        parsed["ssl"],
+    ) == ("redis.example", 6379, 0, "", "", False)
     parsed = _native.parse_redis_url("redis://:only-password@h/")
     assert (parsed["username"], parsed["password"], parsed["db"]) == ("", "only-password", 0)
     parsed = _native.parse_redis_url("redis://[::1]:7000/4")
@@ -196,7 +236,8 @@ def test_parse_redis_url_defaults() -> None:
 def test_parse_rediss_url_with_query() -> None:
     parsed = _native.parse_redis_url(
         "rediss://h:6390/1?ssl_ca_certs=/etc/ca%20dir/ca.crt&ssl_certfile=/c.crt"
-        "&ssl_keyfile=/c.key&ssl_cert_reqs=none&socket_timeout=3")
+        "&ssl_keyfile=/c.key&ssl_cert_reqs=none&socket_timeout=3"
+    )
     assert parsed["ssl"] is True
     assert parsed["ssl_ca_certs"] == "/etc/ca dir/ca.crt"
     assert parsed["ssl_certfile"] == "/c.crt"
@@ -213,7 +254,11 @@ def test_parse_unix_url() -> None:
     assert parsed["ssl"] is False
     parsed = _native.parse_redis_url("unix://u:pw@/run/r.sock?db=2")
     assert (parsed["unix_socket_path"], parsed["username"], parsed["password"], parsed["db"]) == (
-        "/run/r.sock", "u", "pw", 2)
+        "/run/r.sock",
+        "u",
+        "pw",
+        2,
+    )
 
 
 def test_client_kwargs_from_variables(clean_env: pytest.MonkeyPatch) -> None:
@@ -229,11 +274,34 @@ def test_client_kwargs_from_variables(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("REDIS_SSL_CERT_REQS", "none")
     clean_env.setenv("REDIS_UNIX_SOCKET", "/sock")
     kw = config.redis_client_kwargs()
-    assert {k: kw[k] for k in ("host", "port", "db", "username", "password", "ssl", "ssl_ca_certs",
-                               "ssl_certfile", "ssl_keyfile", "ssl_verify", "unix_socket_path")} == {
-        "host": "h", "port": 1234, "db": 5, "username": "u", "password": "p", "ssl": True,
-        "ssl_ca_certs": "/ca", "ssl_certfile": "/cert", "ssl_keyfile": "/key", "ssl_verify": False,
-        "unix_socket_path": "/sock"}
+    assert {
+        k: kw[k]
+        for k in (
+            "host",
+            "port",
+            "db",
+            "username",
+            "password",
+            "ssl",
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_verify",
+            "unix_socket_path",
+        )
+    } == {
+        "host": "h",
+        "port": 1234,
+        "db": 5,
+        "username": "u",
+        "password": "p",
+        "ssl": True,
+        "ssl_ca_certs": "/ca",
+        "ssl_certfile": "/cert",
+        "ssl_keyfile": "/key",
+        "ssl_verify": False,
+        "unix_socket_path": "/sock",
+    }
 
 
 def test_url_wins_over_variables(clean_env: pytest.MonkeyPatch) -> None:
@@ -249,8 +317,9 @@ def test_url_wins_over_variables(clean_env: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_redis_db_variable_selects_the_database(clean_env: pytest.MonkeyPatch,
-                                                redis_srv: RedisServer, rclient: RedisClient) -> None:
+def test_redis_db_variable_selects_the_database(
+    clean_env: pytest.MonkeyPatch, redis_srv: RedisServer, rclient: RedisClient
+) -> None:
     for name, value in redis_srv.env().items():
         clean_env.setenv(name, value)
     clean_env.setenv("REDIS_DB", "2")
@@ -260,8 +329,9 @@ def test_redis_db_variable_selects_the_database(clean_env: pytest.MonkeyPatch,
     assert RedisClient(**redis_srv.client_kwargs(), db=2).get("where") == b"db2"
 
 
-def test_url_db_selects_the_database(clean_env: pytest.MonkeyPatch, redis_srv: RedisServer,
-                                     rclient: RedisClient) -> None:
+def test_url_db_selects_the_database(
+    clean_env: pytest.MonkeyPatch, redis_srv: RedisServer, rclient: RedisClient
+) -> None:
     clean_env.setenv("PROMETHEUS_REDIS_URL", f"redis://127.0.0.1:{redis_srv.port}/2")
     RedisClient.from_config().set("where", "url-db2")
     RedisClient.from_url(f"redis://127.0.0.1:{redis_srv.port}?db=3").set("where", "url-db3")
@@ -302,8 +372,9 @@ def test_rediss_url_with_ca(tls_server: RedisServer) -> None:
     assert RedisClient.from_url(f"rediss://127.0.0.1:{tls_server.port}", ssl_ca_certs=ca).ping()
 
 
-def test_tls_from_variables_with_mutual_tls(clean_env: pytest.MonkeyPatch,
-                                            tls_server: RedisServer) -> None:
+def test_tls_from_variables_with_mutual_tls(
+    clean_env: pytest.MonkeyPatch, tls_server: RedisServer
+) -> None:
     for name, value in tls_server.env().items():
         clean_env.setenv(name, value)
     assert RedisClient.from_config().ping() is True
@@ -315,8 +386,10 @@ def test_tls_from_variables_with_mutual_tls(clean_env: pytest.MonkeyPatch,
         clean_env.setenv("REDIS_SSL_CERTFILE", tls_server.tls["client.crt"])
         clean_env.setenv("REDIS_SSL_KEYFILE", tls_server.tls["client.key"])
         assert RedisClient.from_config().ping() is True
-        url = (f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={tls_server.tls['ca.crt']}"
-               f"&ssl_certfile={tls_server.tls['client.crt']}&ssl_keyfile={tls_server.tls['client.key']}")
+        url = (
+            f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={tls_server.tls['ca.crt']}"
+            f"&ssl_certfile={tls_server.tls['client.crt']}&ssl_keyfile={tls_server.tls['client.key']}"
+        )
         assert RedisClient.from_url(url).ping() is True
     finally:
         admin.execute_command("CONFIG", "SET", "tls-auth-clients", "optional")
@@ -328,7 +401,9 @@ def test_unix_url_and_variables(clean_env: pytest.MonkeyPatch, unix_server: Redi
     tcp_db1 = RedisClient(host="127.0.0.1", port=unix_server.port, password="unixpw", db=1)
     assert tcp_db1.get("k") == b"unix-db1"
     assert RedisClient(host="127.0.0.1", port=unix_server.port, password="unixpw").get("k") is None
-    clean_env.setenv("PROMETHEUS_REDIS_URL", f"unix://{unix_server.unix_socket}?db=1&password=unixpw")
+    clean_env.setenv(
+        "PROMETHEUS_REDIS_URL", f"unix://{unix_server.unix_socket}?db=1&password=unixpw"
+    )
     assert RedisClient.from_config().get("k") == b"unix-db1"
     clean_env.delenv("PROMETHEUS_REDIS_URL")
     for name, value in unix_server.env().items():
@@ -357,10 +432,14 @@ class _FakeRedisPy:
     settings (redis-py itself is not needed)."""
 
     def __init__(self, connection_class_name: str = "Connection", **kwargs) -> None:
-        self.connection_pool = type("Pool", (), {
-            "connection_kwargs": kwargs,
-            "connection_class": type(connection_class_name, (), {}),
-        })()
+        self.connection_pool = type(
+            "Pool",
+            (),
+            {
+                "connection_kwargs": kwargs,
+                "connection_class": type(connection_class_name, (), {}),
+            },
+        )()
 
 
 def test_wrap_a_redis_py_client(redis_srv: RedisServer) -> None:
@@ -375,8 +454,12 @@ def test_wrap_a_redis_py_client(redis_srv: RedisServer) -> None:
 
 
 def test_wrap_a_redis_py_tls_client(tls_server: RedisServer) -> None:
-    fake = _FakeRedisPy("SSLConnection", host="127.0.0.1", port=tls_server.port,
-                        ssl_ca_certs=tls_server.tls["ca.crt"])
+    fake = _FakeRedisPy(
+        "SSLConnection",
+        host="127.0.0.1",
+        port=tls_server.port,
+        ssl_ca_certs=tls_server.tls["ca.crt"],
+    )
     assert RedisClient.wrap(fake).ping() is True
     assert "(TLS)" in RedisClient.wrap(fake).native.description
 
@@ -384,11 +467,13 @@ def test_wrap_a_redis_py_tls_client(tls_server: RedisServer) -> None:
 def test_collector_accepts_a_redis_py_client(redis_srv: RedisServer) -> None:
     from gunicorn_prometheus_exporter.backend import RedisStorageDict, redis_key
 
-    RedisStorageDict(RedisClient(**redis_srv.client_kwargs()), "gunicorn", "counter",
-                     process="1@h")[redis_key("jobs", "jobs_total", [], [], "Jobs.")] = 2.0
+    RedisStorageDict(
+        RedisClient(**redis_srv.client_kwargs()), "gunicorn", "counter", process="1@h"
+    )[redis_key("jobs", "jobs_total", [], [], "Jobs.")] = 2.0
     fake = _FakeRedisPy(host="127.0.0.1", port=redis_srv.port)
     assert RedisMultiProcessCollector(None, fake).render() == (
-        b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 2.0\n")
+        b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 2.0\n"
+    )
 
 
 def test_with_real_redis_py(redis_srv: RedisServer) -> None:

@@ -14,6 +14,7 @@ the instance's archive; the next mirror pass deletes its keys atomically.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -81,8 +82,11 @@ def _kill_and_clean(directory: str) -> dict:
     for _ in workers:
         os.read(ready_r, 1)
     manager._mirror.pass_now()
-    out = {"workers": workers, "before": collector.render(),
-           "keys_before": series_keys(client.keys("gunicorn:*"))}
+    out = {
+        "workers": workers,
+        "before": collector.render(),
+        "keys_before": series_keys(client.keys("gunicorn:*")),
+    }
     victim = workers[2]  # it set peak to 30, the maximum
     os.kill(victim, signal.SIGKILL)
     os.waitpid(victim, 0)
@@ -99,8 +103,9 @@ def _kill_and_clean(directory: str) -> dict:
 
 
 def test_killed_worker_is_folded(redis_srv: RedisServer, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path
+    )
     result = in_child(_kill_and_clean, str(tmp_path), env=env)
     w0, w1, victim = result["workers"]
     before = samples_of(result["before"])
@@ -130,21 +135,30 @@ def test_killed_worker_is_folded(redis_srv: RedisServer, tmp_path) -> None:
     assert len(after) == len(before) - 1
 
     # the Redis view and the directory agree
-    assert families_of(normalise_pids(result["after"].decode())) == families_of(result["directory_after"])
+    assert families_of(normalise_pids(result["after"].decode())) == families_of(
+        result["directory_after"]
+    )
 
     # its keys are gone, apart from the `all` gauge; archives are there
     victim_keys = [k for k in result["keys_after"] if f":{victim}@h:" in k]
-    assert victim_keys and all(k.startswith("gunicorn:gauge_all:") for k in victim_keys), victim_keys
+    assert victim_keys and all(k.startswith("gunicorn:gauge_all:") for k in victim_keys), (
+        victim_keys
+    )
     for store in ("counter", "histogram", "summary", "gauge_max", "gauge_sum"):
-        assert any(k.startswith(f"gunicorn:{store}:archive@h:metric:") for k in result["keys_after"]), store
-        assert any(k.startswith(f"gunicorn:{store}:archive@h:meta:") for k in result["keys_after"]), store
+        assert any(
+            k.startswith(f"gunicorn:{store}:archive@h:metric:") for k in result["keys_after"]
+        ), store
+        assert any(
+            k.startswith(f"gunicorn:{store}:archive@h:meta:") for k in result["keys_after"]
+        ), store
     assert not any("gauge_live" in k and "archive" in k for k in result["keys_after"])
     assert f"counter_{victim}.db" not in result["files"]
     assert "counter_archive.db" in result["files"]
     # the live workers' keys are untouched
     for pid in (w0, w1):
         assert [k for k in result["keys_before"] if f":{pid}@h:" in k] == [
-            k for k in result["keys_after"] if f":{pid}@h:" in k]
+            k for k in result["keys_after"] if f":{pid}@h:" in k
+        ]
 
 
 ROUNDS = 8
@@ -170,13 +184,14 @@ def _restarts(directory: str) -> dict:
 
 
 def test_repeated_restarts_do_not_grow_redis(redis_srv: RedisServer, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path
+    )
     result = in_child(_restarts, str(tmp_path), env=env)
     counts = result["counts"]
     # `all` gauges are kept per pid (their pid label is the data), 2 keys
     # each; everything else lives on in a fixed number of archive keys
-    growth = [b - a for a, b in zip(counts, counts[1:])]
+    growth = [b - a for a, b in itertools.pairwise(counts)]
     assert growth == [2] * (ROUNDS - 1), counts
     final = result["renders"][-1]
     assert final[("requests_total", (("method", "GET"),))] == 3.0 * ROUNDS
@@ -216,8 +231,9 @@ def _restarts_without_all_gauges(directory: str) -> dict:
 
 
 def test_restarts_keep_a_constant_number_of_keys(redis_srv: RedisServer, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path
+    )
     result = in_child(_restarts_without_all_gauges, str(tmp_path), env=env)
     assert result["counts"] == [result["counts"][0]] * ROUNDS
     # archive metric+meta: jobs, 2 buckets, sum, low
@@ -262,8 +278,10 @@ def _fold_while_reading(directory: str) -> dict:
             lines = []
             while True:
                 s = samples_of(collector.render())
-                lines.append(f"{s.get(('jobs_total', ()))} {s.get(('lat_count', ()))} "
-                             f"{collector.stats()['attempts']}")
+                lines.append(
+                    f"{s.get(('jobs_total', ()))} {s.get(('lat_count', ()))} "
+                    f"{collector.stats()['attempts']}"
+                )
                 try:
                     if os.read(stop_r, 1):
                         break
@@ -287,8 +305,9 @@ def _fold_while_reading(directory: str) -> dict:
 
 
 def test_scrapes_during_folds_are_exact(redis_srv: RedisServer, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path
+    )
     result = in_child(_fold_while_reading, str(tmp_path), env=env)
     lines = result["lines"]
     assert len(lines) >= 10, lines

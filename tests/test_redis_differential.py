@@ -49,26 +49,51 @@ from redis_support import (
     setup_and_lead,
 )
 
-GAUGE_MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
-               "mostrecent", "livemostrecent")
-LABEL_VALUES = ("plain", "é ☃ 日本", 'say "hi"', "back\\slash", "new\nline", "", "tab\there",
-                "a\\\"b\\n")
+GAUGE_MODES = (
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+)
+LABEL_VALUES = (
+    "plain",
+    "é ☃ 日本",
+    'say "hi"',
+    "back\\slash",
+    "new\nline",
+    "",
+    "tab\there",
+    'a\\"b\\n',
+)
 
 
 def _make_metrics() -> dict:
     from prometheus_client import Counter, Gauge, Histogram, Summary
 
     m = {
-        "requests": Counter("requests", 'Requests with "quotes", \\ and\nnewline.',
-                            ["method", "path"], registry=None),
+        "requests": Counter(
+            "requests",
+            'Requests with "quotes", \\ and\nnewline.',
+            ["method", "path"],
+            registry=None,
+        ),
         "plain": Counter("plain_events", "Plain.", registry=None),
         "latency": Histogram("latency_seconds", "Latency ☃.", ["route"], registry=None),
-        "sizes": Histogram("sizes", "Sizes.", buckets=(0.5, 1, 2.5, 100, float("inf")), registry=None),
+        "sizes": Histogram(
+            "sizes", "Sizes.", buckets=(0.5, 1, 2.5, 100, float("inf")), registry=None
+        ),
         "payload": Summary("payload_bytes", "Payload.", ["kind"], registry=None),
     }
     for mode in GAUGE_MODES:
-        m[mode] = Gauge(f"gauge_{mode}", f"Gauge {mode}.", ["slot"], multiprocess_mode=mode,
-                        registry=None)
+        m[mode] = Gauge(
+            f"gauge_{mode}", f"Gauge {mode}.", ["slot"], multiprocess_mode=mode, registry=None
+        )
     return m
 
 
@@ -77,10 +102,10 @@ def _fixed_work(index: int) -> None:
     for j, value in enumerate(LABEL_VALUES):
         m["requests"].labels("GET", value).inc(index + j + 0.25)
         if (index + j) % 2:
-            m["requests"].labels("POST", value).inc(2 ** -10)
+            m["requests"].labels("POST", value).inc(2**-10)
     m["plain"].inc(index)
     for k in range(5 + index):
-        m["latency"].labels(LABEL_VALUES[k % len(LABEL_VALUES)]).observe(2 ** -9 * k * (index + 1))
+        m["latency"].labels(LABEL_VALUES[k % len(LABEL_VALUES)]).observe(2**-9 * k * (index + 1))
         m["sizes"].observe(k * 0.625)
     m["payload"].labels("json").observe(100 * index + 1)
     m["payload"].labels("x\ny").observe(0.125)
@@ -101,7 +126,7 @@ def _random_work(seed: int) -> Callable[[int], None]:
         for _ in range(rng.randint(5, 60)):
             kind = rng.choice(list(m))
             label = rng.choice(LABEL_VALUES)
-            value = rng.choice([0, 1, 2.5, 2 ** -20, 123456.75, rng.randint(0, 10 ** 6) / 1024])
+            value = rng.choice([0, 1, 2.5, 2**-20, 123456.75, rng.randint(0, 10**6) / 1024])
             metric = m[kind]
             if kind == "requests":
                 metric.labels(rng.choice(["GET", "PUT"]), label).inc(value)
@@ -116,6 +141,7 @@ def _random_work(seed: int) -> Callable[[int], None]:
                 getattr(metric.labels(label), op)(value)
                 if "mostrecent" in kind:
                     time.sleep(0.001)
+
     return work
 
 
@@ -155,8 +181,12 @@ def _run_workload(work: Callable[[int], None], workers: int, kill_one: bool) -> 
         manager.cleanup_dead_worker(pids[-1])
     assert manager._mirror.pass_now() is True
     collector = manager.get_collector()
-    out = {"text": collector.render(), "openmetrics": collector.render(openmetrics=True),
-           "collect": _collected(collector.collect()), "pids": pids}
+    out = {
+        "text": collector.render(),
+        "openmetrics": collector.render(openmetrics=True),
+        "collect": _collected(collector.collect()),
+        "pids": pids,
+    }
     manager.teardown()
     return out
 
@@ -164,8 +194,13 @@ def _run_workload(work: Callable[[int], None], workers: int, kill_one: bool) -> 
 def _collected(metrics) -> dict:
     out = {}
     for metric in metrics:
-        out[metric.name] = (metric.type, metric.documentation, sorted(
-            (s.name, tuple(sorted(s.labels.items())), repr(s.value)) for s in metric.samples))
+        out[metric.name] = (
+            metric.type,
+            metric.documentation,
+            sorted(
+                (s.name, tuple(sorted(s.labels.items())), repr(s.value)) for s in metric.samples
+            ),
+        )
     return out
 
 
@@ -204,8 +239,10 @@ def _diff(a: dict, b: dict) -> str:
                 continue
             lines_a = set(map(repr, left[-1]))
             lines_b = set(map(repr, right[-1]))
-            out.append(f"{name}: first only {sorted(lines_a - lines_b)}; "
-                       f"second only {sorted(lines_b - lines_a)}; headers {left[:-1]} {right[:-1]}")
+            out.append(
+                f"{name}: first only {sorted(lines_a - lines_b)}; "
+                f"second only {sorted(lines_b - lines_a)}; headers {left[:-1]} {right[:-1]}"
+            )
     return "\n".join(out)
 
 
@@ -219,25 +256,51 @@ def _assert_same(result: dict, directory: str, instance: str) -> None:
     pc_text, pc_om, pc_collect = _pc_views(directory)
 
     # parsed, per family, samples sorted
-    assert families_of(redis_text) == families_of(ours), _diff(families_of(redis_text), families_of(ours))
-    assert families_of(ours) == families_of(pc_text.decode()), _diff(families_of(ours), families_of(pc_text.decode()))
+    assert families_of(redis_text) == families_of(ours), _diff(
+        families_of(redis_text), families_of(ours)
+    )
+    assert families_of(ours) == families_of(pc_text.decode()), _diff(
+        families_of(ours), families_of(pc_text.decode())
+    )
     # line by line (value formatting, escaping), per family
     assert _blocks(redis_text) == _blocks(ours), _diff(_blocks(redis_text), _blocks(ours))
-    assert _blocks(ours) == _blocks(pc_text.decode()), _diff(_blocks(ours), _blocks(pc_text.decode()))
+    assert _blocks(ours) == _blocks(pc_text.decode()), _diff(
+        _blocks(ours), _blocks(pc_text.decode())
+    )
     assert _blocks(redis_om) == _blocks(ours_om), _diff(_blocks(redis_om), _blocks(ours_om))
-    assert _blocks(ours_om) == _blocks(pc_om.decode()), _diff(_blocks(ours_om), _blocks(pc_om.decode()))
+    assert _blocks(ours_om) == _blocks(pc_om.decode()), _diff(
+        _blocks(ours_om), _blocks(pc_om.decode())
+    )
     assert redis_om.endswith("# EOF\n")
     # collect(): Metric objects
     redis_collect = {
-        name: (typ, doc, sorted((s, tuple((k, normalise_pids(f'pid="{v}"')[5:-1] if k == "pid" else v)
-                                          for k, v in labels), value) for s, labels, value in samples))
-        for name, (typ, doc, samples) in result["collect"].items()}
+        name: (
+            typ,
+            doc,
+            sorted(
+                (
+                    s,
+                    tuple(
+                        (k, normalise_pids(f'pid="{v}"')[5:-1] if k == "pid" else v)
+                        for k, v in labels
+                    ),
+                    value,
+                )
+                for s, labels, value in samples
+            ),
+        )
+        for name, (typ, doc, samples) in result["collect"].items()
+    }
     assert redis_collect == pc_collect, _diff(redis_collect, pc_collect)
 
 
 def test_fixed_workload(redis_srv: RedisServer, rclient: RedisClient, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="node-1", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv,
+        REDIS_INSTANCE_ID="node-1",
+        REDIS_FLUSH_INTERVAL=60,
+        PROMETHEUS_MULTIPROC_DIR=tmp_path,
+    )
     result = in_child(_run_workload, _fixed_work, 4, False, env=env)
     _assert_same(result, str(tmp_path), "node-1")
     # an outside reader (another host, a sidecar) renders the same (the
@@ -246,26 +309,35 @@ def test_fixed_workload(redis_srv: RedisServer, rclient: RedisClient, tmp_path) 
     assert _blocks(outside) == _blocks(result["text"].decode())
     # spot checks of exact values
     families = families_of(normalise_pids(result["text"].decode()))
-    plain = dict(((s, l), v) for s, l, v in families["plain_events"][2])
+    plain = dict(((s, labels), v) for s, labels, v in families["plain_events"][2])
     assert plain[("plain_events_total", ())] == repr(0.0 + 1 + 2 + 3)
-    gmax = dict(((s, l), v) for s, l, v in families["gauge_max"][2])
+    gmax = dict(((s, labels), v) for s, labels, v in families["gauge_max"][2])
     assert gmax[("gauge_max", (("slot", "a"),))] == repr(30.0 - GAUGE_MODES.index("max"))
-    recent = dict(((s, l), v) for s, l, v in families["gauge_mostrecent"][2])
+    recent = dict(((s, labels), v) for s, labels, v in families["gauge_mostrecent"][2])
     # workers run concurrently: one of their last values (the views agree on which)
     assert recent[("gauge_mostrecent", (("slot", "a"),))] in {repr(1000.0 + i) for i in range(4)}
 
 
 def test_fixed_workload_after_a_fold(redis_srv: RedisServer, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="node-1", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv,
+        REDIS_INSTANCE_ID="node-1",
+        REDIS_FLUSH_INTERVAL=60,
+        PROMETHEUS_MULTIPROC_DIR=tmp_path,
+    )
     result = in_child(_run_workload, _fixed_work, 4, True, env=env)
     assert any(name.endswith("_archive.db") for name in os.listdir(tmp_path))
     _assert_same(result, str(tmp_path), "node-1")
 
 
 def test_prefix_with_colons(redis_srv: RedisServer, rclient: RedisClient, tmp_path) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="node-1", REDIS_FLUSH_INTERVAL=60,
-                      REDIS_KEY_PREFIX="team:app:metrics", PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv,
+        REDIS_INSTANCE_ID="node-1",
+        REDIS_FLUSH_INTERVAL=60,
+        REDIS_KEY_PREFIX="team:app:metrics",
+        PROMETHEUS_MULTIPROC_DIR=tmp_path,
+    )
     result = in_child(_run_workload, _fixed_work, 2, False, env=env)
     _assert_same(result, str(tmp_path), "node-1")
     assert rclient.keys("gunicorn:*") == []
@@ -275,7 +347,8 @@ def test_prefix_with_colons(redis_srv: RedisServer, rclient: RedisClient, tmp_pa
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_workloads(redis_srv: RedisServer, tmp_path, seed: int) -> None:
-    env = manager_env(redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60,
-                      PROMETHEUS_MULTIPROC_DIR=tmp_path)
+    env = manager_env(
+        redis_srv, REDIS_INSTANCE_ID="h", REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path
+    )
     result = in_child(_run_workload, _random_work(seed), 3, seed == 3, env=env)
     _assert_same(result, str(tmp_path), "h")

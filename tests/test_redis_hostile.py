@@ -19,8 +19,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -59,10 +59,10 @@ def _parse(buffer: bytearray) -> list[bytes] | None:
         end = buffer.find(b"\r\n", at)
         if end < 0:
             return None
-        size = int(buffer[at + 1:end])
+        size = int(buffer[at + 1 : end])
         if len(buffer) < end + 2 + size + 2:
             return None
-        out.append(bytes(buffer[end + 2:end + 2 + size]))
+        out.append(bytes(buffer[end + 2 : end + 2 + size]))
         at = end + 2 + size + 2
     del buffer[:at]
     return out
@@ -152,6 +152,7 @@ def huge_bulk(chunk: int, pause: float) -> Answer:
     def answer(server: FakeRedis, conn: socket.socket, command: list[bytes]) -> None:
         conn.sendall(b"$2000000000\r\n")
         server.stream(conn, chunk, pause)
+
     return answer
 
 
@@ -189,12 +190,24 @@ class PeakGrowth:
 
 
 def _sidecar(tmp_path: Path, port: int, **env: str) -> Agent:
-    agent = Agent(tmp_path, ["--source", "redis"], name="sidecar", env={
-        "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port),
-        "REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT), "REDIS_CONNECT_TIMEOUT": "1", **env})
+    agent = Agent(
+        tmp_path,
+        ["--source", "redis"],
+        name="sidecar",
+        env={
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(port),
+            "REDIS_SOCKET_TIMEOUT": str(SOCKET_TIMEOUT),
+            "REDIS_CONNECT_TIMEOUT": "1",
+            **env,
+        },
+    )
     try:
-        wait_for(lambda: _try_status(agent.port, "/health") == 200, 10,
-                 message=lambda: f"the sidecar serving:\n{agent.log()}")
+        wait_for(
+            lambda: _try_status(agent.port, "/health") == 200,
+            10,
+            message=lambda: f"the sidecar serving:\n{agent.log()}",
+        )
     except BaseException:
         agent.stop()
         raise
@@ -219,12 +232,17 @@ def _timed_scrape(port: int) -> tuple[int, bytes, float]:
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk, pause, expected", [
-    (64 * 1024, 0.0, b"REDIS_MAX_REPLY_BYTES"),  # as fast as loopback: the size limit
-    (4 * 1024, 0.005, b"socket timeout"),  # trickling: the deadline
-], ids=["streamed", "trickled"])
-def test_sidecar_refuses_a_2gb_bulk_within_the_deadline(tmp_path: Path, chunk: int, pause: float,
-                                                        expected: bytes) -> None:
+@pytest.mark.parametrize(
+    "chunk, pause, expected",
+    [
+        (64 * 1024, 0.0, b"REDIS_MAX_REPLY_BYTES"),  # as fast as loopback: the size limit
+        (4 * 1024, 0.005, b"socket timeout"),  # trickling: the deadline
+    ],
+    ids=["streamed", "trickled"],
+)
+def test_sidecar_refuses_a_2gb_bulk_within_the_deadline(
+    tmp_path: Path, chunk: int, pause: float, expected: bytes
+) -> None:
     """On main: peak RSS 5.87 GB and 17.8 s for one scrape (5 s timeout)."""
     with FakeRedis(huge_bulk(chunk, pause)) as fake:
         sidecar = _sidecar(tmp_path, fake.port)
@@ -244,8 +262,9 @@ def test_sidecar_refuses_a_2gb_bulk_within_the_deadline(tmp_path: Path, chunk: i
 
 def test_python_client_refuses_a_2gb_bulk() -> None:
     with FakeRedis(huge_bulk(64 * 1024, 0.0)) as fake:
-        client = RedisClient(host="127.0.0.1", port=fake.port, socket_timeout=SOCKET_TIMEOUT,
-                             max_reply_bytes=4 * MB)
+        client = RedisClient(
+            host="127.0.0.1", port=fake.port, socket_timeout=SOCKET_TIMEOUT, max_reply_bytes=4 * MB
+        )
         growth = PeakGrowth()
         start = time.monotonic()
         with pytest.raises(RedisError, match=r"REDIS_MAX_REPLY_BYTES = 4194304 bytes"):
@@ -261,8 +280,10 @@ def test_sidecar_ends_a_scan_that_never_returns_to_zero(tmp_path: Path) -> None:
         try:
             growth = PeakGrowth(sidecar.proc.pid)
             results: list[tuple[int, bytes, float]] = []
-            scrapes = [threading.Thread(target=lambda: results.append(_timed_scrape(sidecar.port)))
-                       for _ in range(2)]
+            scrapes = [
+                threading.Thread(target=lambda: results.append(_timed_scrape(sidecar.port)))
+                for _ in range(2)
+            ]
             for t in scrapes:
                 t.start()
             for t in scrapes:
@@ -286,7 +307,7 @@ def test_max_reply_bytes_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_path:
     for raw in ("lots", "100", str(8 << 30)):
         monkeypatch.setenv("REDIS_MAX_REPLY_BYTES", raw)
         with pytest.raises(ValueError, match="REDIS_MAX_REPLY_BYTES"):
-            config.redis_max_reply_bytes
+            _ = config.redis_max_reply_bytes
     monkeypatch.setenv("REDIS_MAX_REPLY_BYTES", str(2 * MB))
     assert config.redis_client_kwargs()["max_reply_bytes"] == 2 * MB
     # the agent says the same at start
@@ -312,12 +333,14 @@ def redis():
         server.close()
 
 
-def test_keyset_holding_a_list_does_not_fail_scrapes(tmp_path: Path, redis,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_keyset_holding_a_list_does_not_fail_scrapes(
+    tmp_path: Path, redis, caplog: pytest.LogCaptureFixture
+) -> None:
     """On main: every sidecar scrape answers 503 until a series is created or deleted."""
     client = RedisClient(**redis.client_kwargs())
     RedisStorageDict(client, "gunicorn", "counter", process="1@h")[
-        redis_key("jobs", "jobs_total", [], [], "Jobs.")] = 3.0
+        redis_key("jobs", "jobs_total", [], [], "Jobs.")
+    ] = 3.0
     client.execute_command("DEL", "gunicorn:keyset")
     client.execute_command("RPUSH", "gunicorn:keyset", "foreign")
     sidecar = _sidecar(tmp_path, redis.port)
@@ -343,8 +366,12 @@ def test_flushall_heals_within_two_flush_intervals(tmp_path: Path, redis, ttl: s
     """On main, with the connection up: REDIS_TTL_SECONDS=0 never heals (a
     fresh sidecar shows 0 requests for ever), the default TTL after up to 100 s."""
     interval = 1.0
-    env = {**redis.env(), "REDIS_INSTANCE_ID": "hostA", "REDIS_FLUSH_INTERVAL": str(interval),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a")}
+    env = {
+        **redis.env(),
+        "REDIS_INSTANCE_ID": "hostA",
+        "REDIS_FLUSH_INTERVAL": str(interval),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a"),
+    }
     if ttl is not None:
         env["REDIS_TTL_SECONDS"] = ttl
     (tmp_path / "a").mkdir()
@@ -359,8 +386,11 @@ def test_flushall_heals_within_two_flush_intervals(tmp_path: Path, redis, ttl: s
         redis_command(redis.port, "FLUSHALL")
         flushed = time.monotonic()
         assert _requests(sidecar.samples()) == 0
-        sidecar.wait_metrics(lambda s: _requests(s) == n, 2 * interval + SLACK,
-                             what=f"{n} requests again after FLUSHALL")
+        sidecar.wait_metrics(
+            lambda s: _requests(s) == n,
+            2 * interval + SLACK,
+            what=f"{n} requests again after FLUSHALL",
+        )
         healed = time.monotonic() - flushed
         assert healed < 2 * interval + SLACK, healed
         # everything is back: meta keys (else no series would show), and a
@@ -378,8 +408,12 @@ def test_flushall_heals_within_two_flush_intervals(tmp_path: Path, redis, ttl: s
 
 def test_out_of_memory_is_named_and_nothing_is_lost(tmp_path: Path, redis) -> None:
     """On main the log said only EXECABORT."""
-    env = {**redis.env(), "REDIS_INSTANCE_ID": "hostA", "REDIS_FLUSH_INTERVAL": "0.2",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a")}
+    env = {
+        **redis.env(),
+        "REDIS_INSTANCE_ID": "hostA",
+        "REDIS_FLUSH_INTERVAL": "0.2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "a"),
+    }
     (tmp_path / "a").mkdir()
     sidecar = _sidecar(tmp_path, redis.port)
     g = Gunicorn(tmp_path, env=env, wait_ready=False, name="hostA")
@@ -392,8 +426,11 @@ def test_out_of_memory_is_named_and_nothing_is_lost(tmp_path: Path, redis) -> No
         redis_command(redis.port, "CONFIG", "SET", "maxmemory", "1")
         for _ in range(20):  # the app keeps serving
             assert g.status("/missing") == 404
-        wait_for(lambda: "OOM command not allowed" in g.log(), 10,
-                 message=lambda: f"OOM in the log:\n{g.log()[-3000:]}")
+        wait_for(
+            lambda: "OOM command not allowed" in g.log(),
+            10,
+            message=lambda: f"OOM in the log:\n{g.log()[-3000:]}",
+        )
         assert "EXECABORT" in g.log()
         assert _requests(sidecar.samples()) == 10
         redis_command(redis.port, "CONFIG", "SET", "maxmemory", "0")

@@ -56,9 +56,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def _state() -> tuple:
     from prometheus_client import metrics
 
-    return (pc_values.ValueClass, os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
-            metrics.Counter.__dict__["inc"], metrics.Gauge.__dict__["set"],
-            _shm_dirs(os.getpid()))
+    return (
+        pc_values.ValueClass,
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        metrics.Counter.__dict__["inc"],
+        metrics.Gauge.__dict__["set"],
+        _shm_dirs(os.getpid()),
+    )
 
 
 def _shm_dirs(pid: int) -> list[str]:
@@ -79,8 +83,9 @@ def _assert_not_set_up(manager: RedisStorageManager) -> None:
     assert manager.get_collector() is None
 
 
-def test_setup_false_when_redis_unreachable(clean_env: pytest.MonkeyPatch,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_false_when_redis_unreachable(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_port()
     clean_env.setenv("REDIS_ENABLED", "true")
     clean_env.setenv("REDIS_HOST", "127.0.0.1")
@@ -100,8 +105,9 @@ def test_setup_false_when_redis_unreachable(clean_env: pytest.MonkeyPatch,
     assert f"127.0.0.1:{port}" in errors[0].getMessage()
 
 
-def test_setup_false_when_disabled(clean_env: pytest.MonkeyPatch, redis_srv: RedisServer,
-                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_false_when_disabled(
+    clean_env: pytest.MonkeyPatch, redis_srv: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     for name, value in redis_srv.env().items():
         clean_env.setenv(name, value)
@@ -119,8 +125,9 @@ def test_setup_false_when_disabled(clean_env: pytest.MonkeyPatch, redis_srv: Red
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_setup_false_on_wrong_password(clean_env: pytest.MonkeyPatch,
-                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_false_on_wrong_password(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     with RedisServer(password="right") as server:
         for name, value in server.env().items():
             clean_env.setenv(name, value)
@@ -129,11 +136,17 @@ def test_setup_false_on_wrong_password(clean_env: pytest.MonkeyPatch,
         assert manager.setup() is False
         _assert_not_set_up(manager)
     (error,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
-    assert "WRONGPASS" in error.getMessage() and "wrong" not in error.getMessage().replace("WRONGPASS", "")
+    assert "WRONGPASS" in error.getMessage() and "wrong" not in error.getMessage().replace(
+        "WRONGPASS", ""
+    )
 
 
-def test_setup_false_when_directory_missing(clean_env: pytest.MonkeyPatch, redis_srv: RedisServer,
-                                            tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_false_when_directory_missing(
+    clean_env: pytest.MonkeyPatch,
+    redis_srv: RedisServer,
+    tmp_path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     for name, value in redis_srv.env().items():
         clean_env.setenv(name, value)
     missing = tmp_path / "missing"
@@ -147,8 +160,9 @@ def test_setup_false_when_directory_missing(clean_env: pytest.MonkeyPatch, redis
     assert "PROMETHEUS_MULTIPROC_DIR" in error.getMessage()
 
 
-def test_setup_false_on_invalid_setting(clean_env: pytest.MonkeyPatch, redis_srv: RedisServer,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_false_on_invalid_setting(
+    clean_env: pytest.MonkeyPatch, redis_srv: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     for name, value in redis_srv.env().items():
         clean_env.setenv(name, value)
     clean_env.setenv("REDIS_FLUSH_INTERVAL", "never")
@@ -161,8 +175,9 @@ def test_setup_false_on_invalid_setting(clean_env: pytest.MonkeyPatch, redis_srv
     assert "REDIS_FLUSH_INTERVAL" in error.getMessage()
 
 
-def test_factory_failure_is_caught(clean_env: pytest.MonkeyPatch,
-                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_factory_failure_is_caught(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     clean_env.setenv("REDIS_ENABLED", "true")
 
     def factory():
@@ -185,17 +200,27 @@ def _file_storage_after_failed_setup(directory: str) -> dict:
     counter = Counter("jobs", "Jobs.", registry=None)
     counter.inc(41)
     counter.inc()
-    return {"ok": ok, "value_class": pc_values.ValueClass.__name__,
-            "render": gpe.render_directory(directory), "files": sorted(os.listdir(directory))}
+    return {
+        "ok": ok,
+        "value_class": pc_values.ValueClass.__name__,
+        "render": gpe.render_directory(directory),
+        "files": sorted(os.listdir(directory)),
+    }
 
 
 def test_file_storage_keeps_working_after_failed_setup(tmp_path) -> None:
-    env = {"REDIS_ENABLED": "true", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port()),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {
+        "REDIS_ENABLED": "true",
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(free_port()),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
     result = in_child(_file_storage_after_failed_setup, str(tmp_path), env=env)
     assert result["ok"] is False
     assert result["value_class"] == "NativeValue"
-    assert result["render"] == b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 42.0\n"
+    assert (
+        result["render"] == b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 42.0\n"
+    )
     assert any(f.startswith("counter_") for f in result["files"])
 
 
@@ -206,14 +231,25 @@ def _plain_values_after_failed_setup() -> dict:
     ok = manager.setup()
     counter = Counter("jobs", "Jobs.", registry=None)
     counter.inc(3)
-    return {"ok": ok, "value_class": pc_values.ValueClass.__name__, "value": counter._value.get(),
-            "env": os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "shm": _shm_dirs(os.getpid())}
+    return {
+        "ok": ok,
+        "value_class": pc_values.ValueClass.__name__,
+        "value": counter._value.get(),
+        "env": os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+        "shm": _shm_dirs(os.getpid()),
+    }
 
 
 def test_no_directory_and_no_value_change_after_failed_setup() -> None:
     env = {"REDIS_ENABLED": "true", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(free_port())}
     result = in_child(_plain_values_after_failed_setup, env=env)
-    assert result == {"ok": False, "value_class": "MutexValue", "value": 3.0, "env": None, "shm": []}
+    assert result == {
+        "ok": False,
+        "value_class": "MutexValue",
+        "value": 3.0,
+        "env": None,
+        "shm": [],
+    }
 
 
 # --------------------------------------------------------------------------
@@ -224,8 +260,7 @@ def test_no_directory_and_no_value_change_after_failed_setup() -> None:
 def _lifecycle() -> dict:
     from prometheus_client import Counter, metrics
 
-    out: dict = {"before": pc_values.ValueClass.__name__,
-                 "inc_before": metrics.Counter.inc}
+    out: dict = {"before": pc_values.ValueClass.__name__, "inc_before": metrics.Counter.inc}
     manager = RedisStorageManager()
     out["setup"] = manager.setup()
     out["setup_again"] = manager.setup()
@@ -236,7 +271,9 @@ def _lifecycle() -> dict:
     out["redis_value_is_native"] = RedisValue is NativeValue and pc_values.ValueClass is RedisValue
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     out["directory"] = directory
-    out["directory_on_shm"] = bool(directory) and directory.startswith("/dev/shm/gunicorn-prometheus-")
+    out["directory_on_shm"] = bool(directory) and directory.startswith(
+        "/dev/shm/gunicorn-prometheus-"
+    )
     client = manager.get_client()
     out["client_type"] = type(client).__name__
     out["client_ping"] = client.ping()
@@ -290,7 +327,7 @@ def test_setup_and_teardown_lifecycle(redis_srv: RedisServer, rclient: RedisClie
 
 def _pid_in(result: dict) -> str:
     (name,) = [f for f in result["files"] if f.endswith(".db")]
-    return name[len("counter_"):-3]
+    return name[len("counter_") : -3]
 
 
 class MarkerValue(NativeValue):
@@ -308,14 +345,22 @@ def _custom_value_class(directory: str) -> dict:
     manager._mirror.pass_now()
     render = manager.get_collector().render()
     manager.teardown()
-    return {"ok": ok, "during": during is MarkerValue, "value": type(g._value) is MarkerValue,
-            "after": pc_values.ValueClass.__name__, "render": render,
-            "dir_kept": os.path.isdir(directory)}
+    return {
+        "ok": ok,
+        "during": during is MarkerValue,
+        "value": type(g._value) is MarkerValue,
+        "after": pc_values.ValueClass.__name__,
+        "render": render,
+        "dir_kept": os.path.isdir(directory),
+    }
 
 
 def test_value_class_factory_installed_and_restored(redis_srv: RedisServer, tmp_path) -> None:
-    result = in_child(_custom_value_class, str(tmp_path),
-                      env=manager_env(redis_srv, PROMETHEUS_MULTIPROC_DIR=tmp_path))
+    result = in_child(
+        _custom_value_class,
+        str(tmp_path),
+        env=manager_env(redis_srv, PROMETHEUS_MULTIPROC_DIR=tmp_path),
+    )
     assert result["ok"] is True and result["during"] is True and result["value"] is True
     assert result["after"] == "MutexValue"
     assert samples_of(result["render"]) == {("g", ()): 3.0}
@@ -349,10 +394,14 @@ def _global_functions() -> dict:
     from gunicorn_prometheus_exporter import backend
 
     manager_module._manager = None
-    out = {"enabled_before": backend.is_redis_enabled(),
-           "client_before": backend.get_redis_client(),
-           "collector_before": backend.get_redis_collector()}
-    out["same_singleton"] = backend.get_redis_storage_manager() is backend.get_redis_storage_manager()
+    out = {
+        "enabled_before": backend.is_redis_enabled(),
+        "client_before": backend.get_redis_client(),
+        "collector_before": backend.get_redis_collector(),
+    }
+    out["same_singleton"] = (
+        backend.get_redis_storage_manager() is backend.get_redis_storage_manager()
+    )
     out["setup"] = backend.setup_redis_metrics()
     out["enabled"] = backend.is_redis_enabled()
     out["client"] = backend.get_redis_client() is backend.get_redis_storage_manager().get_client()
@@ -390,8 +439,11 @@ def _teardown_sends_the_last_values(directory: str) -> dict:
 
 
 def test_teardown_makes_a_last_pass(redis_srv: RedisServer, rclient: RedisClient, tmp_path) -> None:
-    in_child(_teardown_sends_the_last_values, str(tmp_path),
-             env=manager_env(redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path))
+    in_child(
+        _teardown_sends_the_last_values,
+        str(tmp_path),
+        env=manager_env(redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path),
+    )
     body = RedisMultiProcessCollector(None, rclient).render()
     assert samples_of(body) == {("jobs_total", ()): 10.0}
 
@@ -415,8 +467,9 @@ def _mirror_thread_runs_by_itself() -> dict:
 
 
 def test_mirror_thread_passes_every_flush_interval(redis_srv: RedisServer) -> None:
-    result = in_child(_mirror_thread_runs_by_itself,
-                      env=manager_env(redis_srv, REDIS_FLUSH_INTERVAL=0.05))
+    result = in_child(
+        _mirror_thread_runs_by_itself, env=manager_env(redis_srv, REDIS_FLUSH_INTERVAL=0.05)
+    )
     assert result["seen"] == {("jobs_total", ()): 4.0}
 
 
@@ -469,8 +522,11 @@ def _leader_and_takeover(directory: str) -> dict:
 def test_one_leader_and_takeover(redis_srv: RedisServer, tmp_path) -> None:
     """The process that set up leads; a forked worker stands by (its
     pass_now() does nothing) and takes over once the leader is gone."""
-    result = in_child(_leader_and_takeover, str(tmp_path), env=manager_env(
-        redis_srv, REDIS_FLUSH_INTERVAL=0.05, PROMETHEUS_MULTIPROC_DIR=tmp_path))
+    result = in_child(
+        _leader_and_takeover,
+        str(tmp_path),
+        env=manager_env(redis_srv, REDIS_FLUSH_INTERVAL=0.05, PROMETHEUS_MULTIPROC_DIR=tmp_path),
+    )
     assert result["leader"] is True
     assert result["worker_leader_pass"] == "00"
     assert result["seen"] == {("worker_jobs_total", ()): 6.0}
@@ -500,13 +556,27 @@ def _cleanup_keys_archives_exited_workers(directory: str) -> dict:
     keys_after = series_keys(client.keys("gunicorn:*"))
     files = sorted(f for f in os.listdir(directory) if f.endswith(".db"))
     manager.teardown()
-    return {"pids": pids, "before": before, "after": after, "keys_before": keys_before,
-            "keys_after": keys_after, "files": files}
+    return {
+        "pids": pids,
+        "before": before,
+        "after": after,
+        "keys_before": keys_before,
+        "keys_after": keys_after,
+        "files": files,
+    }
 
 
 def test_cleanup_keys_archives_exited_workers(redis_srv: RedisServer, tmp_path) -> None:
-    result = in_child(_cleanup_keys_archives_exited_workers, str(tmp_path), env=manager_env(
-        redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path, REDIS_INSTANCE_ID="h"))
+    result = in_child(
+        _cleanup_keys_archives_exited_workers,
+        str(tmp_path),
+        env=manager_env(
+            redis_srv,
+            REDIS_FLUSH_INTERVAL=60,
+            PROMETHEUS_MULTIPROC_DIR=tmp_path,
+            REDIS_INSTANCE_ID="h",
+        ),
+    )
     assert result["before"] == {("jobs_total", ()): 6.0, ("busy", ()): 3.0}
     assert result["after"] == {("jobs_total", ()): 6.0}
     assert result["files"] == ["counter_archive.db"]
@@ -528,8 +598,10 @@ def _mirror_one_value() -> dict:
     manager = setup_and_lead()
     Counter("jobs", "Jobs.", registry=None).inc(9)
     manager._mirror.pass_now()
-    out = {"render": manager.get_collector().render(),
-           "description": manager.get_client().native.description}
+    out = {
+        "render": manager.get_collector().render(),
+        "description": manager.get_client().native.description,
+    }
     manager.teardown()
     return out
 
@@ -539,8 +611,12 @@ JOBS_9 = b"# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total 9.0\n"
 
 @pytest.mark.parametrize("kind", ["password", "acl", "unix", "tls"])
 def test_mirror_over_every_transport(kind: str) -> None:
-    options = {"password": {"password": "pw"}, "acl": {"acl_user": ("app", "secret")},
-               "unix": {"unix_socket": True}, "tls": {"tls": True}}[kind]
+    options = {
+        "password": {"password": "pw"},
+        "acl": {"acl_user": ("app", "secret")},
+        "unix": {"unix_socket": True},
+        "tls": {"tls": True},
+    }[kind]
     with RedisServer(**options) as server:
         result = in_child(_mirror_one_value, env=manager_env(server, REDIS_FLUSH_INTERVAL=60))
         assert result["render"] == JOBS_9
@@ -554,8 +630,9 @@ def test_mirror_over_every_transport(kind: str) -> None:
 
 
 def test_mirror_into_another_database(redis_srv: RedisServer, rclient: RedisClient) -> None:
-    result = in_child(_mirror_one_value, env=manager_env(redis_srv, REDIS_DB=2,
-                                                         REDIS_FLUSH_INTERVAL=60))
+    result = in_child(
+        _mirror_one_value, env=manager_env(redis_srv, REDIS_DB=2, REDIS_FLUSH_INTERVAL=60)
+    )
     assert result["render"] == JOBS_9
     assert rclient.keys("*") == []
     db2 = RedisClient(**redis_srv.client_kwargs(), db=2)
@@ -564,8 +641,12 @@ def test_mirror_into_another_database(redis_srv: RedisServer, rclient: RedisClie
 
 
 def test_mirror_configured_by_url(redis_srv: RedisServer, rclient: RedisClient) -> None:
-    env = {"REDIS_ENABLED": "true", "REDIS_PORT": str(free_port()), "REDIS_FLUSH_INTERVAL": "60",
-           "PROMETHEUS_REDIS_URL": f"redis://127.0.0.1:{redis_srv.port}/3"}
+    env = {
+        "REDIS_ENABLED": "true",
+        "REDIS_PORT": str(free_port()),
+        "REDIS_FLUSH_INTERVAL": "60",
+        "PROMETHEUS_REDIS_URL": f"redis://127.0.0.1:{redis_srv.port}/3",
+    }
     result = in_child(_mirror_one_value, env=env)
     assert result["render"] == JOBS_9
     assert result["description"] == f"127.0.0.1:{redis_srv.port}/3"

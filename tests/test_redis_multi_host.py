@@ -74,12 +74,26 @@ def _two_hosts(redis_srv: RedisServer, tmp_path) -> dict[str, str]:
     dirs = {"hostA": _host_directory(tmp_path, "a", 3), "hostB": _host_directory(tmp_path, "b", 5)}
     for name, directory in dirs.items():
         assert sorted(os.listdir(directory)) == sorted(
-            f"{store}_{SAME_PID}.db" for store in (
-                "counter", "gauge_all", "gauge_max", "gauge_min", "gauge_livesum", "histogram",
-                "summary"))
-        in_child(_mirror_once, env=manager_env(
-            redis_srv, REDIS_INSTANCE_ID=name, PROMETHEUS_MULTIPROC_DIR=directory,
-            REDIS_FLUSH_INTERVAL=60))
+            f"{store}_{SAME_PID}.db"
+            for store in (
+                "counter",
+                "gauge_all",
+                "gauge_max",
+                "gauge_min",
+                "gauge_livesum",
+                "histogram",
+                "summary",
+            )
+        )
+        in_child(
+            _mirror_once,
+            env=manager_env(
+                redis_srv,
+                REDIS_INSTANCE_ID=name,
+                PROMETHEUS_MULTIPROC_DIR=directory,
+                REDIS_FLUSH_INTERVAL=60,
+            ),
+        )
     return dirs
 
 
@@ -100,8 +114,9 @@ EXPECTED = {
 }
 
 
-def test_same_pid_on_two_hosts_does_not_collide(redis_srv: RedisServer, rclient: RedisClient,
-                                                 tmp_path) -> None:
+def test_same_pid_on_two_hosts_does_not_collide(
+    redis_srv: RedisServer, rclient: RedisClient, tmp_path
+) -> None:
     _two_hosts(redis_srv, tmp_path)
     keys = series_keys(rclient.keys("gunicorn:*"))
     a = [k for k in keys if f":{SAME_PID}@hostA:" in k]
@@ -121,18 +136,27 @@ def test_same_pid_on_two_hosts_does_not_collide(redis_srv: RedisServer, rclient:
     assert samples_of(body) == EXPECTED
 
 
-def test_fold_on_one_host_leaves_the_other_alone(redis_srv: RedisServer, rclient: RedisClient,
-                                                 tmp_path) -> None:
+def test_fold_on_one_host_leaves_the_other_alone(
+    redis_srv: RedisServer, rclient: RedisClient, tmp_path
+) -> None:
     dirs = _two_hosts(redis_srv, tmp_path)
     b_before = {k: rclient.hgetall(k) for k in rclient.keys(f"gunicorn:*:{SAME_PID}@hostB:*")}
-    in_child(_fold_same_pid, env=manager_env(
-        redis_srv, REDIS_INSTANCE_ID="hostA", PROMETHEUS_MULTIPROC_DIR=dirs["hostA"],
-        REDIS_FLUSH_INTERVAL=60))
+    in_child(
+        _fold_same_pid,
+        env=manager_env(
+            redis_srv,
+            REDIS_INSTANCE_ID="hostA",
+            PROMETHEUS_MULTIPROC_DIR=dirs["hostA"],
+            REDIS_FLUSH_INTERVAL=60,
+        ),
+    )
     keys = series_keys(rclient.keys("gunicorn:*"))
     assert [k for k in keys if f":{SAME_PID}@hostA:" in k and ":gauge_all:" not in k] == []
     assert any(":archive@hostA:" in k for k in keys)
     assert not any(":archive@hostB:" in k for k in keys)
-    assert {k: rclient.hgetall(k) for k in rclient.keys(f"gunicorn:*:{SAME_PID}@hostB:*")} == b_before
+    assert {
+        k: rclient.hgetall(k) for k in rclient.keys(f"gunicorn:*:{SAME_PID}@hostB:*")
+    } == b_before
     expected = dict(EXPECTED)
     expected[("busy", ())] = 5.0  # host A's live gauge went with its worker
     assert samples_of(RedisMultiProcessCollector(None, rclient).render()) == expected
@@ -168,13 +192,18 @@ def _two_hosts_at_once(env_a: dict, env_b: dict, n: int) -> list[int]:
     return [os.waitpid(pid, 0)[1] for pid in pids]
 
 
-def test_two_hosts_mirroring_concurrently(redis_srv: RedisServer, rclient: RedisClient,
-                                          tmp_path) -> None:
+def test_two_hosts_mirroring_concurrently(
+    redis_srv: RedisServer, rclient: RedisClient, tmp_path
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     n = 20_000
-    env_a = manager_env(redis_srv, REDIS_INSTANCE_ID="hostA", REDIS_FLUSH_INTERVAL=0.01,
-                        PROMETHEUS_MULTIPROC_DIR=tmp_path / "a")
+    env_a = manager_env(
+        redis_srv,
+        REDIS_INSTANCE_ID="hostA",
+        REDIS_FLUSH_INTERVAL=0.01,
+        PROMETHEUS_MULTIPROC_DIR=tmp_path / "a",
+    )
     env_b = dict(env_a, REDIS_INSTANCE_ID="hostB", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "b"))
     assert in_child(_two_hosts_at_once, env_a, env_b, n) == [0, 0]
     samples = samples_of(RedisMultiProcessCollector(None, rclient).render())

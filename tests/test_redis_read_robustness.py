@@ -36,7 +36,8 @@ OTHER_SERIES = '["other", "other_total", {}, "Other."]'
 @pytest.fixture
 def good(rclient: RedisClient) -> RedisClient:
     RedisStorageDict(rclient, "gunicorn", "counter", process="1@h")[
-        redis_key("jobs", "jobs_total", [], [], "Jobs.")] = 3.0
+        redis_key("jobs", "jobs_total", [], [], "Jobs.")
+    ] = 3.0
     return rclient
 
 
@@ -44,25 +45,30 @@ def _render(client: RedisClient, caplog: pytest.LogCaptureFixture) -> tuple[byte
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         body = RedisMultiProcessCollector(None, client).render()
-    return body, [r.getMessage() for r in caplog.records
-                  if r.name == LOGGER and r.levelno == logging.WARNING]
+    return body, [
+        r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING
+    ]
 
 
 def _collect(client: RedisClient, caplog: pytest.LogCaptureFixture) -> tuple[dict, list[str]]:
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         metrics = RedisMultiProcessCollector(None, client).collect()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics for s in m.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics for s in m.samples
+    }
     return samples, [r.getMessage() for r in caplog.records if r.name == LOGGER]
 
 
-def test_valid_data_renders_without_warnings(good: RedisClient,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_valid_data_renders_without_warnings(
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     assert _render(good, caplog) == (GOOD_BODY, [])
 
 
-def test_keys_outside_the_scan_pattern_are_ignored(good: RedisClient,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_keys_outside_the_scan_pattern_are_ignored(
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     good.set("gunicorn:foo", "bar")
     good.hset("gunicorn:counter:1@x:metric", "value", "1")  # no hash segment
     good.hset("gunicornx:counter:1@x:metric:" + H, "value", "1")  # another prefix
@@ -71,15 +77,19 @@ def test_keys_outside_the_scan_pattern_are_ignored(good: RedisClient,
     assert body == GOOD_BODY
 
 
-@pytest.mark.parametrize("key", [
-    "gunicorn:counter:1@x:metric:",  # empty hash
-    f"gunicorn:widget:1@x:metric:{H}",  # unknown type
-    f"gunicorn:gauge:1@x:metric:{H}",  # gauge without a mode
-    f"gunicorn:counter:1@x:metric:{H}:extra",  # one segment too many
-    f"gunicorn:counter::metric:{H}",  # empty process
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "gunicorn:counter:1@x:metric:",  # empty hash
+        f"gunicorn:widget:1@x:metric:{H}",  # unknown type
+        f"gunicorn:gauge:1@x:metric:{H}",  # gauge without a mode
+        f"gunicorn:counter:1@x:metric:{H}:extra",  # one segment too many
+        f"gunicorn:counter::metric:{H}",  # empty process
+    ],
+)
 def test_keys_not_of_the_layout_are_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture, key: str) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture, key: str
+) -> None:
     good.hset(key, mapping={"value": "1", "timestamp": "0"})
     body, warnings = _render(good, caplog)
     assert body == GOOD_BODY
@@ -87,7 +97,8 @@ def test_keys_not_of_the_layout_are_skipped_with_a_warning(
 
 
 def test_metric_key_without_meta_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"gunicorn:counter:1@x:metric:{H}"
     good.hset(key, mapping={"value": "1", "timestamp": "0"})
     body, warnings = _render(good, caplog)
@@ -99,7 +110,8 @@ def test_metric_key_without_meta_is_skipped_with_a_warning(
 
 
 def test_meta_that_is_not_a_hash_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     key = f"gunicorn:counter:1@x:metric:{H}"
     good.hset(key, mapping={"value": "1", "timestamp": "0"})
     good.set(f"gunicorn:counter:1@x:meta:{H}", OTHER_SERIES)
@@ -108,10 +120,13 @@ def test_meta_that_is_not_a_hash_is_skipped_with_a_warning(
     assert len(warnings) == 1 and key in warnings[0], warnings
 
 
-@pytest.mark.parametrize("original_key", ["not json", '["x", 1]', '["x", "x_total", {"a": 1}, "X."]',
-                                          '["x", "x_total", {}, "X."', ""])
+@pytest.mark.parametrize(
+    "original_key",
+    ["not json", '["x", 1]', '["x", "x_total", {"a": 1}, "X."]', '["x", "x_total", {}, "X."', ""],
+)
 def test_series_key_that_is_not_ours_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture, original_key: str) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture, original_key: str
+) -> None:
     key = f"gunicorn:counter:1@x:metric:{H}"
     good.hset(key, mapping={"value": "1", "timestamp": "0"})
     good.hset(f"gunicorn:counter:1@x:meta:{H}", "original_key", original_key)
@@ -122,10 +137,12 @@ def test_series_key_that_is_not_ours_is_skipped_with_a_warning(
 
 # (A timestamp is read, and so checked, for mostrecent gauges only: the merge
 # of other stores does not use it.)
-@pytest.mark.parametrize("fields", [{"value": "abc", "timestamp": "0"},
-                                    {"value": "", "timestamp": "0"}])
+@pytest.mark.parametrize(
+    "fields", [{"value": "abc", "timestamp": "0"}, {"value": "", "timestamp": "0"}]
+)
 def test_value_that_is_not_a_number_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture, fields: dict) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture, fields: dict
+) -> None:
     """Found failing on the 2026-11-25 build.
 
     the value is skipped, but the warning is lost (the reader
@@ -140,7 +157,8 @@ def test_value_that_is_not_a_number_is_skipped_with_a_warning(
 
 
 def test_metric_key_of_another_redis_type_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """A string (not a hash) at a metric key: HMGET answers WRONGTYPE. It is
     skipped - but silently, as if it had been deleted since the SCAN."""
     key = f"gunicorn:counter:1@x:metric:{H}"
@@ -152,7 +170,8 @@ def test_metric_key_of_another_redis_type_is_skipped_with_a_warning(
 
 
 def test_gauge_with_an_unknown_mode_is_skipped_with_a_warning(
-        good: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """'gauge_bogus' is no multiprocess mode; today it renders as a gauge
     with a pid label (merged like 'all')."""
     key = f"gunicorn:gauge_bogus:1@x:metric:{H}"
@@ -165,7 +184,8 @@ def test_gauge_with_an_unknown_mode_is_skipped_with_a_warning(
 
 @pytest.mark.parametrize("name", ["folds", "keyset"])
 def test_foreign_value_in_a_bookkeeping_key_does_not_break_the_scrape(
-        good: RedisClient, caplog: pytest.LogCaptureFixture, name: str) -> None:
+    good: RedisClient, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
     """'{prefix}:folds' (and its successor '{prefix}:keyset'), the version
     counter of the implementation, holding something that is not an integer:
     a bug with ':folds' in the build of 077afb3: every scrape fails with
@@ -179,8 +199,11 @@ def test_foreign_value_in_a_bookkeeping_key_does_not_break_the_scrape(
 
 
 def test_everything_broken_at_once(good: RedisClient, caplog: pytest.LogCaptureFixture) -> None:
-    broken = [f"gunicorn:widget:1@x:metric:{H}", f"gunicorn:counter:2@x:metric:{H}",
-              f"gunicorn:counter:3@x:metric:{H}"]
+    broken = [
+        f"gunicorn:widget:1@x:metric:{H}",
+        f"gunicorn:counter:2@x:metric:{H}",
+        f"gunicorn:counter:3@x:metric:{H}",
+    ]
     for key in broken:
         good.hset(key, mapping={"value": "1", "timestamp": "0"})
     good.hset(f"gunicorn:counter:3@x:meta:{H}", "original_key", "[")
@@ -196,8 +219,13 @@ def test_everything_broken_at_once(good: RedisClient, caplog: pytest.LogCaptureF
 
 def test_special_values(rclient: RedisClient) -> None:
     store = RedisStorageDict(rclient, "gunicorn", "gauge", "all", process="1@h")
-    for name, value in (("pos", float("inf")), ("neg", float("-inf")), ("tiny", 5e-324),
-                        ("big", 1.7976931348623157e308), ("third", 1 / 3)):
+    for name, value in (
+        ("pos", float("inf")),
+        ("neg", float("-inf")),
+        ("tiny", 5e-324),
+        ("big", 1.7976931348623157e308),
+        ("third", 1 / 3),
+    ):
         store[redis_key(name, name, [], [], "S.")] = value
     nan_store = RedisStorageDict(rclient, "gunicorn", "gauge", "max", process="1@h")
     nan_store[redis_key("nan", "nan", [], [], "N.")] = float("nan")
@@ -217,8 +245,18 @@ def test_many_series_over_several_scan_pages(rclient: RedisClient) -> None:
         key = redis_key("items", "items_total", ["i"], [str(i)], "Items.")
         store = RedisStorageDict(rclient, "gunicorn", "counter", process=f"{i % 7}@h")
         commands.append(["HSET", store._key("metric", key), "value", i, "timestamp", 0])
-        commands.append(["HSET", store._key("meta", key), "original_key", key, "typ", "counter",
-                         "multiprocess_mode", ""])
+        commands.append(
+            [
+                "HSET",
+                store._key("meta", key),
+                "original_key",
+                key,
+                "typ",
+                "counter",
+                "multiprocess_mode",
+                "",
+            ]
+        )
     rclient.pipeline_execute(commands)
     collector = RedisMultiProcessCollector(None, rclient)
     samples = samples_of(collector.render())
@@ -300,8 +338,9 @@ def _mirror_series(name: str) -> None:
     manager.teardown()
 
 
-def test_long_lived_reader_after_redis_lost_its_data(redis_srv: RedisServer, rclient: RedisClient,
-                                                    tmp_path) -> None:
+def test_long_lived_reader_after_redis_lost_its_data(
+    redis_srv: RedisServer, rclient: RedisClient, tmp_path
+) -> None:
     """A sidecar's reader outlives a Redis restart (FLUSHALL here): what is
     written afterwards must show, even if any version counter the
     implementation keeps in Redis starts again from the same number."""
@@ -310,10 +349,20 @@ def test_long_lived_reader_after_redis_lost_its_data(redis_srv: RedisServer, rcl
     collector = RedisMultiProcessCollector(None, rclient)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    in_child(_mirror_series, "first", env=manager_env(
-        redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path / "a"))
+    in_child(
+        _mirror_series,
+        "first",
+        env=manager_env(
+            redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path / "a"
+        ),
+    )
     assert samples_of(collector.render()) == {("first_total", ()): 1.0}
     rclient.execute_command("FLUSHALL")
-    in_child(_mirror_series, "second", env=manager_env(
-        redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path / "b"))
+    in_child(
+        _mirror_series,
+        "second",
+        env=manager_env(
+            redis_srv, REDIS_FLUSH_INTERVAL=60, PROMETHEUS_MULTIPROC_DIR=tmp_path / "b"
+        ),
+    )
     assert samples_of(collector.render()) == {("second_total", ()): 1.0}

@@ -28,7 +28,7 @@ from gunicorn_prometheus_exporter.backend.service import manager as manager_modu
 from redis_support import _OUR_VARIABLES, samples_of
 
 K1 = redis_key("reqs", "reqs_total", ["path"], ["/a"], "Requests.")
-K2 = redis_key("reqs", "reqs_total", ["path"], ["/b \"é\"\n"], "Requests.")
+K2 = redis_key("reqs", "reqs_total", ["path"], ['/b "é"\n'], "Requests.")
 K3 = redis_key("reqs", "reqs_created", ["path"], ["/a"], "Requests.")
 
 
@@ -72,8 +72,11 @@ def test_write_value_and_read_value(store: RedisStorageDict, rclient: RedisClien
 
     metric = f"gunicorn:counter:100@h:metric:{md5(K1)}"
     meta = f"gunicorn:counter:100@h:meta:{md5(K1)}"
-    assert rclient.hgetall(meta) == {b"original_key": K1.encode(), b"typ": b"counter",
-                                     b"multiprocess_mode": b""}
+    assert rclient.hgetall(meta) == {
+        b"original_key": K1.encode(),
+        b"typ": b"counter",
+        b"multiprocess_mode": b"",
+    }
     assert set(rclient.hgetall(metric)) == {b"value", b"timestamp"}
     # the seed's TTL, 300 s by default, on both keys
     assert 299 <= rclient.ttl(metric) <= 300
@@ -88,8 +91,9 @@ def test_write_value_takes_the_server_time(store: RedisStorageDict) -> None:
     assert before - 1 <= timestamp <= time.time() + 1
 
 
-def test_ttl_setting_and_disabling(clean_env: pytest.MonkeyPatch, store: RedisStorageDict,
-                                   rclient: RedisClient) -> None:
+def test_ttl_setting_and_disabling(
+    clean_env: pytest.MonkeyPatch, store: RedisStorageDict, rclient: RedisClient
+) -> None:
     clean_env.setenv("REDIS_TTL_SECONDS", "60")
     store.write_value(K1, 1.0)
     assert 59 <= rclient.ttl(f"gunicorn:counter:100@h:metric:{md5(K1)}") <= 60
@@ -103,7 +107,10 @@ def test_gauge_store_layout(rclient: RedisClient) -> None:
     key = redis_key("busy", "busy", [], [], "Busy.")
     store[key] = 3.0
     assert rclient.hgetall(f"app:m:gauge_livesum:9@h:meta:{md5(key)}") == {
-        b"original_key": key.encode(), b"typ": b"gauge", b"multiprocess_mode": b"livesum"}
+        b"original_key": key.encode(),
+        b"typ": b"gauge",
+        b"multiprocess_mode": b"livesum",
+    }
     assert rclient.hget(f"app:m:gauge_livesum:9@h:metric:{md5(key)}", "value") == b"3"
 
 
@@ -184,14 +191,18 @@ def test_collector_reads_what_the_dicts_wrote(rclient: RedisClient) -> None:
     RedisStorageDict(rclient, "gunicorn", "gauge", "max", process="1@h")[peak] = 4.0
     RedisStorageDict(rclient, "gunicorn", "gauge", "max", process="2@h")[peak] = 9.0
     body = RedisMultiProcessCollector(None, rclient, "gunicorn").render()
-    assert body == (b"# HELP reqs_total Requests.\n# TYPE reqs_total counter\n"
-                    b'reqs_total{path="/a"} 5.5\n'
-                    b"# HELP peak Peak.\n# TYPE peak gauge\npeak 9.0\n")
+    assert body == (
+        b"# HELP reqs_total Requests.\n# TYPE reqs_total counter\n"
+        b'reqs_total{path="/a"} 5.5\n'
+        b"# HELP peak Peak.\n# TYPE peak gauge\npeak 9.0\n"
+    )
     metrics = RedisMultiProcessCollector(None, rclient).collect()
     assert {(m.name, m.type) for m in metrics} == {("reqs", "counter"), ("peak", "gauge")}
     merged = RedisMultiProcessCollector.merge_from_redis(rclient, "gunicorn")
     assert sorted((s.name, s.value) for m in merged for s in m.samples) == [
-        ("peak", 9.0), ("reqs_total", 5.5)]
+        ("peak", 9.0),
+        ("reqs_total", 5.5),
+    ]
 
 
 def test_collector_registers_with_a_registry(rclient: RedisClient) -> None:
@@ -251,8 +262,9 @@ def test_cleanup_dead_worker_folds_in_redis(fresh_global_manager, rclient: Redis
     assert rclient.keys("gunicorn:gauge_livesum:archive@h:*") == []
 
 
-def test_manager_cleanup_dead_worker_without_directory(fresh_global_manager,
-                                                       rclient: RedisClient) -> None:
+def test_manager_cleanup_dead_worker_without_directory(
+    fresh_global_manager, rclient: RedisClient
+) -> None:
     from gunicorn_prometheus_exporter.backend import get_redis_storage_manager
 
     _two_workers(rclient)
@@ -263,8 +275,9 @@ def test_manager_cleanup_dead_worker_without_directory(fresh_global_manager,
     assert after[("peak", ())] == 50.0
 
 
-def test_write_value_sets_the_mirrors_absolute_deadline(tmp_path, clean_env: pytest.MonkeyPatch,
-                                                         rclient: RedisClient) -> None:
+def test_write_value_sets_the_mirrors_absolute_deadline(
+    tmp_path, clean_env: pytest.MonkeyPatch, rclient: RedisClient
+) -> None:
     """The storage dict writes as the mirror does: its keys expire at one
     absolute deadline (the server's clock plus the TTL, renewed every third of
     it), not a relative EXPIRE that every write pushes on."""
@@ -276,14 +289,17 @@ def test_write_value_sets_the_mirrors_absolute_deadline(tmp_path, clean_env: pyt
     values = MmapedDict(str(tmp_path / "counter_100.db"))
     values.write_value(K1, 1.0, 0.0)
     values.close()
-    mirror = _native.MirrorService(rclient.native, str(tmp_path), "gunicorn", "mirrored", 60, 1.0,
-                                   lambda level, message: None)
+    mirror = _native.MirrorService(
+        rclient.native, str(tmp_path), "gunicorn", "mirrored", 60, 1.0, lambda level, message: None
+    )
     assert mirror.pass_now()
     store = RedisStorageDict(rclient, "gunicorn", "counter", process="100@h")
     store.write_value(K1, 1.0)
 
     def deadline(process: str, data_type: str) -> int:
-        return rclient.execute_command("PEXPIRETIME", f"gunicorn:counter:{process}:{data_type}:{md5(K1)}")
+        return rclient.execute_command(
+            "PEXPIRETIME", f"gunicorn:counter:{process}:{data_type}:{md5(K1)}"
+        )
 
     seconds, micros = rclient.time()
     now_ms = seconds * 1000 + micros // 1000
@@ -299,8 +315,9 @@ def test_write_value_sets_the_mirrors_absolute_deadline(tmp_path, clean_env: pyt
     mirror.stop()
 
 
-def test_write_value_to_a_key_of_another_type_warns(store: RedisStorageDict, rclient: RedisClient,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_write_value_to_a_key_of_another_type_warns(
+    store: RedisStorageDict, rclient: RedisClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """A foreign key of another type where the series' key goes: the write
     is refused (and named), not raised, as before."""
     import logging

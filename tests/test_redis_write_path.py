@@ -85,7 +85,9 @@ def _pass_until_it_works(manager: RedisStorageManager, timeout: float = 5.0) -> 
 
 
 def _render(server: RedisServer) -> dict:
-    return samples_of(RedisMultiProcessCollector(None, RedisClient(**server.client_kwargs())).render())
+    return samples_of(
+        RedisMultiProcessCollector(None, RedisClient(**server.client_kwargs())).render()
+    )
 
 
 # --------------------------------------------------------------------------
@@ -219,7 +221,9 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path) -> None:
     assert result["wiped"]
     # the restart happened while the workers were still counting
     assert result["mid"].get(("work_all_total", ()), 0) < WORKERS * ROUNDS * PER_ROUND * 0.5
-    expected = {("work_total", (("worker", str(w)),)): float(ROUNDS * PER_ROUND) for w in range(WORKERS)}
+    expected = {
+        ("work_total", (("worker", str(w)),)): float(ROUNDS * PER_ROUND) for w in range(WORKERS)
+    }
     expected[("work_all_total", ())] = WORKERS * ROUNDS * PER_ROUND * 0.5
     expected[("size_bucket", (("le", "1.0"),))] = float(ROUNDS)  # worker 0 observes 0
     expected[("size_bucket", (("le", "10.0"),))] = float(WORKERS * ROUNDS)  # 0, 5, 10
@@ -230,8 +234,11 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path) -> None:
     assert result["final"] == expected
     # every worker's series are there again, metric and meta
     for pid in result["pids"]:
-        assert sum(f":{pid}@h:metric:" in k for k in result["keys"]) == sum(
-            f":{pid}@h:meta:" in k for k in result["keys"]) > 0
+        assert (
+            sum(f":{pid}@h:metric:" in k for k in result["keys"])
+            == sum(f":{pid}@h:meta:" in k for k in result["keys"])
+            > 0
+        )
 
 
 # --------------------------------------------------------------------------
@@ -243,7 +250,8 @@ def _expiretimes(client: RedisClient, keys: list[str]) -> list:
     """EXISTS and EXPIRETIME of every key, in one transaction (a consistent
     snapshot: the mirror renews in MULTI/EXEC too)."""
     replies = client.pipeline_execute(
-        [["MULTI"], ["EXISTS", *keys], *[["EXPIRETIME", k] for k in keys], ["EXEC"]])
+        [["MULTI"], ["EXISTS", *keys], *[["EXPIRETIME", k] for k in keys], ["EXEC"]]
+    )
     exec_reply = replies[-1]
     return exec_reply
 
@@ -275,8 +283,13 @@ def _ttl_shorter_than_the_run(directory: str, ttl: int, run_seconds: float) -> d
             if n == 0:
                 break
             time.sleep(0.01)
-        return {"keys": keys, "snapshots": snapshots, "counts": counts, "live_render": live_render,
-                "gone_after": time.monotonic() - stopped}
+        return {
+            "keys": keys,
+            "snapshots": snapshots,
+            "counts": counts,
+            "live_render": live_render,
+            "gone_after": time.monotonic() - stopped,
+        }
     finally:
         server.close()
 
@@ -285,7 +298,9 @@ def _check_ttl_run(result: dict, ttl: int) -> None:
     keys = result["keys"]
     assert len(keys) == 2 * (1 + 1 + 3)  # counter, gauge, histogram (2 buckets, sum)
     missing = [s for s in result["snapshots"] if s[0] != len(keys)]
-    assert not missing, f"{len(missing)} of {len(result['snapshots'])} snapshots lack keys: {missing[:3]}"
+    assert not missing, (
+        f"{len(missing)} of {len(result['snapshots'])} snapshots lack keys: {missing[:3]}"
+    )
     assert len(result["live_render"]) == 6
     for snapshot in result["snapshots"]:
         deadlines = set(snapshot[1:])

@@ -67,7 +67,11 @@ def test_bad_file_is_skipped_with_a_warning_naming_it(
         registry = CollectorRegistry()
         exporter.MultiProcessCollector(registry, path=str(mp_dir))
         collected = generate_latest(registry)
-    assert body == collected == b"# HELP good_total A good counter\n# TYPE good_total counter\ngood_total 7.0\n"
+    assert (
+        body
+        == collected
+        == b"# HELP good_total A good counter\n# TYPE good_total counter\ngood_total 7.0\n"
+    )
     messages = [r.getMessage() for r in caplog.records]
     assert messages and all(name in m for m in messages), messages
 

@@ -29,7 +29,7 @@ def _documented() -> dict[str, list[str]]:
         names = re.findall(r"`([A-Z][A-Z0-9_]+)`", names_cell)
         defaults = re.findall(r"`([^`]*)`", default_cell)
         for i, name in enumerate(names):
-            rows[name] = defaults[i:i + 1] if len(defaults) == len(names) else defaults[:1]
+            rows[name] = defaults[i : i + 1] if len(defaults) == len(names) else defaults[:1]
     return rows
 
 

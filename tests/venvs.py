@@ -26,8 +26,11 @@ class Environments:
         self.unreachable: str | None = None
 
     def pip(self, venv: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run([str(venv / "bin" / "python"), "-m", "pip", "install", *PIP_NETWORK, *args], timeout,
-                   env=python_env())
+        return run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", *PIP_NETWORK, *args],
+            timeout,
+            env=python_env(),
+        )
 
     def venv(self, version: str) -> Path:
         if self.unreachable:
@@ -56,9 +59,15 @@ class Environments:
         wheel = self.build.wheel()
         installed = self.pip(venv, str(wheel))
         assert installed.returncode == 0, f"installing {wheel.name} failed:\n{tail(installed)}"
-        check = run([str(venv / "bin" / "python"), "-c",
-                     "import gunicorn, gunicorn_prometheus_exporter as g; print(gunicorn.__version__, g.__file__)"],
-                    60, env=python_env())
+        check = run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import gunicorn, gunicorn_prometheus_exporter as g; print(gunicorn.__version__, g.__file__)",
+            ],
+            60,
+            env=python_env(),
+        )
         assert check.returncode == 0, tail(check)
         got_version, package = check.stdout.split()
         assert got_version == version
@@ -80,28 +89,59 @@ class VenvGunicorn(Gunicorn):
     (and without the options older releases do not know). ``worker_class``
     None leaves the class to the configuration file."""
 
-    def __init__(self, tmp: Path, python: Path, worker_class: str | None, workers: int = 2,
-                 config: str = CONFIG, chdir: Path = DEMO_DIR, app: str = "app:app",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        python: Path,
+        worker_class: str | None,
+        workers: int = 2,
+        config: str = CONFIG,
+        chdir: Path = DEMO_DIR,
+        app: str = "app:app",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.tmp = Path(tmp)
         self.workers = workers
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = self.tmp / f"gunicorn-{self.port}.log"
         self.env = python_env()
-        self.env.update({
-            "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
-            "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
-            "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        })
-        self.args = [str(python), "-m", "gunicorn", "-c", config, "-w", str(workers),
-                     *(["-k", worker_class] if worker_class else []),
-                     "-b", f"127.0.0.1:{self.port}", "--chdir", str(chdir), "--graceful-timeout", "1", app]
+        self.env.update(
+            {
+                "PROMETHEUS_METRICS_PORT": str(self.metrics_port),
+                "PROMETHEUS_BIND_ADDRESS": "127.0.0.1",
+                "GUNICORN_PROMETHEUS_SAMPLE_INTERVAL": "0.2",
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            }
+        )
+        self.args = [
+            str(python),
+            "-m",
+            "gunicorn",
+            "-c",
+            config,
+            "-w",
+            str(workers),
+            *(["-k", worker_class] if worker_class else []),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--chdir",
+            str(chdir),
+            "--graceful-timeout",
+            "1",
+            app,
+        ]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.tmp))
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(self.tmp),
+        )
         self.pid = self.proc.pid
         try:
             self.wait_ready(30)

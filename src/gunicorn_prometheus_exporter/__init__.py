@@ -60,8 +60,15 @@ if _directory.loading_gunicorn_config():
     except ValueError as _e:  # an invalid setting: on_starting stops Gunicorn with it, named
         _logger.debug("multiprocess directory not prepared at import: %s", _e)
 
-_LEGACY_HOOKS = ("default_on_starting", "default_when_ready", "redis_when_ready", "redis_sidecar_when_ready",
-                 "default_post_fork", "default_worker_int", "default_on_exit")
+_LEGACY_HOOKS = (
+    "default_on_starting",
+    "default_when_ready",
+    "redis_when_ready",
+    "redis_sidecar_when_ready",
+    "default_post_fork",
+    "default_worker_int",
+    "default_on_exit",
+)
 
 
 def __getattr__(name: str) -> object:

@@ -25,8 +25,11 @@ STOP_GRACE_SECONDS = 5.0
 # worker forked in the middle of Popen would keep Popen's error pipe open
 # without ever exec'ing, and Popen would wait for it forever.
 _spawn_lock = threading.Lock()
-os.register_at_fork(before=_spawn_lock.acquire, after_in_parent=_spawn_lock.release,
-                    after_in_child=_spawn_lock.release)
+os.register_at_fork(
+    before=_spawn_lock.acquire,
+    after_in_parent=_spawn_lock.release,
+    after_in_child=_spawn_lock.release,
+)
 
 
 def main() -> None:
@@ -39,7 +42,9 @@ class AgentSupervisor:
     dies; the agent also exits by itself when the master is gone. A failing
     agent is reported once a minute, not at every attempt."""
 
-    def __init__(self, args: list[str], env: dict[str, str], redis_password: str | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], redis_password: str | None = None
+    ) -> None:
         self._args = [str(BINARY), *args]
         self._env = env
         self._password = redis_password
@@ -48,7 +53,9 @@ class AgentSupervisor:
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="gunicorn-prometheus-agent", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="gunicorn-prometheus-agent", daemon=True
+        )
         self.starts = 0
 
     def start(self) -> None:
@@ -62,8 +69,11 @@ class AgentSupervisor:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with _spawn_lock:
             process = subprocess.Popen(
-                self._args, env=self._env,
-                stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL, close_fds=True)
+                self._args,
+                env=self._env,
+                stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL,
+                close_fds=True,
+            )
         if self._password is not None and process.stdin is not None:
             # The secret goes through a pipe: never on a command line or in an environment.
             process.stdin.write(self._password.encode() + b"\n")
@@ -108,13 +118,24 @@ class AgentSupervisor:
 def _arguments(directory: str) -> tuple[list[str], dict[str, str]]:
     """The agent's arguments for this master and ``directory``, from the
     settings, and its environment (without the Redis password)."""
-    args = ["--directory", directory, "--source", "files",
-            "--bind", config.prometheus_bind_address, "--port", str(config.prometheus_metrics_port),
-            "--parent-pid", str(os.getpid())]
-    for flag, value in (("--certfile", config.prometheus_ssl_certfile),
-                        ("--keyfile", config.prometheus_ssl_keyfile),
-                        ("--client-cafile", config.prometheus_ssl_client_cafile),
-                        ("--client-capath", config.prometheus_ssl_client_capath)):
+    args = [
+        "--directory",
+        directory,
+        "--source",
+        "files",
+        "--bind",
+        config.prometheus_bind_address,
+        "--port",
+        str(config.prometheus_metrics_port),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    for flag, value in (
+        ("--certfile", config.prometheus_ssl_certfile),
+        ("--keyfile", config.prometheus_ssl_keyfile),
+        ("--client-cafile", config.prometheus_ssl_client_cafile),
+        ("--client-capath", config.prometheus_ssl_client_capath),
+    ):
         if value:
             args += [flag, value]
     if config.prometheus_ssl_client_auth_required:
@@ -124,22 +145,33 @@ def _arguments(directory: str) -> tuple[list[str], dict[str, str]]:
     if VALUE_ONLY_FILES:
         args.append("--value-only-files")  # prometheus_client <= 0.17
     if config.redis_enabled:
-        args += ["--mirror", "--redis-prefix", config.redis_key_prefix,
-                 "--redis-instance", config.redis_instance_id,
-                 "--redis-ttl", "0" if config.redis_ttl_disabled else str(config.redis_ttl_seconds),
-                 "--flush-interval", str(config.redis_flush_interval)]
+        args += [
+            "--mirror",
+            "--redis-prefix",
+            config.redis_key_prefix,
+            "--redis-instance",
+            config.redis_instance_id,
+            "--redis-ttl",
+            "0" if config.redis_ttl_disabled else str(config.redis_ttl_seconds),
+            "--flush-interval",
+            str(config.redis_flush_interval),
+        ]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}
     return args, env
 
 
-def start_agent(directory: str, redis_password: str | None, serve_http: bool) -> AgentSupervisor | None:
+def start_agent(
+    directory: str, redis_password: str | None, serve_http: bool
+) -> AgentSupervisor | None:
     """The agent for ``directory``, started and supervised. ``serve_http``
     False: it only mirrors to Redis, for a sidecar that serves the metrics
     (no agent then when Redis is off: it would do nothing)."""
     args, env = _arguments(directory)
     if not serve_http:
         if not config.redis_enabled:
-            logger.warning("no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)")
+            logger.warning(
+                "no metrics agent: it would neither serve /metrics nor mirror (REDIS_ENABLED is off)"
+            )
             return None
         args.append("--no-http")
     supervisor = AgentSupervisor(args, env, redis_password if config.redis_enabled else None)

@@ -133,8 +133,11 @@ class ExporterConfig:
         if bool(self.prometheus_ssl_certfile) != bool(self.prometheus_ssl_keyfile):
             raise ValueError("PROMETHEUS_SSL_CERTFILE and PROMETHEUS_SSL_KEYFILE go together")
         if self.prometheus_ssl_client_auth_required and not (
-                self.prometheus_ssl_client_cafile or self.prometheus_ssl_client_capath):
-            raise ValueError("PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED needs PROMETHEUS_SSL_CLIENT_CAFILE or _CAPATH")
+            self.prometheus_ssl_client_cafile or self.prometheus_ssl_client_capath
+        ):
+            raise ValueError(
+                "PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED needs PROMETHEUS_SSL_CLIENT_CAFILE or _CAPATH"
+            )
         return True
 
     # -- Redis (the seed's variables) --
@@ -201,7 +204,9 @@ class ExporterConfig:
 
     @property
     def redis_ssl_verify(self) -> bool:
-        return read_setting("REDIS_SSL_CERT_REQS") == "required"  # the table allows required or none
+        return (
+            read_setting("REDIS_SSL_CERT_REQS") == "required"
+        )  # the table allows required or none
 
     @property
     def redis_unix_socket(self) -> str:
@@ -268,19 +273,28 @@ class ExporterConfig:
         return bool(read_setting("SIDECAR_MODE"))
 
     def get_prometheus_config(self) -> dict[str, Any]:
-        return {"bind_address": self.prometheus_bind_address, "port": self.prometheus_metrics_port,
-                "multiproc_dir": self.prometheus_multiproc_dir}
+        return {
+            "bind_address": self.prometheus_bind_address,
+            "port": self.prometheus_metrics_port,
+            "multiproc_dir": self.prometheus_multiproc_dir,
+        }
 
     def get_gunicorn_config(self) -> dict[str, Any]:
         if self.is_sidecar:
             return {}
-        return {"workers": self.gunicorn_workers, "timeout": self.gunicorn_timeout,
-                "keepalive": self.gunicorn_keepalive}
+        return {
+            "workers": self.gunicorn_workers,
+            "timeout": self.gunicorn_timeout,
+            "keepalive": self.gunicorn_keepalive,
+        }
 
     def print_config(self) -> None:
         """Log the settings (never secrets)."""
-        for key, value in {**self.get_prometheus_config(), **self.get_gunicorn_config(),
-                           "redis_enabled": self.redis_enabled}.items():
+        for key, value in {
+            **self.get_prometheus_config(),
+            **self.get_gunicorn_config(),
+            "redis_enabled": self.redis_enabled,
+        }.items():
             logger.info("%s: %s", key, value)
 
     def __repr__(self) -> str:  # never shows secrets
@@ -291,6 +305,7 @@ config = ExporterConfig()
 
 
 # -- 0.2.x's configuration lifecycle API, over the one ``config`` above --
+
 
 class ConfigState(Enum):
     UNINITIALIZED = "uninitialized"
@@ -390,14 +405,23 @@ class ConfigManager:
         with self._lock:
             if self._config is None:
                 return {"state": self._state.value, "initialized": False}
-            return {"state": self._state.value, "initialized": True,
-                    "initialization_time": self._initialization_time, "validation_errors": self.validation_errors,
-                    "prometheus_port": config.prometheus_metrics_port, "redis_enabled": config.redis_enabled,
-                    "gunicorn_workers": config.gunicorn_workers}
+            return {
+                "state": self._state.value,
+                "initialized": True,
+                "initialization_time": self._initialization_time,
+                "validation_errors": self.validation_errors,
+                "prometheus_port": config.prometheus_metrics_port,
+                "redis_enabled": config.redis_enabled,
+                "gunicorn_workers": config.gunicorn_workers,
+            }
 
     def health_check(self) -> dict[str, Any]:
         with self._lock:
-            errors = [] if self.is_initialized else [f"Configuration not ready (state: {self._state.value})"]
+            errors = (
+                []
+                if self.is_initialized
+                else [f"Configuration not ready (state: {self._state.value})"]
+            )
             return {"healthy": not errors, "state": self._state.value, "errors": errors}
 
 
@@ -509,7 +533,9 @@ def load_yaml_config(path: str) -> None:
 def _section_values(path: str, section: str, body: dict[str, Any]) -> dict[str, Any]:
     """The variables of one section. As in 0.2.x, the ``ssl`` and ``redis``
     sections apply only when they say ``enabled: true``."""
-    variables = {_yaml_variable(path, section, key): value for key, value in body.items() if key != "enabled"}
+    variables = {
+        _yaml_variable(path, section, key): value for key, value in body.items() if key != "enabled"
+    }
     if section not in ("ssl", "redis"):
         return variables
     enabled = body.get("enabled", False)

@@ -132,7 +132,8 @@ def loading_gunicorn_config() -> bool:
     while frame is not None:
         code = frame.f_code
         if code.co_name in ("load_config_from_module_name_or_filename", "load_config") and (
-                os.sep + "gunicorn" + os.sep in code.co_filename):
+            os.sep + "gunicorn" + os.sep in code.co_filename
+        ):
             return True
         frame = frame.f_back  # type: ignore[assignment]
     return False

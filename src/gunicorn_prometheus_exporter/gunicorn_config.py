@@ -46,4 +46,3 @@ if "GUNICORN_TIMEOUT" in _os.environ:
     timeout = int(_os.environ["GUNICORN_TIMEOUT"])
 if "GUNICORN_KEEPALIVE" in _os.environ:
     keepalive = int(_os.environ["GUNICORN_KEEPALIVE"])
-

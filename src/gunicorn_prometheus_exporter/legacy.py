@@ -60,4 +60,3 @@ def default_on_exit(server: Any) -> None:
 def load_yaml_config(config_file_path: str) -> None:
     """0.2.x's ``hooks.load_yaml_config``: apply a YAML configuration file."""
     _load_yaml_config(config_file_path)
-

@@ -52,22 +52,42 @@ class WorkerGauges:
 def create_worker_gauges(r: CollectorRegistry) -> WorkerGauges:
     return WorkerGauges(
         memory=Gauge(
-            "gunicorn_worker_memory_bytes", "Resident memory of each worker", multiprocess_mode="liveall",
-            registry=r),
+            "gunicorn_worker_memory_bytes",
+            "Resident memory of each worker",
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
         cpu=Gauge(
-            "gunicorn_worker_cpu_percent", "CPU use of each worker since the last sample, in percent",
-            multiprocess_mode="liveall", registry=r),
+            "gunicorn_worker_cpu_percent",
+            "CPU use of each worker since the last sample, in percent",
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
         uptime=Gauge(
-            "gunicorn_worker_uptime_seconds", "Seconds since each worker started",
-            multiprocess_mode="liveall", registry=r),
+            "gunicorn_worker_uptime_seconds",
+            "Seconds since each worker started",
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
         open_fds=Gauge(
-            "gunicorn_worker_open_fds", "Open file descriptors of each worker", multiprocess_mode="liveall",
-            registry=r),
+            "gunicorn_worker_open_fds",
+            "Open file descriptors of each worker",
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
         threads=Gauge(
-            "gunicorn_worker_threads", "Threads of each worker", multiprocess_mode="liveall", registry=r),
+            "gunicorn_worker_threads",
+            "Threads of each worker",
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
         state=Gauge(
-            "gunicorn_worker_state", "1 for the state each worker is in", ["state"],
-            multiprocess_mode="liveall", registry=r),
+            "gunicorn_worker_state",
+            "1 for the state each worker is in",
+            ["state"],
+            multiprocess_mode="liveall",
+            registry=r,
+        ),
     )
 
 
@@ -76,33 +96,64 @@ def create() -> Metrics:
     return Metrics(
         registry=r,
         worker_requests=Counter(
-            "gunicorn_worker_requests", "Requests handled by workers, by method and status class",
-            ["method", "status"], registry=r),
+            "gunicorn_worker_requests",
+            "Requests handled by workers, by method and status class",
+            ["method", "status"],
+            registry=r,
+        ),
         worker_failed_requests=Counter(
-            "gunicorn_worker_failed_requests", "Requests whose handler raised or that were answered 5xx",
-            ["method"], registry=r),
+            "gunicorn_worker_failed_requests",
+            "Requests whose handler raised or that were answered 5xx",
+            ["method"],
+            registry=r,
+        ),
         worker_request_duration=Histogram(
-            "gunicorn_worker_request_duration_seconds", "Time to handle a request", ["method"],
-            buckets=DURATION_BUCKETS, registry=r),
+            "gunicorn_worker_request_duration_seconds",
+            "Time to handle a request",
+            ["method"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        ),
         worker_request_size=Histogram(
-            "gunicorn_worker_request_size_bytes", "Request body sizes (Content-Length)",
-            buckets=SIZE_BUCKETS, registry=r),
+            "gunicorn_worker_request_size_bytes",
+            "Request body sizes (Content-Length)",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        ),
         worker_response_size=Histogram(
-            "gunicorn_worker_response_size_bytes", "Response body sizes", buckets=SIZE_BUCKETS, registry=r),
+            "gunicorn_worker_response_size_bytes",
+            "Response body sizes",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        ),
         worker_error_handling=Counter(
-            "gunicorn_worker_error_handling", "Errors answered by Gunicorn itself, by status", ["status"],
-            registry=r),
+            "gunicorn_worker_error_handling",
+            "Errors answered by Gunicorn itself, by status",
+            ["status"],
+            registry=r,
+        ),
         worker_restart=Counter(
-            "gunicorn_worker_restart", "Worker exits as the worker saw them, by reason", ["reason"],
-            registry=r),
+            "gunicorn_worker_restart",
+            "Worker exits as the worker saw them, by reason",
+            ["reason"],
+            registry=r,
+        ),
         master_worker_restart=Counter(
-            "gunicorn_master_worker_restart", "Worker restarts seen by the master, by reason", ["reason"],
-            registry=r),
+            "gunicorn_master_worker_restart",
+            "Worker restarts seen by the master, by reason",
+            ["reason"],
+            registry=r,
+        ),
         master_workers=Gauge(
-            "gunicorn_master_workers", "Workers alive", multiprocess_mode="livesum", registry=r),
+            "gunicorn_master_workers", "Workers alive", multiprocess_mode="livesum", registry=r
+        ),
         master_signals=Counter(
-            "gunicorn_master_signals", "Signals handled by the master", ["signal"], registry=r),
+            "gunicorn_master_signals", "Signals handled by the master", ["signal"], registry=r
+        ),
         storage_errors=Counter(
-            "gunicorn_exporter_storage_errors", "Values that could not be stored in the multiprocess "
-            "directory (a full filesystem, ...): they stay exact in their process's memory only", registry=r),
+            "gunicorn_exporter_storage_errors",
+            "Values that could not be stored in the multiprocess "
+            "directory (a full filesystem, ...): they stay exact in their process's memory only",
+            registry=r,
+        ),
     )

@@ -28,8 +28,11 @@ from .outcome import Outcome, request_bytes
 #   None: a class we do not know; its requests are not counted.
 RequestPath = Literal["hooks", "wsgi", "asgi", "gunicorn-asgi"] | None
 
-_HOOK_CALLING = {("gunicorn.workers.sync", "SyncWorker"), ("gunicorn.workers.gthread", "ThreadWorker"),
-                 ("gunicorn.workers.base_async", "AsyncWorker")}
+_HOOK_CALLING = {
+    ("gunicorn.workers.sync", "SyncWorker"),
+    ("gunicorn.workers.gthread", "ThreadWorker"),
+    ("gunicorn.workers.base_async", "AsyncWorker"),
+}
 _OWN_SERVERS = {"GeventPyWSGIWorker": "wsgi", "TornadoWorker": "wsgi", "UvicornWorker": "asgi"}
 
 
@@ -38,7 +41,11 @@ def request_path(worker_class: type) -> RequestPath:
     path: RequestPath = None
     for base in worker_class.__mro__:  # most derived first: the first match decides
         module = base.__module__
-        if base.__name__ in _OWN_SERVERS and module.split(".")[0] in ("gunicorn", "uvicorn", "uvicorn_worker"):
+        if base.__name__ in _OWN_SERVERS and module.split(".")[0] in (
+            "gunicorn",
+            "uvicorn",
+            "uvicorn_worker",
+        ):
             return _OWN_SERVERS[base.__name__]  # type: ignore[return-value]
         if (module, base.__name__) == ("gunicorn.workers.gasgi", "ASGIWorker"):
             return "gunicorn-asgi"
@@ -51,7 +58,9 @@ def is_asgi3(app: Any) -> bool:
     """Whether ``app`` is an ASGI 3 application (uvicorn's own test)."""
     if inspect.isclass(app):
         return False  # ASGI 2: a class instantiated per connection
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
+    # The __call__ method itself (callable() would only say yes or no).
+    plain = inspect.isfunction(app) or inspect.ismethod(app)
+    call = app if plain else getattr(app, "__call__", None)  # noqa: B004
     return inspect.iscoroutinefunction(call)
 
 
@@ -64,17 +73,27 @@ class WSGIRecorder:
     received in full. ``on_error`` is called when the app raises (for
     servers that do not count that themselves)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], recorder: Any, on_error: Callable[[], None]) -> None:
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], recorder: Any, on_error: Callable[[], None]
+    ) -> None:
         self.app = app
         self.recorder = recorder
         self.on_error = on_error
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        outcome = Outcome(self.recorder, environ.get("REQUEST_METHOD", "other"), request_bytes(environ, None))
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        outcome = Outcome(
+            self.recorder, environ.get("REQUEST_METHOD", "other"), request_bytes(environ, None)
+        )
 
         def recording_start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
             outcome.started(status_line, headers)
-            return start_response(status_line, headers, exc_info) if exc_info else start_response(status_line, headers)
+            return (
+                start_response(status_line, headers, exc_info)
+                if exc_info
+                else start_response(status_line, headers)
+            )
 
         try:
             body = self.app(environ, recording_start_response)
@@ -111,16 +130,22 @@ class ASGIRecorder:
     when the app returns. ``on_error`` is called when an exception leaves the app (the server
     answers 500 unless the framework did)."""
 
-    def __init__(self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]) -> None:
+    def __init__(
+        self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]
+    ) -> None:
         self.app = app
         self.recorder = recorder
         self.on_error = on_error
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        outcome = Outcome(self.recorder, scope.get("method", "other"), request_bytes(None, scope.get("headers")))
+        outcome = Outcome(
+            self.recorder, scope.get("method", "other"), request_bytes(None, scope.get("headers"))
+        )
 
         async def recording_send(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start":

@@ -119,13 +119,30 @@ def _identified_value_class(process_identifier: Callable[[], object]) -> type:
     class IdentifiedNativeValue(NativeValue):
         """Native values named by a process identifier function."""
 
-        def __init__(self, typ: str, metric_name: str, name: str, labelnames: object,
-                     labelvalues: object, help_text: str, multiprocess_mode: str = "",
-                     **kwargs: object) -> None:
+        def __init__(
+            self,
+            typ: str,
+            metric_name: str,
+            name: str,
+            labelnames: object,
+            labelvalues: object,
+            help_text: str,
+            multiprocess_mode: str = "",
+            **kwargs: object,
+        ) -> None:
             _native.copy_deprecated_directory_variable()
             check_for_identifier_change()
-            super().__init__(typ, metric_name, name, labelnames, labelvalues, help_text,
-                             multiprocess_mode, identity=identity, **kwargs)
+            super().__init__(
+                typ,
+                metric_name,
+                name,
+                labelnames,
+                labelvalues,
+                help_text,
+                multiprocess_mode,
+                identity=identity,
+                **kwargs,
+            )
 
         def inc(self, amount: float) -> None:
             check_for_identifier_change()
@@ -151,8 +168,9 @@ def _is_native(value_class: object) -> bool:
     return isinstance(value_class, type) and issubclass(value_class, NativeValue)
 
 
-def enable_native_values(path: str | None = None,
-                         process_identifier: Callable[[], object] = os.getpid) -> None:
+def enable_native_values(
+    path: str | None = None, process_identifier: Callable[[], object] = os.getpid
+) -> None:
     """Store the values of metrics created from now on natively.
 
     ``path`` is the multiprocess directory; by default it is
@@ -200,8 +218,12 @@ def enable_from_environment() -> None:
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
-            logger.warning("PROMETHEUS_MULTIPROC_DIR=%r cannot be created (%s); native multiprocess "
-                           "values are off", directory, e.strerror)
+            logger.warning(
+                "PROMETHEUS_MULTIPROC_DIR=%r cannot be created (%s); native multiprocess "
+                "values are off",
+                directory,
+                e.strerror,
+            )
             return
     enable_native_values()
 

@@ -23,7 +23,9 @@ def _make(name: str) -> type:
     try:
         base = getattr(importlib.import_module(module), base_name)
     except ImportError as e:
-        raise ImportError(f"{name} needs {module}.{base_name}, which this Gunicorn does not have: {e}") from None
+        raise ImportError(
+            f"{name} needs {module}.{base_name}, which this Gunicorn does not have: {e}"
+        ) from None
 
     def init_process(self: Any) -> None:
         from .worker_hooks import instrument_worker
@@ -43,8 +45,15 @@ def _make_master() -> type:
         Arbiter.setup(self, app)
         install_missing_hooks(self)  # our hooks count signals and restarts
 
-    return type("PrometheusMaster", (Arbiter,), {"setup": setup, "__module__": __name__,
-                                                 "__doc__": "0.2.x's Arbiter subclass: Gunicorn's with our hooks."})
+    return type(
+        "PrometheusMaster",
+        (Arbiter,),
+        {
+            "setup": setup,
+            "__module__": __name__,
+            "__doc__": "0.2.x's Arbiter subclass: Gunicorn's with our hooks.",
+        },
+    )
 
 
 def __getattr__(name: str) -> type:

@@ -19,8 +19,13 @@ class RedisClientProtocol(Protocol):
 
     def hget(self, name: str | bytes, key: str) -> bytes | None: ...
 
-    def hset(self, name: str | bytes, key: str | None = None, value: Any = None,
-             mapping: Mapping[str, Any] | None = None) -> int: ...
+    def hset(
+        self,
+        name: str | bytes,
+        key: str | None = None,
+        value: Any = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> int: ...
 
     def hgetall(self, name: str | bytes) -> dict[bytes, bytes]: ...
 
@@ -80,8 +85,18 @@ class RedisClient:
             # redis-py also takes ssl.VerifyMode, and None for CERT_NONE; a client
             # verifies the same with optional as with required.
             reqs = kw.get("ssl_cert_reqs", "required")
-            reqs = {None: "none", 0: "none", 1: "required", 2: "required", "optional": "required"}.get(reqs, reqs)
-            ssl = "ssl_certfile" in kw or "ssl_ca_certs" in kw or pool.connection_class.__name__ == "SSLConnection"
+            reqs = {
+                None: "none",
+                0: "none",
+                1: "required",
+                2: "required",
+                "optional": "required",
+            }.get(reqs, reqs)
+            ssl = (
+                "ssl_certfile" in kw
+                or "ssl_ca_certs" in kw
+                or pool.connection_class.__name__ == "SSLConnection"
+            )
             return cls(
                 host=str(value("host", "REDIS_HOST")),
                 port=int(value("port", "REDIS_PORT")),
@@ -95,7 +110,9 @@ class RedisClient:
                 ssl_keyfile=kw.get("ssl_keyfile") or "",
                 ssl_verify=_native.read_setting("REDIS_SSL_CERT_REQS", str(reqs)) == "required",
                 socket_timeout=float(value("socket_timeout", "REDIS_SOCKET_TIMEOUT")),
-                socket_connect_timeout=float(value("socket_connect_timeout", "REDIS_CONNECT_TIMEOUT")),
+                socket_connect_timeout=float(
+                    value("socket_connect_timeout", "REDIS_CONNECT_TIMEOUT")
+                ),
             )
         raise TypeError(f"not a Redis client: {type(client).__name__}")
 
@@ -139,8 +156,13 @@ class RedisClient:
     def hget(self, name: str | bytes, key: str) -> bytes | None:
         return self.execute_command("HGET", name, key)
 
-    def hset(self, name: str | bytes, key: str | None = None, value: Any = None,
-             mapping: Mapping[str, Any] | None = None) -> int:
+    def hset(
+        self,
+        name: str | bytes,
+        key: str | None = None,
+        value: Any = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> int:
         pairs: list[Any] = []
         if key is not None:
             pairs += [key, value]
@@ -155,7 +177,7 @@ class RedisClient:
 
     def hgetall(self, name: str | bytes) -> dict[bytes, bytes]:
         flat = self.execute_command("HGETALL", name)
-        return dict(zip(flat[::2], flat[1::2]))
+        return dict(zip(flat[::2], flat[1::2], strict=False))
 
     def keys(self, pattern: str = "*") -> list[bytes]:
         return self.execute_command("KEYS", pattern)
@@ -188,14 +210,22 @@ class RedisStorageDict(MutableMapping[str, float]):
     and sidecars; metrics of a running app go through ``RedisValue``.
     """
 
-    def __init__(self, redis_client: Any, key_prefix: str = "", metric_type: str = "counter",
-                 multiprocess_mode: str = "", process: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_client: Any,
+        key_prefix: str = "",
+        metric_type: str = "counter",
+        multiprocess_mode: str = "",
+        process: str | None = None,
+    ) -> None:
         self.redis_client = RedisClient.wrap(redis_client)
         self.key_prefix = key_prefix or config.redis_key_prefix
         self._store = _native.file_prefix_for(metric_type, multiprocess_mode)
         self._typ = metric_type
         self._mode = multiprocess_mode
-        self.process = process or _native.redis_process_id(str(os.getpid()), config.redis_instance_id)
+        self.process = process or _native.redis_process_id(
+            str(os.getpid()), config.redis_instance_id
+        )
         self._writer: Any = None
         self._writer_ttl: int | None = None
 
@@ -228,8 +258,11 @@ class RedisStorageDict(MutableMapping[str, float]):
         """Store a series' value, with its meta key (the series key itself);
         its keys expire at the deadline the mirror gives an instance's keys."""
         ts = self._redis_now() if timestamp is None else float(timestamp)
-        log_warnings(self._series_writer().write(
-            self._store, self.process, key, self._typ, self._mode, float(value), ts))
+        log_warnings(
+            self._series_writer().write(
+                self._store, self.process, key, self._typ, self._mode, float(value), ts
+            )
+        )
 
     def cleanup_dead_worker(self, pid: int | str) -> None:
         """Fold a dead worker of this instance into the instance's archive
@@ -241,21 +274,27 @@ class RedisStorageDict(MutableMapping[str, float]):
 
     # -- mapping over this process's store --
     def _meta_keys(self) -> list[bytes]:
-        pattern = _native.redis_key_pattern(self.key_prefix, self._store, self.process, _native.REDIS_META)
+        pattern = _native.redis_key_pattern(
+            self.key_prefix, self._store, self.process, _native.REDIS_META
+        )
         return list(self.redis_client.scan_iter(match=pattern, count=1000))
 
     def __iter__(self) -> Iterator[str]:
         metas = self._meta_keys()
         if not metas:
             return iter(())
-        originals = self.redis_client.pipeline_execute([["HGET", m, _native.REDIS_FIELD_ORIGINAL_KEY] for m in metas])
+        originals = self.redis_client.pipeline_execute(
+            [["HGET", m, _native.REDIS_FIELD_ORIGINAL_KEY] for m in metas]
+        )
         return iter([o.decode() for o in originals if isinstance(o, bytes)])
 
     def __len__(self) -> int:
         return len(self._meta_keys())
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and bool(self.redis_client.exists(self._key(_native.REDIS_METRIC, key)))
+        return isinstance(key, str) and bool(
+            self.redis_client.exists(self._key(_native.REDIS_METRIC, key))
+        )
 
     def __getitem__(self, key: str) -> float:
         found = self._series_writer().read(self._store, self.process, key)

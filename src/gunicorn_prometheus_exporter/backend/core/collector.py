@@ -33,7 +33,9 @@ class RedisMultiProcessCollector:
     from ``PROMETHEUS_REDIS_URL`` / the ``REDIS_*`` settings.
     """
 
-    def __init__(self, registry: Any, redis_client: Any = None, redis_key_prefix: str | None = None) -> None:
+    def __init__(
+        self, registry: Any, redis_client: Any = None, redis_key_prefix: str | None = None
+    ) -> None:
         self._redis_key_prefix = redis_key_prefix or config.redis_key_prefix
         self._client = _native_client(redis_client)
         self._reader = _native.RedisReader(self._client, self._redis_key_prefix)
@@ -41,11 +43,14 @@ class RedisMultiProcessCollector:
             registry.register(self)
 
     @staticmethod
-    def merge_from_redis(redis_client: Any, redis_key_prefix: str | None = None,
-                         accumulate: bool = True) -> list[Metric]:
+    def merge_from_redis(
+        redis_client: Any, redis_key_prefix: str | None = None, accumulate: bool = True
+    ) -> list[Metric]:
         """Merge every series under the prefix (histograms made cumulative
         unless ``accumulate=False``)."""
-        reader = _native.RedisReader(_native_client(redis_client), redis_key_prefix or config.redis_key_prefix)
+        reader = _native.RedisReader(
+            _native_client(redis_client), redis_key_prefix or config.redis_key_prefix
+        )
         families, warnings = reader.collect(accumulate)
         log_warnings(warnings)
         return _to_metrics(families)

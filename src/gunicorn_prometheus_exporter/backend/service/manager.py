@@ -43,8 +43,15 @@ def _mirror_log(level: int, message: str) -> None:
 def _start_mirror(client: RedisClient, directory: str) -> Any:
     """The mirror service of ``directory``, started (it leads if nobody does)."""
     ttl = 0 if config.redis_ttl_disabled else config.redis_ttl_seconds
-    mirror = _native.MirrorService(client.native, directory, config.redis_key_prefix,
-                                   config.redis_instance_id, ttl, config.redis_flush_interval, _mirror_log)
+    mirror = _native.MirrorService(
+        client.native,
+        directory,
+        config.redis_key_prefix,
+        config.redis_instance_id,
+        ttl,
+        config.redis_flush_interval,
+        _mirror_log,
+    )
     mirror.start()
     return mirror
 
@@ -71,8 +78,11 @@ def _fold_in_redis(client: Any, prefix: str, pid: int | str) -> None:
     """Fold a dead worker into its instance's archive in Redis itself."""
     instance = config.redis_instance_id
     _, _, skipped = _native.redis_fold_process(
-        RedisClient.wrap(client).native, prefix, _native.redis_process_id(str(pid), instance),
-        _native.redis_process_id("archive", instance))
+        RedisClient.wrap(client).native,
+        prefix,
+        _native.redis_process_id(str(pid), instance),
+        _native.redis_process_id("archive", instance),
+    )
     for warning in skipped:
         logger.warning("%s", warning)
 
@@ -80,8 +90,11 @@ def _fold_in_redis(client: Any, prefix: str, pid: int | str) -> None:
 class RedisStorageManager:
     """Manages Redis-based metrics storage with proper lifecycle management."""
 
-    def __init__(self, redis_client_factory: Callable[[], Any] | None = None,
-                 value_class_factory: Callable[[], type] | None = None) -> None:
+    def __init__(
+        self,
+        redis_client_factory: Callable[[], Any] | None = None,
+        value_class_factory: Callable[[], type] | None = None,
+    ) -> None:
         """``redis_client_factory`` makes the client (default: from
         PROMETHEUS_REDIS_URL or REDIS_*); ``value_class_factory`` makes the
         value class to install (default: ``RedisValue``)."""
@@ -138,7 +151,9 @@ class RedisStorageManager:
             mark_process_dead(pid, self._directory)
         self._pass_now()
 
-    def cleanup_dead_worker(self, pid: int | str, client: Any = None, prefix: str | None = None) -> None:
+    def cleanup_dead_worker(
+        self, pid: int | str, client: Any = None, prefix: str | None = None
+    ) -> None:
         """Fold a dead worker of this instance into its archive and delete
         its keys: through the multiprocess directory when this process has
         one (the mirror then moves both in one transaction), else in Redis
@@ -164,8 +179,12 @@ class RedisStorageManager:
         if self._value_class_factory is not None:
             self._previous_value_class = replace_value_class(self._value_class_factory())
         self._register_hooks()
-        logger.info("Redis metrics storage on: %s, key prefix %r, instance %r",
-                    client.native.description, config.redis_key_prefix, config.redis_instance_id)
+        logger.info(
+            "Redis metrics storage on: %s, key prefix %r, instance %r",
+            client.native.description,
+            config.redis_key_prefix,
+            config.redis_instance_id,
+        )
 
     def _pass_now(self) -> None:
         if self._mirror is None:
