@@ -25,6 +25,7 @@ import pytest
 
 from gunicorn_runner import ROOT, clean_env
 from redis_server import RedisServer
+from redis_support import _OUR_VARIABLES
 
 if TYPE_CHECKING:
     from gunicorn_prometheus_exporter.backend import RedisClient
@@ -143,6 +144,14 @@ def mp_dir(tmp_path: Path) -> Iterator[Path]:
     exporter.enable_native_values(str(tmp_path))
     yield tmp_path
     exporter.disable_native_values()
+
+
+@pytest.fixture
+def no_exporter_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """This test's environment without any of the exporter's Redis variables."""
+    for name in _OUR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 @pytest.fixture

@@ -21,14 +21,11 @@ from gunicorn_prometheus_exporter.backend import (
 )
 from gunicorn_prometheus_exporter.config import ExporterConfig, config
 from redis_server import RedisServer
-from redis_support import _OUR_VARIABLES
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in _OUR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
+def clean_env(no_exporter_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    return no_exporter_env
 
 
 @pytest.fixture(scope="module")

@@ -243,7 +243,7 @@ def _timed_scrape(port: int) -> tuple[int, bytes, float]:
 def test_sidecar_refuses_a_2gb_bulk_within_the_deadline(
     tmp_path: Path, chunk: int, pause: float, expected: bytes
 ) -> None:
-    """On main: peak RSS 5.87 GB and 17.8 s for one scrape (5 s timeout)."""
+    """Before the fix: peak RSS 5.87 GB and 17.8 s for one scrape (5 s timeout)."""
     with FakeRedis(huge_bulk(chunk, pause)) as fake:
         sidecar = _sidecar(tmp_path, fake.port)
         try:
@@ -274,7 +274,7 @@ def test_python_client_refuses_a_2gb_bulk() -> None:
 
 
 def test_sidecar_ends_a_scan_that_never_returns_to_zero(tmp_path: Path) -> None:
-    """On main: the scrape never returns, the next waits behind it, memory grows."""
+    """Before the fix: the scrape never returns, the next waits behind it, memory grows."""
     with FakeRedis(endless_scan) as fake:
         sidecar = _sidecar(tmp_path, fake.port)
         try:
@@ -324,19 +324,10 @@ def test_max_reply_bytes_is_validated(monkeypatch: pytest.MonkeyPatch, tmp_path:
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def redis():
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_keyset_holding_a_list_does_not_fail_scrapes(
     tmp_path: Path, redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """On main: every sidecar scrape answers 503 until a series is created or deleted."""
+    """Before the fix: every sidecar scrape answers 503 until a series is created or deleted."""
     client = RedisClient(**redis.client_kwargs())
     RedisStorageDict(client, "gunicorn", "counter", process="1@h")[
         redis_key("jobs", "jobs_total", [], [], "Jobs.")
@@ -363,7 +354,7 @@ def _requests(samples) -> float:
 
 @pytest.mark.parametrize("ttl", ["0", None], ids=["ttl-0", "ttl-default"])
 def test_flushall_heals_within_two_flush_intervals(tmp_path: Path, redis, ttl: str | None) -> None:
-    """On main, with the connection up: REDIS_TTL_SECONDS=0 never heals (a
+    """Before the fix, with the connection up: REDIS_TTL_SECONDS=0 never heals (a
     fresh sidecar shows 0 requests for ever), the default TTL after up to 100 s."""
     interval = 1.0
     env = {
@@ -407,7 +398,7 @@ def test_flushall_heals_within_two_flush_intervals(tmp_path: Path, redis, ttl: s
 
 
 def test_out_of_memory_is_named_and_nothing_is_lost(tmp_path: Path, redis) -> None:
-    """On main the log said only EXECABORT."""
+    """Before the fix the log said only EXECABORT."""
     env = {
         **redis.env(),
         "REDIS_INSTANCE_ID": "hostA",

@@ -35,7 +35,6 @@ from gunicorn_prometheus_exporter.backend.service import manager as manager_modu
 from gunicorn_prometheus_exporter.native_values import NativeValue
 from redis_server import RedisServer, free_port
 from redis_support import (
-    _OUR_VARIABLES,
     in_child,
     manager_env,
     samples_of,
@@ -47,10 +46,8 @@ LOGGER = "gunicorn_prometheus_exporter"
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in _OUR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
+def clean_env(no_exporter_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    return no_exporter_env
 
 
 def _state() -> tuple:

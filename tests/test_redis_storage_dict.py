@@ -25,7 +25,7 @@ from gunicorn_prometheus_exporter.backend import (
     redis_key,
 )
 from gunicorn_prometheus_exporter.backend.service import manager as manager_module
-from redis_support import _OUR_VARIABLES, samples_of
+from redis_support import samples_of
 
 K1 = redis_key("reqs", "reqs_total", ["path"], ["/a"], "Requests.")
 K2 = redis_key("reqs", "reqs_total", ["path"], ['/b "é"\n'], "Requests.")
@@ -33,9 +33,8 @@ K3 = redis_key("reqs", "reqs_created", ["path"], ["/a"], "Requests.")
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in _OUR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+def clean_env(no_exporter_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch = no_exporter_env
     monkeypatch.setenv("REDIS_INSTANCE_ID", "h")
     return monkeypatch
 
