@@ -118,7 +118,7 @@ void render(MergeResult& result, Format format, std::string& out) {
     std::string escaped_name;
     for (const MergedFamily& family : result.families) {
         std::string mname = family.name;
-        if (!om && family.type == "counter") mname += "_total";
+        if (!om && family.type == MetricType::counter) mname += "_total";
         escaped_name.clear();
         append_name(escaped_name, mname, /*allow_colon=*/true);
         out += "# HELP ";
@@ -128,7 +128,7 @@ void render(MergeResult& result, Format format, std::string& out) {
         out += "\n# TYPE ";
         out += escaped_name;
         out.push_back(' ');
-        out += family.type;
+        out += name(family.type);
         out.push_back('\n');
 
         // The text format moves OpenMetrics-only samples into gauges at the end.

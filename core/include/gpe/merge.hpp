@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpe/series_key.hpp"
+#include "gpe/store_kind.hpp"
 #include "gpe/strings.hpp"
 
 namespace gpe {
@@ -31,7 +32,7 @@ struct MergedSample {
 struct MergedFamily {
     std::string name;
     std::string help;
-    std::string type;  // counter, gauge, histogram, summary
+    MetricType type;
     std::vector<MergedSample> samples;
 };
 
@@ -144,10 +145,9 @@ class Merger {
     Merger(const Merger&) = delete;
     Merger& operator=(const Merger&) = delete;
 
-    // The samples of one process's store of one type, as in a file named
-    // {type}_{pid}.db or gauge_{mode}_{pid}.db.
-    void add_source(std::string_view type, std::string_view mode,
-                    const std::vector<SourceSample>& samples, std::string_view origin);
+    // The samples of one process's store, as in a file named {type}_{pid}.db
+    // or gauge_{mode}_{pid}.db.
+    void add_source(Store store, const std::vector<SourceSample>& samples, std::string_view origin);
 
     Diagnostics& diagnostics();
 
@@ -159,8 +159,5 @@ class Merger {
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
-
-bool is_metric_type(std::string_view type);
-bool is_gauge_mode(std::string_view mode);  // all, liveall, min, ..., livemostrecent
 
 }  // namespace gpe
