@@ -96,21 +96,14 @@ struct Store {
     bool operator==(const Store&) const = default;
 };
 
-inline constexpr std::array<Store, 13> kStores = {{
-    {MetricType::counter, GaugeMode::all},
-    {MetricType::histogram, GaugeMode::all},
-    {MetricType::summary, GaugeMode::all},
-    {MetricType::gauge, GaugeMode::all},
-    {MetricType::gauge, GaugeMode::liveall},
-    {MetricType::gauge, GaugeMode::min},
-    {MetricType::gauge, GaugeMode::livemin},
-    {MetricType::gauge, GaugeMode::max},
-    {MetricType::gauge, GaugeMode::livemax},
-    {MetricType::gauge, GaugeMode::sum},
-    {MetricType::gauge, GaugeMode::livesum},
-    {MetricType::gauge, GaugeMode::mostrecent},
-    {MetricType::gauge, GaugeMode::livemostrecent},
-}};
+// Every store: the three other types, then a gauge of each mode.
+inline constexpr std::array<Store, 3 + kGaugeModes.size()> kStores = [] {
+    std::array<Store, 3 + kGaugeModes.size()> out{
+        {{MetricType::counter}, {MetricType::histogram}, {MetricType::summary}}};
+    for (size_t i = 0; i < kGaugeModes.size(); ++i)
+        out[3 + i] = {MetricType::gauge, kGaugeModes[i]};
+    return out;
+}();
 
 constexpr Fold fold_rule(Store store) {
     if (store.type != MetricType::gauge) return Fold::sum;
