@@ -9,14 +9,14 @@ namespace gpe::redis {
 namespace {
 
 // ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
-// key set version key and its new version, and the fold rule of each store
-// ("counter=sum gauge_all=keep ...", from store_kind.hpp; a store not listed
-// is summed, as a counter). Values are kept as the strings the mirror writes; Lua's
+// key set version key and its new version; the last one is the fold rule of
+// each store ("counter=sum gauge_all=keep ...", from store_kind.hpp; a store
+// not listed is summed, as a counter). Values are kept as the strings the mirror writes; Lua's
 // tonumber() does not read inf/nan, so those are taken over as they are.
 constexpr const char* kScript = R"lua(
 local prefix, process, archive, pattern, keyset = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local rules = {}
-for store, rule in string.gmatch(ARGV[7], '(%S+)=(%S+)') do rules[store] = rule end
+for store, rule in string.gmatch(ARGV[#ARGV], '(%S+)=(%S+)') do rules[store] = rule end
 local folded, deleted = 0, 0
 local cursor = '0'
 local keys = {}
