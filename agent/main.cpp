@@ -215,14 +215,15 @@ int main(int argc, char** argv) {
 
     WarningLog warnings;
     gpe::MultiprocessReader files;
-    std::unique_ptr<redis::Reader> redis_reader;
-    if (config.source == "redis")
-        redis_reader = std::make_unique<redis::Reader>(client, config.prefix);
+    std::unique_ptr<gpe::Source> source;
+    if (config.source == "redis") {
+        source = std::make_unique<redis::Reader>(client, config.prefix);
+    } else {
+        source = std::make_unique<gpe::DirectorySource>(files, config.directory);
+    }
     auto render = [&](gpe::Format format) {
         gpe::Diagnostics diagnostics;
-        std::string body = redis_reader
-                               ? redis_reader->render(format, diagnostics)
-                               : files.render_directory(config.directory, format, diagnostics);
+        std::string body = source->render(format, diagnostics);
         warnings.report(diagnostics.warnings);
         return body;
     };

@@ -4,8 +4,8 @@
 #include <cstdint>
 
 #include "fuzz_util.hpp"
-#include "gpe/merge.hpp"
 #include "gpe/multiprocess.hpp"
+#include "gpe/store_kind.hpp"
 
 namespace {
 
@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view path = gpe::fuzz::as_view(data, size);
     const gpe::FileName name = gpe::parse_file_name(path);
     if (name.valid) {
-        GPE_FUZZ_CHECK(gpe::is_metric_type(name.type));
+        GPE_FUZZ_CHECK(gpe::parse_metric_type(name.type) == name.kind.type);
         GPE_FUZZ_CHECK(inside(name.type, path) && inside(name.mode, path) &&
                        inside(name.store, path) && inside(name.process, path) &&
                        inside(name.pid, path));

@@ -13,7 +13,19 @@ nb::list families_to_python(const gpe::MergeResult& result) {
             }
             samples.append(nb::make_tuple((*result.names)[sample.name], labels, sample.value));
         }
-        families.append(nb::make_tuple(family.name, family.help, family.type, samples));
+        families.append(
+            nb::make_tuple(family.name, family.help, std::string(gpe::name(family.type)), samples));
     }
     return families;
+}
+
+nb::tuple render_to_python(gpe::Source& source, bool openmetrics) {
+    std::string body;
+    gpe::Diagnostics diagnostics;
+    {
+        nb::gil_scoped_release release;
+        body = source.render(openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText,
+                             diagnostics);
+    }
+    return nb::make_tuple(nb::bytes(body.data(), body.size()), diagnostics.warnings);
 }

@@ -7,10 +7,9 @@
 // behaviour and error messages stay prometheus_client's own.
 #include "fast_methods.hpp"
 
-#include <time.h>
-
 #include <string>
 
+#include "gpe/clock.hpp"
 #include "gpe/value_store.hpp"
 
 namespace nb = nanobind;
@@ -61,12 +60,6 @@ gpe::Value* native_attr(PyObject* metric, PyObject* name) {
     if (Py_TYPE(obj) == statics.value_type) value = nb::inst_ptr<gpe::Value>(nb::handle(obj));
     Py_DECREF(obj);  // the metric keeps the value alive
     return value;
-}
-
-double unix_time() {
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
 // Runs `op` on the fast path; native code throwing (e.g. the directory
@@ -121,7 +114,8 @@ PyObject* gauge_set(PyObject* original, PyObject* const* args, Py_ssize_t nargs,
     double number = 0.0;
     if (kwnames == nullptr && nargs == 2 && as_number(args[1], number)) {
         if (gpe::Value* value = native_attr(args[0], statics.value)) {
-            return guarded([&] { value->set(number, value->most_recent() ? unix_time() : 0.0); });
+            return guarded(
+                [&] { value->set(number, value->most_recent() ? gpe::unix_time() : 0.0); });
         }
     }
     return fallback(original, args, nargs, kwnames);

@@ -191,40 +191,22 @@ NB_MODULE(_native, m) {
         .def(
             "render_directory",
             [](gpe::MultiprocessReader& self, const std::string& directory, bool openmetrics) {
-                std::string body;
-                gpe::Diagnostics diagnostics;
-                {
-                    nb::gil_scoped_release release;
-                    body = self.render_directory(
-                        directory, openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText,
-                        diagnostics);
-                }
-                return nb::make_tuple(nb::bytes(body.data(), body.size()), diagnostics.warnings);
+                gpe::DirectorySource source(self, directory);
+                return render_to_python(source, openmetrics);
             },
             "directory"_a, "openmetrics"_a = false)
         .def(
             "collect_directory",
             [](gpe::MultiprocessReader& self, const std::string& directory, bool accumulate) {
-                std::optional<gpe::MultiprocessReader::Collected> collected;
-                {
-                    nb::gil_scoped_release release;
-                    collected.emplace(self.collect_directory(directory, accumulate));
-                }
-                return nb::make_tuple(families_to_python(collected->result),
-                                      collected->result.diagnostics.warnings);
+                gpe::DirectorySource source(self, directory);
+                return collected_to_python([&] { return source.collect(accumulate); });
             },
             "directory"_a, "accumulate"_a = true)
         .def(
             "merge_files",
             [](gpe::MultiprocessReader& self, const std::vector<std::string>& paths,
                bool accumulate) {
-                std::optional<gpe::MultiprocessReader::Collected> collected;
-                {
-                    nb::gil_scoped_release release;
-                    collected.emplace(self.merge_files(paths, accumulate));
-                }
-                return nb::make_tuple(families_to_python(collected->result),
-                                      collected->result.diagnostics.warnings);
+                return collected_to_python([&] { return self.merge_files(paths, accumulate); });
             },
             "paths"_a, "accumulate"_a = true);
 

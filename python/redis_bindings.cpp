@@ -353,26 +353,13 @@ void bind_redis(nb::module_& m) {
         .def(
             "render",
             [](redis::Reader& self, bool openmetrics) {
-                std::string body;
-                gpe::Diagnostics diagnostics;
-                {
-                    nb::gil_scoped_release release;
-                    body = self.render(openmetrics ? gpe::Format::kOpenMetrics : gpe::Format::kText,
-                                       diagnostics);
-                }
-                return nb::make_tuple(nb::bytes(body.data(), body.size()), diagnostics.warnings);
+                return render_to_python(self, openmetrics);
             },
             "openmetrics"_a = false)
         .def(
             "collect",
             [](redis::Reader& self, bool accumulate) {
-                std::optional<gpe::Collected> collected;
-                {
-                    nb::gil_scoped_release release;
-                    collected.emplace(self.collect(accumulate));
-                }
-                return nb::make_tuple(families_to_python(collected->result),
-                                      collected->result.diagnostics.warnings);
+                return collected_to_python([&] { return self.collect(accumulate); });
             },
             "accumulate"_a = true)
         .def("stats", [](const redis::Reader& self) {

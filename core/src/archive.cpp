@@ -2,37 +2,17 @@
 
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <system_error>
 #include <vector>
 
 #include "gpe/mmap_file.hpp"
+#include "gpe/store_kind.hpp"
 #include "gpe/strings.hpp"
 
 namespace gpe {
 
 namespace {
-
-enum class Fold { kSum, kMin, kMax, kMostRecent };
-
-struct Foldable {
-    std::string_view prefix;
-    Fold fold;
-};
-
-constexpr std::array<Foldable, 7> kFoldable = {{
-    {"counter", Fold::kSum},
-    {"histogram", Fold::kSum},
-    {"summary", Fold::kSum},
-    {"gauge_sum", Fold::kSum},
-    {"gauge_min", Fold::kMin},
-    {"gauge_max", Fold::kMax},
-    {"gauge_mostrecent", Fold::kMostRecent},
-}};
-
-constexpr std::array<std::string_view, 5> kLiveGaugeModes = {"liveall", "livemin", "livemax",
-                                                             "livesum", "livemostrecent"};
 
 bool file_exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
@@ -56,16 +36,16 @@ void fold_into(MmapFile& archive, const std::vector<Entry>& entries, Fold fold) 
         const bool is_new = archive.find(key) == nullptr;
         double* slot = archive.slot(key);
         switch (fold) {
-            case Fold::kSum:
+            case Fold::sum:
                 slot[0] += value;
                 break;
-            case Fold::kMin:
+            case Fold::min:
                 if (is_new || value < slot[0]) slot[0] = value;
                 break;
-            case Fold::kMax:
+            case Fold::max:
                 if (is_new || value > slot[0]) slot[0] = value;
                 break;
-            case Fold::kMostRecent:
+            case Fold::mostrecent:
                 if (entry_layout() == EntryLayout::kValueOnly) {  // no timestamps to compare
                     slot[0] = value;
                 } else if (timestamp > slot[1]) {
@@ -73,6 +53,9 @@ void fold_into(MmapFile& archive, const std::vector<Entry>& entries, Fold fold) 
                     slot[1] = timestamp;
                 }
                 break;
+            case Fold::keep:
+            case Fold::drop:
+                break;  // never folded
         }
     }
 }
@@ -89,15 +72,16 @@ ArchiveReport mark_process_dead(const std::string& directory, std::string_view p
     const DirectoryLock lock(directory, DirectoryLock::Mode::kExclusive);
 
     const std::string suffix = concat("_", pid, ".db");
-    for (auto mode : kLiveGaugeModes) {
-        const std::string path = concat(directory, "/gauge_", mode, suffix);
-        if (::unlink(path.c_str()) == 0) ++report.removed;
-    }
-
     std::string buffer;
-    for (const auto& [prefix, fold] : kFoldable) {
+    for (const Store store : kStores) {
+        const Fold fold = fold_rule(store);
+        const std::string_view prefix = store_name(store);
         const std::string path = concat(directory, "/", prefix, suffix);
-        if (!file_exists(path)) continue;
+        if (fold == Fold::drop) {
+            if (::unlink(path.c_str()) == 0) ++report.removed;
+            continue;
+        }
+        if (fold == Fold::keep || !file_exists(path)) continue;
         try {
             read_used_region(path, buffer);
             const std::vector<Entry> entries = parse_all(buffer);

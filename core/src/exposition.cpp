@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "gpe/float_format.hpp"
+#include "gpe/strings.hpp"
 
 namespace gpe {
 
@@ -14,43 +15,15 @@ bool is_letter_or_underscore(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 
-// Length of the UTF-8 sequence starting with byte c (1 for a stray byte).
-size_t sequence_length(unsigned char c) {
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) return 2;
-    if ((c & 0xF0) == 0xE0) return 3;
-    if ((c & 0xF8) == 0xF0) return 4;
-    return 1;
-}
-
-void append_escaped_value(std::string& out, std::string_view value) {
-    for (char c : value) {
-        switch (c) {
-            case '\\':
-                out += "\\\\";
-                break;
-            case '\n':
-                out += "\\n";
-                break;
-            case '"':
-                out += "\\\"";
-                break;
-            default:
-                out.push_back(c);
-        }
-    }
-}
-
-void append_help(std::string& out, std::string_view help, bool escape_quotes) {
-    for (char c : help) {
-        if (c == '\\') {
-            out += "\\\\";
-        } else if (c == '\n') {
-            out += "\\n";
-        } else if (c == '"' && escape_quotes) {
-            out += "\\\"";
-        } else {
+// Label values and HELP text: backslash and newline escaped, and double
+// quotes where `quotes` (label values, OpenMetrics HELP).
+void append_escaped(std::string& out, std::string_view text, bool quotes) {
+    for (char c : text) {
+        const std::string_view escape = common_escape(c, quotes);
+        if (escape.empty()) {
             out.push_back(c);
+        } else {
+            out += escape;
         }
     }
 }
@@ -86,7 +59,8 @@ void append_escaped_name(std::string& out, std::string_view name, bool allow_col
     size_t index = 0;  // code point index, as Python's enumerate(str)
     for (size_t i = 0; i < name.size(); ++index) {
         const auto c = static_cast<unsigned char>(name[i]);
-        const size_t len = std::min(sequence_length(c), name.size() - i);
+        // A stray byte counts as one code point (and becomes one '_').
+        const size_t len = std::min(std::max<size_t>(1, utf8_sequence_length(c)), name.size() - i);
         const bool valid = len == 1 && (is_letter_or_underscore(c) || (allow_colon && c == ':') ||
                                         (c >= '0' && c <= '9' && index > 0));
         out.push_back(valid ? static_cast<char>(c) : '_');
@@ -106,7 +80,7 @@ std::string render_labels(const Labels& labels) {
         first = false;
         append_name(out, name, /*allow_colon=*/false);
         out += "=\"";
-        append_escaped_value(out, value);
+        append_escaped(out, value, /*quotes=*/true);
         out.push_back('"');
     }
     out.push_back('}');
@@ -118,17 +92,17 @@ void render(MergeResult& result, Format format, std::string& out) {
     std::string escaped_name;
     for (const MergedFamily& family : result.families) {
         std::string mname = family.name;
-        if (!om && family.type == "counter") mname += "_total";
+        if (!om && family.type == MetricType::counter) mname += "_total";
         escaped_name.clear();
         append_name(escaped_name, mname, /*allow_colon=*/true);
         out += "# HELP ";
         out += escaped_name;
         out.push_back(' ');
-        append_help(out, family.help, /*escape_quotes=*/om);
+        append_escaped(out, family.help, /*quotes=*/om);
         out += "\n# TYPE ";
         out += escaped_name;
         out.push_back(' ');
-        out += family.type;
+        out += name(family.type);
         out.push_back('\n');
 
         // The text format moves OpenMetrics-only samples into gauges at the end.
@@ -157,7 +131,7 @@ void render(MergeResult& result, Format format, std::string& out) {
             escaped_name.clear();
             append_name(escaped_name, family.name + suffix, /*allow_colon=*/true);
             out += "# HELP " + escaped_name + " ";
-            append_help(out, family.help, false);
+            append_escaped(out, family.help, /*quotes=*/false);
             out += "\n# TYPE " + escaped_name + " gauge\n";
             out += lines;
         }

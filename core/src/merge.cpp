@@ -4,138 +4,9 @@
 #include <map>
 #include <unordered_map>
 
-#include "gpe/exposition.hpp"
 #include "gpe/float_format.hpp"
 
 namespace gpe {
-
-namespace {
-
-LabelViews views_of(const Labels& labels) {
-    LabelViews out;
-    out.reserve(labels.size() + 1);
-    for (const auto& [name, value] : labels) out.emplace_back(name, value);
-    return out;
-}
-
-LabelViews without(const LabelViews& labels, std::string_view name) {
-    LabelViews out;
-    out.reserve(labels.size());
-    for (const auto& label : labels) {
-        if (label.first != name) out.push_back(label);
-    }
-    return out;
-}
-
-void append_sized(std::string& out, std::string_view s) {
-    const auto n = static_cast<uint32_t>(s.size());
-    out.append(reinterpret_cast<const char*>(&n), sizeof n);
-    out.append(s);
-}
-
-bool is_aggregated_gauge_mode(std::string_view mode) {
-    return mode == "min" || mode == "livemin" || mode == "max" || mode == "livemax" ||
-           mode == "sum" || mode == "livesum" || mode == "mostrecent" || mode == "livemostrecent";
-}
-
-}  // namespace
-
-bool is_gauge_mode(std::string_view mode) {
-    return mode == "all" || mode == "liveall" || is_aggregated_gauge_mode(mode);
-}
-
-bool is_metric_type(std::string_view type) {
-    return type == "counter" || type == "gauge" || type == "histogram" || type == "summary";
-}
-
-// ---- interning ----
-
-uint32_t LabelSets::intern(const LabelViews& labels) {
-    scratch_.clear();
-    for (const auto& [name, value] : labels) {
-        append_sized(scratch_, name);
-        append_sized(scratch_, value);
-    }
-    if (auto it = index_.find(std::string_view(scratch_)); it != index_.end()) return it->second;
-    const auto id = static_cast<uint32_t>(sets_.size());
-    Set set;
-    set.labels.reserve(labels.size());
-    for (const auto& [name, value] : labels) set.labels.emplace_back(name, value);
-    sets_.push_back(std::move(set));
-    index_.emplace(scratch_, id);
-    return id;
-}
-
-const std::string& LabelSets::rendered(uint32_t id) {
-    Set& set = sets_[id];
-    if (!set.has_rendered) {
-        set.rendered = render_labels(set.labels);
-        set.has_rendered = true;
-    }
-    return set.rendered;
-}
-
-void LabelSets::clear() {
-    sets_.clear();
-    index_.clear();
-}
-
-uint32_t Names::intern(std::string_view name) {
-    if (auto it = index_.find(name); it != index_.end()) return it->second;
-    const auto id = static_cast<uint32_t>(names_.size());
-    names_.emplace_back(name);
-    index_.emplace(std::string(name), id);
-    return id;
-}
-
-void Names::clear() {
-    names_.clear();
-    index_.clear();
-}
-
-// ---- series cache ----
-
-SeriesCache::SeriesCache() = default;
-SeriesCache::~SeriesCache() = default;
-
-SeriesCache::Key* SeriesCache::lookup(std::string_view json) {
-    if (auto it = keys_.find(json); it != keys_.end()) return it->second.get();
-    auto key = std::make_unique<Key>();
-    key->key = decode_series_key(json);  // throws std::invalid_argument
-    const LabelViews labels = views_of(key->key.labels);
-    for (const auto& [name, value] : labels) {
-        if (name == "le") {
-            key->has_le = true;
-            key->le = parse_python_float(value);
-            break;
-        }
-    }
-    key->name_id = names.intern(key->key.sample_name);
-    key->labels_id = label_sets.intern(labels);
-    key->without_pid_id = label_sets.intern(without(labels, "pid"));
-    key->without_le_id = key->has_le ? label_sets.intern(without(labels, "le")) : key->labels_id;
-    Key* raw = key.get();
-    auto [it, inserted] = keys_.emplace(std::string(json), std::move(key));
-    raw->json = it->first;  // node-based map: the string stays put
-    return raw;
-}
-
-uint32_t SeriesCache::labels_with_pid(const Key& key, std::string_view pid) {
-    LabelViews labels = views_of(key.key.labels);
-    labels.emplace_back("pid", pid);
-    return label_sets.intern(labels);
-}
-
-void SeriesCache::trim(size_t series_in_use) {
-    if (keys_.size() > 2 * series_in_use + 10000 || label_sets.size() > 4 * series_in_use + 10000) {
-        keys_.clear();
-        label_sets.clear();
-        names.clear();
-        ++generation_;
-    }
-}
-
-// ---- merge ----
 
 namespace {
 
@@ -151,8 +22,8 @@ uint64_t next_epoch() {
 struct FamilyBuild {
     std::string name;
     std::string help;
-    std::string type;
-    uint32_t mode = kNoLabels;  // name id of the last gauge store's mode, as prometheus_client
+    MetricType type;
+    GaugeMode mode = GaugeMode::all;  // the last gauge store's, as prometheus_client
     std::vector<SourceSample> raw;
 };
 
@@ -200,6 +71,112 @@ class OrderedSamples {
     std::vector<std::vector<uint32_t>> groups_;
 };
 
+// prometheus_client's merge() of one family: gauges by their mode, histogram
+// buckets by upper bound, everything else added up.
+class FamilyMerge {
+  public:
+    FamilyMerge(SeriesCache& cache, Diagnostics& diagnostics, const FamilyBuild& family)
+        : names_(cache.names),
+          sets_(cache.label_sets),
+          diagnostics_(diagnostics),
+          family_(family) {}
+
+    void add(const SourceSample& r) {
+        if (family_.type == MetricType::gauge) {
+            add_gauge(r);
+        } else {
+            add_other(r);
+        }
+    }
+
+    std::vector<MergedSample> finish(bool accumulate) {
+        if (family_.type == MetricType::histogram) add_buckets(accumulate);
+        return samples_.flatten();
+    }
+
+  private:
+    void add_gauge(const SourceSample& r) {
+        const Key& k = *r.key;
+        const GaugeMode mode = family_.mode;
+        const uint32_t labels = is_aggregated(mode)         ? k.without_pid_id
+                                : r.pid_labels != kNoLabels ? r.pid_labels
+                                                            : k.labels_id;
+        switch (base_mode(mode)) {
+            case GaugeMode::min:
+            case GaugeMode::max: {
+                double& current = samples_.at(labels, k.name_id, labels, r.value);
+                const bool min = base_mode(mode) == GaugeMode::min;
+                if (min ? r.value < current : r.value > current) current = r.value;
+                break;
+            }
+            case GaugeMode::sum:
+                samples_.at(labels, k.name_id, labels, 0.0) += r.value;
+                break;
+            case GaugeMode::mostrecent: {
+                double& latest = timestamps_[EntryKey{labels, k.name_id, labels}];
+                if (latest < r.timestamp) {
+                    samples_.at(labels, k.name_id, labels, 0.0) = r.value;
+                    latest = r.timestamp;
+                }
+                break;
+            }
+            default:  // all, liveall
+                samples_.at(labels, k.name_id, labels, 0.0) = r.value;
+        }
+    }
+
+    void add_other(const SourceSample& r) {
+        const Key& k = *r.key;
+        uint32_t labels = k.labels_id;
+        uint32_t without_le = k.without_le_id;
+        if (r.pid_labels != kNoLabels) {  // a gauge store's sample in a family of another type
+            labels = r.pid_labels;
+            without_le = sets_.intern(without_label(label_views(sets_.labels(labels)), "le"));
+        }
+        if (family_.type == MetricType::histogram && k.has_le) {
+            if (!k.le) {
+                diagnostics_.warn(concat("skipped a bucket of ", family_.name,
+                                         " whose le label is not a number"));
+                return;
+            }
+            auto [b, is_new] = bucket_index_.try_emplace(without_le, buckets_.size());
+            if (is_new) buckets_.emplace_back(without_le, std::map<double, double>{});
+            buckets_[b->second].second[*k.le] += r.value;
+            return;
+        }
+        samples_.at(labels, k.name_id, labels, 0.0) += r.value;
+    }
+
+    void add_buckets(bool accumulate) {
+        const uint32_t bucket_name = names_.intern(family_.name + "_bucket");
+        const uint32_t count_name = names_.intern(family_.name + "_count");
+        for (const auto& [group, bounds] : buckets_) {
+            double acc = 0.0;
+            LabelViews labels = label_views(sets_.labels(group));
+            labels.emplace_back("le", std::string_view());
+            for (const auto& [bound, value] : bounds) {
+                if (bound != bound) continue;  // NaN has no place in the order
+                const std::string le = go_float(bound);
+                labels.back().second = le;
+                acc += value;
+                samples_.at(group, bucket_name, sets_.intern(labels), 0.0) =
+                    accumulate ? acc : value;
+            }
+            if (accumulate) samples_.at(group, count_name, group, 0.0) = acc;
+        }
+    }
+
+    Names& names_;
+    LabelSets& sets_;
+    Diagnostics& diagnostics_;
+    const FamilyBuild& family_;
+    OrderedSamples samples_;
+    std::unordered_map<EntryKey, double, EntryKeyHash> timestamps_;  // mostrecent modes
+    // buckets[labels without le][upper bound] += value; groups in insertion order
+    std::vector<std::pair<uint32_t, std::map<double, double>>> buckets_;
+    std::unordered_map<uint32_t, size_t> bucket_index_;
+};
+
 }  // namespace
 
 struct Merger::Impl {
@@ -218,11 +195,10 @@ Merger::~Merger() = default;
 
 Diagnostics& Merger::diagnostics() { return impl_->result.diagnostics; }
 
-void Merger::add_source(std::string_view type, std::string_view mode,
-                        const std::vector<SourceSample>& samples, std::string_view origin) {
+void Merger::add_source(Store store, const std::vector<SourceSample>& samples,
+                        std::string_view origin) {
     Impl& m = *impl_;
-    const bool gauge = type == "gauge";
-    const uint32_t mode_id = gauge ? m.cache.names.intern(mode) : kNoLabels;
+    const bool gauge = store.type == MetricType::gauge;
     for (const SourceSample& sample : samples) {
         Key& key = *sample.key;
         if (key.epoch != m.epoch) {
@@ -234,96 +210,24 @@ void Merger::add_source(std::string_view type, std::string_view mode,
             auto [it, is_new] = m.family_index.try_emplace(
                 key.key.metric_name, static_cast<uint32_t>(m.families.size()));
             if (is_new) {
-                m.families.push_back(FamilyBuild{
-                    key.key.metric_name, key.key.help, std::string(type), kNoLabels, {}});
+                m.families.push_back(
+                    FamilyBuild{key.key.metric_name, key.key.help, store.type, GaugeMode::all, {}});
             }
             key.family = it->second;
             key.epoch = m.epoch;
         }
         FamilyBuild& family = m.families[key.family];
-        if (gauge) family.mode = mode_id;
+        if (gauge) family.mode = store.mode;
         family.raw.push_back(sample);
     }
 }
 
 void Merger::Impl::merge_family(FamilyBuild& family, bool accumulate) {
-    Names& names = cache.names;
-    LabelSets& sets = cache.label_sets;
-    OrderedSamples samples;
-    const std::string_view mode =
-        family.mode == kNoLabels ? std::string_view() : std::string_view(names[family.mode]);
-    const bool gauge = family.type == "gauge";
-    const bool histogram = family.type == "histogram";
-    const bool aggregated = gauge && is_aggregated_gauge_mode(mode);
-    const bool min_mode = mode == "min" || mode == "livemin";
-    const bool max_mode = mode == "max" || mode == "livemax";
-    const bool sum_mode = mode == "sum" || mode == "livesum";
-    std::unordered_map<EntryKey, double, EntryKeyHash> timestamps;  // mostrecent modes
-    // buckets[labels without le][upper bound] += value; groups in insertion order
-    std::vector<std::pair<uint32_t, std::map<double, double>>> buckets;
-    std::unordered_map<uint32_t, size_t> bucket_index;
-
-    for (const SourceSample& r : family.raw) {
-        const Key& k = *r.key;
-        if (gauge) {
-            const uint32_t labels = aggregated                  ? k.without_pid_id
-                                    : r.pid_labels != kNoLabels ? r.pid_labels
-                                                                : k.labels_id;
-            if (min_mode || max_mode) {
-                double& current = samples.at(labels, k.name_id, labels, r.value);
-                if (min_mode ? r.value < current : r.value > current) current = r.value;
-            } else if (sum_mode) {
-                samples.at(labels, k.name_id, labels, 0.0) += r.value;
-            } else if (aggregated) {  // mostrecent, livemostrecent
-                double& latest = timestamps[EntryKey{labels, k.name_id, labels}];
-                if (latest < r.timestamp) {
-                    samples.at(labels, k.name_id, labels, 0.0) = r.value;
-                    latest = r.timestamp;
-                }
-            } else {  // all, liveall
-                samples.at(labels, k.name_id, labels, 0.0) = r.value;
-            }
-            continue;
-        }
-        uint32_t labels = k.labels_id;
-        uint32_t without_le = k.without_le_id;
-        if (r.pid_labels != kNoLabels) {  // a gauge store's sample in a family of another type
-            labels = r.pid_labels;
-            without_le = sets.intern(without(views_of(sets.labels(labels)), "le"));
-        }
-        if (histogram && k.has_le) {
-            if (!k.le) {
-                result.diagnostics.warn(
-                    concat("skipped a bucket of ", family.name, " whose le label is not a number"));
-                continue;
-            }
-            auto [b, is_new] = bucket_index.try_emplace(without_le, buckets.size());
-            if (is_new) buckets.emplace_back(without_le, std::map<double, double>{});
-            buckets[b->second].second[*k.le] += r.value;
-            continue;
-        }
-        samples.at(labels, k.name_id, labels, 0.0) += r.value;
-    }
-
-    if (histogram) {
-        const uint32_t bucket_name = names.intern(family.name + "_bucket");
-        const uint32_t count_name = names.intern(family.name + "_count");
-        for (const auto& [group, bounds] : buckets) {
-            double acc = 0.0;
-            LabelViews labels = views_of(sets.labels(group));
-            labels.emplace_back("le", std::string_view());
-            for (const auto& [bound, value] : bounds) {
-                if (bound != bound) continue;  // NaN has no place in the order
-                const std::string le = go_float(bound);
-                labels.back().second = le;
-                acc += value;
-                samples.at(group, bucket_name, sets.intern(labels), 0.0) = accumulate ? acc : value;
-            }
-            if (accumulate) samples.at(group, count_name, group, 0.0) = acc;
-        }
-    }
+    FamilyMerge merge(cache, result.diagnostics, family);
+    for (const SourceSample& r : family.raw) merge.add(r);
+    std::vector<MergedSample> samples = merge.finish(accumulate);
     result.families.push_back(MergedFamily{std::move(family.name), std::move(family.help),
-                                           std::move(family.type), samples.flatten()});
+                                           family.type, std::move(samples)});
 }
 
 MergeResult Merger::finish(bool accumulate) {

@@ -54,18 +54,6 @@ void set_entry_layout(EntryLayout value) { layout.store(value, std::memory_order
 
 EntryLayout entry_layout() { return layout.load(std::memory_order_relaxed); }
 
-FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
-    if (this != &other) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = other.release();
-    }
-    return *this;
-}
-
-FileDescriptor::~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-}
-
 Mapping::Mapping(int fd, size_t size) : size_(size) {
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) throw_errno("mmap");

@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "gpe/mmap_file.hpp"
+#include "gpe/source.hpp"
 
 namespace gpe {
 
@@ -40,13 +41,13 @@ FileName parse_file_name(std::string_view path) {
     }
     FileName name;
     name.type = parts[0];
-    if (!is_metric_type(name.type) || parts.size() < 2 ||
-        (name.type == "gauge" && parts.size() < 3)) {
-        return name;
-    }
-    const bool gauge = name.type == "gauge";
+    const std::optional<MetricType> type = parse_metric_type(name.type);
+    const bool gauge = type == MetricType::gauge;
+    if (!type || parts.size() < 2 || (gauge && parts.size() < 3)) return name;
+    name.kind.type = *type;
     if (gauge) {
         name.mode = parts[1];
+        name.kind.mode = parse_gauge_mode(name.mode).value_or(GaugeMode::all);
         // parts[2][:-3], as prometheus_client: the pid without ".db"
         name.pid = parts[2].substr(0, parts[2].size() >= 3 ? parts[2].size() - 3 : 0);
     }
@@ -125,7 +126,7 @@ bool MultiprocessReader::Impl::read_file(const std::string& path, const FileName
         file.entries.clear();
     }
     file.last_used = scrapes;
-    const bool gauge = name.type == "gauge";
+    const bool gauge = name.kind.type == MetricType::gauge;
     samples.clear();
     size_t index = 0;
     try {
@@ -167,7 +168,7 @@ MergeResult MultiprocessReader::Impl::merge(const std::vector<std::string>& path
         }
         if (!read_file(path, name, merger.diagnostics())) continue;
         series += samples.size();
-        merger.add_source(name.type, name.mode, samples, path);
+        merger.add_source(name.kind, samples, path);
     }
     std::erase_if(files, [this](const auto& item) { return item.second.last_used != scrapes; });
     last_series = series;
@@ -194,11 +195,7 @@ MultiprocessReader::Collected MultiprocessReader::collect_directory(const std::s
 
 std::string MultiprocessReader::render_directory(const std::string& directory, Format format,
                                                  Diagnostics& diagnostics) {
-    Collected collected = collect_directory(directory);
-    std::string out;
-    render(collected.result, format, out);
-    diagnostics = std::move(collected.result.diagnostics);
-    return out;
+    return DirectorySource(*this, directory).render(format, diagnostics);
 }
 
 }  // namespace gpe

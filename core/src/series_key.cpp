@@ -6,90 +6,80 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "gpe/strings.hpp"
+
 namespace gpe {
 
 namespace {
 
-// Appends `text` as a JSON string literal with ensure_ascii=True escaping.
-void append_json_string(std::string& out, std::string_view text) {
+void append_u16_escape(std::string& out, uint32_t unit) {
     static constexpr char hex[] = "0123456789abcdef";
-    auto append_u16 = [&out](uint32_t unit) {
-        out += "\\u";
-        for (int shift = 12; shift >= 0; shift -= 4) out.push_back(hex[(unit >> shift) & 0xF]);
-    };
-    out.push_back('"');
-    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-    const auto* end = p + text.size();
-    while (p < end) {
-        const unsigned char c = *p;
-        if (c < 0x80) {
-            switch (c) {
-                case '"':
-                    out += "\\\"";
-                    break;
-                case '\\':
-                    out += "\\\\";
-                    break;
-                case '\n':
-                    out += "\\n";
-                    break;
-                case '\r':
-                    out += "\\r";
-                    break;
-                case '\t':
-                    out += "\\t";
-                    break;
-                case '\b':
-                    out += "\\b";
-                    break;
-                case '\f':
-                    out += "\\f";
-                    break;
-                default:
-                    // Python escapes everything outside ' '..'~', DEL included.
-                    if (c < 0x20 || c == 0x7f) {
-                        append_u16(c);
-                    } else {
-                        out.push_back(static_cast<char>(c));
-                    }
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out.push_back(hex[(unit >> shift) & 0xF]);
+}
+
+// An ASCII character as json.dumps writes it.
+void append_json_ascii(std::string& out, char c) {
+    if (const std::string_view escape = common_escape(c, /*quotes=*/true); !escape.empty()) {
+        out += escape;
+        return;
+    }
+    switch (c) {
+        case '\r':
+            out += "\\r";
+            break;
+        case '\t':
+            out += "\\t";
+            break;
+        case '\b':
+            out += "\\b";
+            break;
+        case '\f':
+            out += "\\f";
+            break;
+        default:
+            // Python escapes everything outside ' '..'~', DEL included.
+            if (c < 0x20 || c == 0x7f) {
+                append_u16_escape(out, static_cast<unsigned char>(c));
+            } else {
+                out.push_back(c);
             }
-            ++p;
+    }
+}
+
+// A code point past ASCII as ensure_ascii writes it: \uXXXX, a surrogate
+// pair above U+FFFF.
+void append_json_non_ascii(std::string& out, uint32_t cp) {
+    if (cp >= 0x10000) {
+        cp -= 0x10000;
+        append_u16_escape(out, 0xD800 + (cp >> 10));
+        append_u16_escape(out, 0xDC00 + (cp & 0x3FF));
+    } else {
+        append_u16_escape(out, cp);
+    }
+}
+
+// Appends `text` as a JSON string literal with ensure_ascii=True escaping.
+// Invalid UTF-8 throws: accepting it would write a key that decodes to
+// other text.
+void append_json_string(std::string& out, std::string_view text) {
+    out.push_back('"');
+    for (size_t i = 0; i < text.size();) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c < 0x80) {
+            append_json_ascii(out, static_cast<char>(c));
+            ++i;
             continue;
         }
-        int extra = 0;
-        uint32_t cp = 0;
-        if ((c & 0xE0) == 0xC0) {
-            extra = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            extra = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            throw std::invalid_argument("invalid UTF-8 in series key");
+        const std::optional<CodePoint> cp = decode_utf8(text.substr(i));
+        if (!cp) {
+            const size_t len = utf8_sequence_length(c);
+            throw std::invalid_argument(len != 0 && text.size() - i < len
+                                            ? "truncated UTF-8 in series key"
+                                            : "invalid UTF-8 in series key");
         }
-        if (end - p <= extra) throw std::invalid_argument("truncated UTF-8 in series key");
-        for (int i = 1; i <= extra; ++i) {
-            if ((p[i] & 0xC0) != 0x80) throw std::invalid_argument("invalid UTF-8 in series key");
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        // Overlong forms, surrogates and code points past U+10FFFF are not
-        // UTF-8 either: Python's strings never hold them, and accepting them
-        // would write a key that decodes to other text.
-        static constexpr uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
-        if (cp < kMinimum[extra] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) {
-            throw std::invalid_argument("invalid UTF-8 in series key");
-        }
-        p += extra + 1;
-        if (cp >= 0x10000) {
-            cp -= 0x10000;
-            append_u16(0xD800 + (cp >> 10));
-            append_u16(0xDC00 + (cp & 0x3FF));
-        } else {
-            append_u16(cp);
-        }
+        append_json_non_ascii(out, cp->value);
+        i += cp->length;
     }
     out.push_back('"');
 }

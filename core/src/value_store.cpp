@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -12,13 +11,11 @@
 #include <stdexcept>
 #include <utility>
 
+#include "gpe/store_kind.hpp"
+
 namespace gpe {
 
 namespace {
-
-constexpr std::array<std::string_view, 10> kGaugeModes = {
-    "all",     "liveall", "min",     "livemin",    "max",
-    "livemax", "sum",     "livesum", "mostrecent", "livemostrecent"};
 
 // Whether `path` is memory-mapped in this process (by anyone).
 bool mapped_by_this_process(const std::string& path) {
@@ -39,16 +36,18 @@ bool mapped_by_this_process(const std::string& path) {
 }  // namespace
 
 std::string file_prefix_for(std::string_view type, std::string_view multiprocess_mode) {
-    if (type == "counter" || type == "histogram" || type == "summary") return std::string(type);
-    if (type != "gauge") {
+    const std::optional<MetricType> metric_type = parse_metric_type(type);
+    if (!metric_type) {
         throw std::invalid_argument("metric type '" + std::string(type) +
                                     "' cannot be stored in multiprocess files");
     }
-    for (auto mode : kGaugeModes) {
-        if (mode == multiprocess_mode) return "gauge_" + std::string(multiprocess_mode);
+    if (metric_type != MetricType::gauge) return std::string(type);
+    const std::optional<GaugeMode> mode = parse_gauge_mode(multiprocess_mode);
+    if (!mode) {
+        throw std::invalid_argument("invalid multiprocess mode '" + std::string(multiprocess_mode) +
+                                    "'");
     }
-    throw std::invalid_argument("invalid multiprocess mode '" + std::string(multiprocess_mode) +
-                                "'");
+    return std::string(store_name(Store{MetricType::gauge, *mode}));
 }
 
 ValueStore& ValueStore::instance() {
@@ -322,7 +321,7 @@ Value::Value(std::string prefix, std::string key, std::shared_ptr<ProcessIdentit
     : prefix_(std::move(prefix)),
       key_(std::move(key)),
       identity_(std::move(identity)),
-      most_recent_(prefix_.ends_with("mostrecent")) {
+      most_recent_(has_timestamp(parse_store(prefix_).value_or(Store{}))) {
     rebind();
     index_ = identity_->add(this);
 }

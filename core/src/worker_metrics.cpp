@@ -1,12 +1,12 @@
 #include "gpe/worker_metrics.hpp"
 
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <stdexcept>
 
+#include "gpe/clock.hpp"
 #include "gpe/process_stats.hpp"
 
 namespace gpe {
@@ -73,10 +73,7 @@ void ResourceSampler::sample() {
     if (values_.open_fds) values_.open_fds->set(stats.open_fds, 0);
     if (values_.threads) values_.threads->set(stats.threads, 0);
     if (values_.uptime_seconds) {
-        timeval tv{};
-        ::gettimeofday(&tv, nullptr);
-        const double wall = static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-        values_.uptime_seconds->set(std::max(0.0, wall - stats.start_time), 0);
+        values_.uptime_seconds->set(std::max(0.0, unix_time() - stats.start_time), 0);
     }
     if (values_.cpu_percent && last_cpu_ >= 0) {
         const double elapsed = std::chrono::duration<double>(now - last_time_).count();

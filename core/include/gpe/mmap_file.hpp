@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gpe/file_descriptor.hpp"
 #include "gpe/strings.hpp"
 
 namespace gpe {
@@ -62,27 +63,6 @@ FileIdentity read_used_region(const std::string& path, std::string& buffer);
 // FormatError, naming the offset, for an entry that runs past the end.
 template <typename Fn>
 void for_each_entry(std::string_view data, Fn&& fn);
-
-// An owned file descriptor.
-class FileDescriptor {
-  public:
-    FileDescriptor() = default;
-    explicit FileDescriptor(int fd) : fd_(fd) {}
-    FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.release()) {}
-    FileDescriptor& operator=(FileDescriptor&& other) noexcept;
-    FileDescriptor(const FileDescriptor&) = delete;
-    FileDescriptor& operator=(const FileDescriptor&) = delete;
-    ~FileDescriptor();
-    int get() const { return fd_; }
-    int release() {
-        int fd = fd_;
-        fd_ = -1;
-        return fd;
-    }
-
-  private:
-    int fd_ = -1;
-};
 
 // An owned shared memory mapping.
 class Mapping {

@@ -11,6 +11,7 @@
 #include "gpe/exposition.hpp"
 #include "gpe/merge.hpp"
 #include "gpe/mmap_file.hpp"
+#include "gpe/store_kind.hpp"
 
 namespace gpe {
 
@@ -21,6 +22,9 @@ struct FileName {
     std::string_view store;    // the part before the process: type, or gauge_{mode}
     std::string_view process;  // the rest without ".db" (the pid, or "archive")
     std::string_view pid;      // a gauge's pid label, derived as prometheus_client does
+    // How it merges: a gauge of a mode that is not one merges as `all`, as
+    // prometheus_client's merge treats it.
+    Store kind;
     bool valid = false;
 };
 FileName parse_file_name(std::string_view path);
@@ -50,7 +54,7 @@ class MultiprocessReader {
     // prometheus_client's MultiProcessCollector.merge(files, accumulate).
     Collected merge_files(const std::vector<std::string>& paths, bool accumulate = true);
 
-    // collect_directory + render, in one call.
+    // DirectorySource(*this, directory).render(...), in one call.
     std::string render_directory(const std::string& directory, Format format,
                                  Diagnostics& diagnostics);
 

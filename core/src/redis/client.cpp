@@ -1,9 +1,9 @@
 #include "gpe/redis/client.hpp"
 
-#include <time.h>
-
 #include <algorithm>
 #include <charconv>
+
+#include "gpe/clock.hpp"
 
 namespace gpe::redis {
 
@@ -11,12 +11,6 @@ namespace {
 
 constexpr double kFirstBackoff = 0.1;
 constexpr double kMaxBackoff = 30.0;
-
-double local_time() {
-    timespec ts{};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
 
 }  // namespace
 
@@ -94,7 +88,7 @@ double Client::server_time() {
     } catch (const Error&) {
         // fall through to the local clock, as the seed does
     }
-    return local_time();
+    return unix_time();
 }
 
 uint64_t Client::connection_epoch() const {

@@ -1,6 +1,7 @@
 #include "gpe/redis/fold.hpp"
 
 #include "gpe/redis/layout.hpp"
+#include "gpe/store_kind.hpp"
 #include "gpe/strings.hpp"
 
 namespace gpe::redis {
@@ -9,12 +10,17 @@ namespace {
 
 // ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
 // key set version key and its new version, then the layout's names (the
-// data types metric and meta, the hash fields: layout.hpp). Values are kept as the strings the
-// mirror writes; Lua's tonumber() does not read inf/nan, so those are taken over as they are.
+// data types metric and meta, the hash fields: layout.hpp); the last one is
+// the fold rule of each store ("counter=sum gauge_all=keep ...", from
+// store_kind.hpp; a store not listed is summed, as a counter). Values are kept
+// as the strings the mirror writes; Lua's tonumber() does not read inf/nan, so
+// those are taken over as they are.
 constexpr const char* kScript = R"lua(
 local prefix, process, archive, pattern, keyset = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local METRIC, META = ARGV[7], ARGV[8]
 local VALUE, STAMP, ORIGINAL, TYP, MODE = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local rules = {}
+for store, rule in string.gmatch(ARGV[#ARGV], '(%S+)=(%S+)') do rules[store] = rule end
 local folded, deleted = 0, 0
 local cursor = '0'
 local keys = {}
@@ -63,18 +69,19 @@ for _, key in ipairs(keys) do
       skipped[#skipped + 1] = bad .. ': ' .. tostring(why)
     else
     local value, stamp = pair[1], pair[2]
-    local keep = store == 'gauge_all'
-    local live = string.sub(store, 1, 10) == 'gauge_live'
+    local rule = rules[store] or 'sum'
+    local keep = rule == 'keep'
+    local live = rule == 'drop'
     if not keep and not live and value then
       local old, old_stamp = old_pair[1], old_pair[2]
       local new, new_stamp = value, stamp or '0'
       local v, o = tonumber(value), tonumber(old or '')
       if old then
-        if store == 'gauge_max' then
+        if rule == 'max' then
           if not (v and o and v <= o) then new = value else new = old end
-        elseif store == 'gauge_min' then
+        elseif rule == 'min' then
           if not (v and o and v >= o) then new = value else new = old end
-        elseif store == 'gauge_mostrecent' then
+        elseif rule == 'mostrecent' then
           if (tonumber(stamp or '0') or 0) > (tonumber(old_stamp or '0') or 0) then
             new, new_stamp = value, stamp
           else
@@ -110,6 +117,16 @@ redis.call('SET', keyset, ARGV[6])
 return {folded, deleted, skipped}
 )lua";
 
+// "counter=sum histogram=sum ... gauge_livemostrecent=drop"
+std::string fold_rules() {
+    std::string out;
+    for (const Store store : kStores) {
+        if (!out.empty()) out.push_back(' ');
+        out += concat(store_name(store), "=", name(fold_rule(store)));
+    }
+    return out;
+}
+
 }  // namespace
 
 FoldReport fold_process(Client& client, const std::string& prefix, const std::string& process,
@@ -118,7 +135,8 @@ FoldReport fold_process(Client& client, const std::string& prefix, const std::st
         {"EVAL", kScript, "0", prefix, process, archive, key_pattern(prefix, "*", process, kMetric),
          keyset_key(prefix), new_keyset_version(), std::string(kMetric), std::string(kMeta),
          std::string(field::kValue), std::string(field::kTimestamp),
-         std::string(field::kOriginalKey), std::string(field::kTyp), std::string(field::kMode)});
+         std::string(field::kOriginalKey), std::string(field::kTyp), std::string(field::kMode),
+         fold_rules()});
     FoldReport report;
     if (reply.type == Reply::Type::kArray && reply.elements.size() == 3) {
         report.folded = reply.elements[0].integer;

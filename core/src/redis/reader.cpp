@@ -52,12 +52,19 @@ return out
 // What the read script answers for a key that is not a hash.
 constexpr std::string_view kWrongType = "\1wrongtype";
 
-// Only mostrecent gauges need their timestamps to be merged.
-bool needs_timestamp(std::string_view store) { return store.ends_with("mostrecent"); }
+// The store a key names: gauge_{mode}, or a type followed by anything (a
+// foreign `counter_x` has always been read as a counter).
+std::optional<Store> store_of(std::string_view store) {
+    const std::optional<MetricType> type = parse_metric_type(store.substr(0, store.find('_')));
+    if (!type) return std::nullopt;
+    if (*type != MetricType::gauge) return Store{*type, GaugeMode::all};
+    return parse_store(store);
+}
 
 struct Found {
     std::string key;
     KeyParts parts;  // views into `key`
+    Store store;
 };
 
 }  // namespace
@@ -132,18 +139,16 @@ struct Reader::Impl {
                         concat("SCAN of ", match, " listed more than ", std::to_string(max_bytes),
                                " bytes of keys (twice REDIS_MAX_REPLY_BYTES); refused"));
                 }
-                Found item{element.str, {}};
+                Found item{element.str, {}, {}};
                 const auto parts = parse_key(item.key, prefix);
-                const std::string_view store = parts ? parts->store : std::string_view();
-                const std::string_view type = store.substr(0, store.find('_'));
-                if (!parts || parts->data_type != kMetric || !is_metric_type(type) ||
-                    (type == "gauge" && (store.size() <= type.size() ||
-                                         !is_gauge_mode(store.substr(type.size() + 1))))) {
+                const auto store = parts ? store_of(parts->store) : std::nullopt;
+                if (!parts || parts->data_type != kMetric || !store) {
                     diagnostics.warn(concat("skipped Redis key ", element.str,
                                             ": not of the layout ", prefix,
                                             ":{type}_{mode}:{pid}@{instance}:metric:{hash}"));
                     continue;
                 }
+                item.store = *store;
                 found.push_back(std::move(item));
             }
         } while (cursor != "0");
@@ -181,11 +186,11 @@ struct Reader::Impl {
             const size_t end = std::min(found.size(), start + kKeysPerScript);
             std::vector<size_t> order;
             for (size_t i = start; i < end; ++i) {
-                if (!needs_timestamp(found[i].parts.store)) order.push_back(i);
+                if (!has_timestamp(found[i].store)) order.push_back(i);
             }
             const size_t plain = order.size();
             for (size_t i = start; i < end; ++i) {
-                if (needs_timestamp(found[i].parts.store)) order.push_back(i);
+                if (has_timestamp(found[i].store)) order.push_back(i);
             }
             Command eval{"EVAL", kReadScript, std::to_string(order.size() + 1)};
             for (size_t i : order) eval.push_back(found[i].key);
@@ -218,7 +223,7 @@ struct Reader::Impl {
                 pair.type = Reply::Type::kArray;
                 pair.elements.resize(2);
                 if (at < batch.elements.size()) pair.elements[0] = std::move(batch.elements[at++]);
-                if (needs_timestamp(found[i].parts.store) && at < batch.elements.size()) {
+                if (has_timestamp(found[i].store) && at < batch.elements.size()) {
                     pair.elements[1] = std::move(batch.elements[at++]);
                 }
             }
@@ -303,9 +308,8 @@ struct Reader::Impl {
         size_t series = 0;
         for (size_t at = 0; at < order.size();) {
             const KeyParts& group = found[order[at]].parts;
-            const std::string_view type = group.store.substr(0, group.store.find('_'));
-            const std::string_view mode =
-                type == "gauge" ? group.store.substr(type.size() + 1) : std::string_view();
+            const Store store = found[order[at]].store;
+            const bool gauge = store.type == MetricType::gauge;
             samples.clear();
             size_t end = at;
             for (; end < order.size(); ++end) {
@@ -330,13 +334,13 @@ struct Reader::Impl {
                         concat("skipped Redis key ", item.key, ": value is not a number"));
                     continue;
                 }
-                const Resolved* resolution = resolve(item, type == "gauge", merger.diagnostics());
+                const Resolved* resolution = resolve(item, gauge, merger.diagnostics());
                 if (resolution == nullptr) continue;
                 samples.push_back(
                     SourceSample{resolution->key, resolution->pid_labels, *value, *timestamp});
             }
             series += samples.size();
-            merger.add_source(type, mode, samples,
+            merger.add_source(store, samples,
                               concat("Redis ", prefix, ":", group.store, ":", group.process));
             at = end;
         }
@@ -386,14 +390,6 @@ Collected Reader::collect(bool accumulate) {
     std::unique_lock lock(impl_->mutex);
     MergeResult result = impl_->read(accumulate);
     return Collected{std::move(lock), std::move(result)};
-}
-
-std::string Reader::render(Format format, Diagnostics& diagnostics) {
-    Collected collected = collect();
-    std::string out;
-    gpe::render(collected.result, format, out);
-    diagnostics = std::move(collected.result.diagnostics);
-    return out;
 }
 
 ReadStats Reader::last_stats() const {

@@ -8,9 +8,8 @@
 #include <memory>
 #include <string>
 
-#include "gpe/exposition.hpp"
-#include "gpe/merge.hpp"
 #include "gpe/redis/client.hpp"
+#include "gpe/source.hpp"
 
 namespace gpe::redis {
 
@@ -20,16 +19,15 @@ struct ReadStats {
     int attempts = 0;     // reads of the last scrape (more than one if a fold interleaved)
 };
 
-class Reader {
+class Reader final : public Source {
   public:
     Reader(std::shared_ptr<Client> client, std::string prefix);
-    ~Reader();
+    ~Reader() override;
     Reader(const Reader&) = delete;
     Reader& operator=(const Reader&) = delete;
 
-    // Throws Error when Redis cannot be read.
-    Collected collect(bool accumulate = true);
-    std::string render(Format format, Diagnostics& diagnostics);
+    // Throws Error when Redis cannot be read (render() too).
+    Collected collect(bool accumulate = true) override;
     ReadStats last_stats() const;
 
   private:
