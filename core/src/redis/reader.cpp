@@ -23,10 +23,12 @@ constexpr std::chrono::seconds kKeyListMaxAge{5};
 constexpr size_t kMaxScanPages = 100000;
 
 // KEYS: metric keys, then the key set version key; ARGV[1]: how many of the
-// keys (the first ones) need no timestamp. Returns the version, then each
+// keys (the first ones) need no timestamp, ARGV[2..3]: the value and
+// timestamp fields (layout.hpp). Returns the version, then each
 // key's value (and timestamp, for the others), all read at one moment.
 constexpr const char* kReadScript = R"lua(
 local plain = tonumber(ARGV[1])
+local VALUE, STAMP = ARGV[2], ARGV[3]
 local n = #KEYS - 1
 -- pcall for every key: any of them may hold another type (a foreign writer).
 local version = redis.pcall('GET', KEYS[n + 1])
@@ -35,12 +37,12 @@ local out = {version}
 local j = 1
 for i = 1, plain do
   j = j + 1
-  local value = redis.pcall('HGET', KEYS[i], 'value')
+  local value = redis.pcall('HGET', KEYS[i], VALUE)
   if type(value) == 'table' then value = '\1wrongtype' end
   out[j] = value
 end
 for i = plain + 1, n do
-  local pair = redis.pcall('HMGET', KEYS[i], 'value', 'timestamp')
+  local pair = redis.pcall('HMGET', KEYS[i], VALUE, STAMP)
   if pair.err then pair = {'\1wrongtype', false} end
   out[j + 1] = pair[1]
   out[j + 2] = pair[2]
@@ -196,6 +198,8 @@ struct Reader::Impl {
             for (size_t i : order) eval.push_back(found[i].key);
             eval.push_back(keyset_key(prefix));
             eval.push_back(std::to_string(plain));
+            eval.emplace_back(field::kValue);
+            eval.emplace_back(field::kTimestamp);
             batches.push_back(std::move(eval));
             orders.push_back(std::move(order));
             start = end;
@@ -276,7 +280,7 @@ struct Reader::Impl {
                 meta_hashes.emplace_back(hash);
                 metas.push_back(
                     {"HGET", make_key(prefix, item.parts.store, item.parts.process, kMeta, hash),
-                     "original_key"});
+                     std::string(field::kOriginalKey)});
             }
             if (!metas.empty()) {
                 const std::vector<Reply> replies = run(metas);
@@ -380,7 +384,7 @@ struct Reader::Impl {
 Reader::Reader(std::shared_ptr<Client> client, std::string prefix)
     : impl_(std::make_unique<Impl>()) {
     impl_->client = std::move(client);
-    impl_->match = concat(glob_escape(prefix), ":*:metric:*");
+    impl_->match = concat(glob_escape(prefix), ":*:", kMetric, ":*");
     impl_->prefix = std::move(prefix);
 }
 
