@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gpe/redis/mirror.hpp"
 #include "gpe/settings.hpp"
 
 namespace gpe::agent {
@@ -177,6 +178,30 @@ TEST(SettingsTable, DefaultsParse) {
     }
     const auto bytes = settings::parse(*settings::find("REDIS_MAX_REPLY_BYTES"), std::nullopt, "");
     EXPECT_EQ(std::get<long long>(bytes), static_cast<long long>(redis::kDefaultMaxReplyBytes));
+}
+
+// The structs' own defaults (what a library user of the core gets without
+// the table) are the table's: a default has one value, whoever reads it.
+template <typename T>
+T table_default(std::string_view variable) {
+    const settings::Setting* row = settings::find(variable);
+    EXPECT_NE(row, nullptr) << variable;
+    return std::get<T>(settings::parse(*row, std::nullopt, variable));
+}
+
+TEST(AgentOptions, BuiltInDefaultsAreTheTables) {
+    const redis::Options redis_options;
+    EXPECT_EQ(redis_options.host, table_default<std::string>("REDIS_HOST"));
+    EXPECT_EQ(redis_options.port, table_default<long long>("REDIS_PORT"));
+    EXPECT_EQ(redis_options.db, table_default<long long>("REDIS_DB"));
+    EXPECT_DOUBLE_EQ(redis_options.connect_timeout, table_default<double>("REDIS_CONNECT_TIMEOUT"));
+    EXPECT_DOUBLE_EQ(redis_options.socket_timeout, table_default<double>("REDIS_SOCKET_TIMEOUT"));
+    const redis::MirrorOptions mirror;
+    EXPECT_EQ(mirror.prefix, table_default<std::string>("REDIS_KEY_PREFIX"));
+    EXPECT_EQ(mirror.ttl_seconds, table_default<long long>("REDIS_TTL_SECONDS"));
+    const HttpOptions http;
+    EXPECT_EQ(http.bind, table_default<std::string>("PROMETHEUS_BIND_ADDRESS"));
+    EXPECT_EQ(http.port, table_default<long long>("PROMETHEUS_METRICS_PORT"));
 }
 
 }  // namespace

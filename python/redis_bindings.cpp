@@ -155,6 +155,7 @@ void bind_url(nb::module_& m) {
 // A binding table: one class, its constructor taking redis-py's settings.
 void bind_client(nb::module_& m) {
     // #lizard forgives: a binding table, one statement per bound method
+    static const redis::Options kDefaults;
     nb::class_<redis::Client>(m, "RedisClient",
                               "Native Redis connection with reconnect and backoff.")
         .def(
@@ -187,11 +188,14 @@ void bind_client(nb::module_& m) {
                 o.max_reply_bytes = max_reply_bytes;
                 new (self) redis::Client(std::move(o));
             },
-            "host"_a = "localhost", "port"_a = 6379, "db"_a = 0, "username"_a = "",
-            "password"_a = "", "unix_socket_path"_a = "", "ssl"_a = false, "ssl_ca_certs"_a = "",
-            "ssl_ca_path"_a = "", "ssl_certfile"_a = "", "ssl_keyfile"_a = "",
-            "ssl_verify"_a = true, "socket_timeout"_a = 5.0, "socket_connect_timeout"_a = 5.0,
-            "max_reply_bytes"_a = redis::kDefaultMaxReplyBytes)
+            // Options' defaults, which a test holds to the settings table.
+            "host"_a = kDefaults.host, "port"_a = kDefaults.port, "db"_a = kDefaults.db,
+            "username"_a = "", "password"_a = "", "unix_socket_path"_a = "", "ssl"_a = false,
+            "ssl_ca_certs"_a = "", "ssl_ca_path"_a = "", "ssl_certfile"_a = "",
+            "ssl_keyfile"_a = "", "ssl_verify"_a = kDefaults.tls.verify,
+            "socket_timeout"_a = kDefaults.socket_timeout,
+            "socket_connect_timeout"_a = kDefaults.connect_timeout,
+            "max_reply_bytes"_a = kDefaults.max_reply_bytes)
         .def(
             "execute",
             [](redis::Client& self, nb::handle args) {
