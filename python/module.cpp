@@ -20,7 +20,6 @@
 #include "fast_methods.hpp"
 #include "gpe/archive.hpp"
 #include "gpe/exposition.hpp"
-#include "gpe/float_format.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/series_key.hpp"
 #include "gpe/value_store.hpp"
@@ -137,9 +136,6 @@ NB_MODULE(_native, m) {
             gpe::ValueStore::instance().set_directory(std::move(directory));
         },
         "directory"_a, "Directory for this process's files ('' = PROMETHEUS_MULTIPROC_DIR).");
-    m.def(
-        "reset_files", [] { gpe::ValueStore::instance().reset(); },
-        "Close this process's files; values reopen them at their next update.");
     m.def("copy_deprecated_directory_variable", &copy_deprecated_directory_variable,
           "Copy prometheus_multiproc_dir to PROMETHEUS_MULTIPROC_DIR with a DeprecationWarning, "
           "as prometheus_client does.");
@@ -166,7 +162,6 @@ NB_MODULE(_native, m) {
                                           to_strings(labelvalues, "label values"), help_text);
         },
         "metric_name"_a, "name"_a, "labelnames"_a, "labelvalues"_a, "help_text"_a);
-    m.def("go_float", &gpe::go_float, "value"_a);
     m.def(
         "set_value_only_layout",
         [](bool value_only) {

@@ -259,9 +259,6 @@ void bind_layout(nb::module_& m) {
         },
         "client"_a, "prefix"_a, "process"_a, "archive"_a);
     m.def("redis_process_id", &redis::process_id, "pid"_a, "instance"_a);
-    m.attr("REDIS_DEFAULT_MAX_REPLY_BYTES") = redis::kDefaultMaxReplyBytes;
-    m.attr("REDIS_MIN_MAX_REPLY_BYTES") = redis::kMinMaxReplyBytes;
-    m.attr("REDIS_MAX_MAX_REPLY_BYTES") = redis::kMaxMaxReplyBytes;
     m.def("redis_glob_escape", &redis::glob_escape, "text"_a);
     m.def("redis_format_value", &redis::format_value, "value"_a);
     m.def(

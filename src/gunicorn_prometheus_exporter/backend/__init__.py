@@ -5,52 +5,9 @@ module), ``.backend.core`` (client, dict, values, collector) and
 ``.backend.service`` (manager).
 """
 
-from .core import (
-    REDIS_AVAILABLE,
-    REDIS_COLLECTOR_AVAILABLE,
-    RedisAuthenticationError,
-    RedisClient,
-    RedisConnectionError,
-    RedisError,
-    RedisMultiProcessCollector,
-    RedisResponseError,
-    RedisStorageDict,
-    RedisTimeoutError,
-    RedisValue,
-    redis_key,
-    with_retry,
-)
-from .service import (
-    RedisStorageManager,
-    cleanup_redis_keys,
-    get_redis_client,
-    get_redis_collector,
-    get_redis_storage_manager,
-    is_redis_enabled,
-    setup_redis_metrics,
-    teardown_redis_metrics,
-)
+# Everything of both subpackages, so that each name list is kept once.
+from . import core, service
+from .core import *  # noqa: F403
+from .service import *  # noqa: F403
 
-__all__ = [
-    "REDIS_AVAILABLE",
-    "REDIS_COLLECTOR_AVAILABLE",
-    "RedisAuthenticationError",
-    "RedisClient",
-    "RedisConnectionError",
-    "RedisError",
-    "RedisMultiProcessCollector",
-    "RedisResponseError",
-    "RedisStorageDict",
-    "RedisStorageManager",
-    "RedisTimeoutError",
-    "RedisValue",
-    "cleanup_redis_keys",
-    "get_redis_client",
-    "get_redis_collector",
-    "get_redis_storage_manager",
-    "is_redis_enabled",
-    "redis_key",
-    "setup_redis_metrics",
-    "teardown_redis_metrics",
-    "with_retry",
-]
+__all__ = [*core.__all__, *service.__all__]
