@@ -63,6 +63,10 @@ redis::Options read_redis_variables(const Sources& in) {
     o.tls.cert_file = in.text("REDIS_SSL_CERTFILE");
     o.tls.key_file = in.text("REDIS_SSL_KEYFILE");
     o.tls.verify = in.text("REDIS_SSL_CERT_REQS") == "required";
+    // The table checked the list's form (settings.cpp).
+    if (const std::string list = in.text("REDIS_SENTINELS"); !list.empty())
+        o.sentinel.sentinels = redis::parse_sentinels(list);
+    o.sentinel.master = in.text("REDIS_SENTINEL_MASTER");
     return o;
 }
 
@@ -76,6 +80,12 @@ redis::Options read_redis(const Sources& in) {
         } catch (const std::invalid_argument& e) {
             throw SettingError(std::string("PROMETHEUS_REDIS_URL: ") + e.what());
         }
+    }
+    if (o.sentinel.password.empty()) o.sentinel.password = in.text("REDIS_SENTINEL_PASSWORD");
+    try {
+        redis::check_sentinel(o.sentinel);
+    } catch (const std::invalid_argument& e) {
+        throw SettingError(std::string("REDIS_SENTINELS / REDIS_SENTINEL_MASTER: ") + e.what());
     }
     o.socket_timeout = in.seconds("REDIS_SOCKET_TIMEOUT");
     o.connect_timeout = in.seconds("REDIS_CONNECT_TIMEOUT");

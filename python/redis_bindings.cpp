@@ -147,6 +147,9 @@ void bind_url(nb::module_& m) {
             out["ssl_certfile"] = o.tls.cert_file;
             out["ssl_keyfile"] = o.tls.key_file;
             out["ssl_verify"] = o.tls.verify;
+            out["sentinels"] = redis::format_sentinels(o.sentinel.sentinels);
+            out["sentinel_master"] = o.sentinel.master;
+            out["sentinel_password"] = o.sentinel.password;
             return out;
         },
         "url"_a);
@@ -165,7 +168,9 @@ void bind_client(nb::module_& m) {
                const std::string& unix_socket_path, bool ssl, const std::string& ssl_ca_certs,
                const std::string& ssl_ca_path, const std::string& ssl_certfile,
                const std::string& ssl_keyfile, bool ssl_verify, double socket_timeout,
-               double socket_connect_timeout, size_t max_reply_bytes) {
+               double socket_connect_timeout, size_t max_reply_bytes,
+               const std::string& sentinels, const std::string& sentinel_master,
+               const std::string& sentinel_password) {
                 if (max_reply_bytes < redis::kMinMaxReplyBytes ||
                     max_reply_bytes > redis::kMaxMaxReplyBytes) {
                     throw nb::value_error(("max_reply_bytes=" + std::to_string(max_reply_bytes) +
@@ -186,6 +191,10 @@ void bind_client(nb::module_& m) {
                 o.socket_timeout = socket_timeout;
                 o.connect_timeout = socket_connect_timeout;
                 o.max_reply_bytes = max_reply_bytes;
+                if (!sentinels.empty()) o.sentinel.sentinels = redis::parse_sentinels(sentinels);
+                o.sentinel.master = sentinel_master;
+                o.sentinel.password = sentinel_password;
+                redis::check_sentinel(o.sentinel);
                 new (self) redis::Client(std::move(o));
             },
             // Options' defaults, which a test holds to the settings table.
@@ -195,7 +204,8 @@ void bind_client(nb::module_& m) {
             "ssl_keyfile"_a = "", "ssl_verify"_a = kDefaults.tls.verify,
             "socket_timeout"_a = kDefaults.socket_timeout,
             "socket_connect_timeout"_a = kDefaults.connect_timeout,
-            "max_reply_bytes"_a = kDefaults.max_reply_bytes)
+            "max_reply_bytes"_a = kDefaults.max_reply_bytes, "sentinels"_a = "",
+            "sentinel_master"_a = "", "sentinel_password"_a = "")
         .def(
             "execute",
             [](redis::Client& self, nb::handle args) {

@@ -56,6 +56,11 @@ std::string existing_file(std::string_view raw) {
     return path;
 }
 
+// REDIS_SENTINELS: the list as redis::Options reads it, written back tidy.
+std::string sentinel_list(std::string_view raw) {
+    return redis::format_sentinels(redis::parse_sentinels(raw));
+}
+
 using K = Kind;
 constexpr std::string_view kSource = "Source", kHttp = "HTTP", kRedis = "Redis",
                            kProcess = "Process", kPython = "Python";
@@ -78,7 +83,7 @@ const std::array kTable = {
     Setting{"", "--value-only-files", K::kBool, "false", "files as prometheus_client 0.17 and older writes them (no timestamps)", kHttp},
     Setting{"", "--mirror", K::kBool, "false", "mirror the directory to Redis (as REDIS_ENABLED)", kRedis},
     Setting{"REDIS_ENABLED", "", K::kBool, "false", "Redis on: the agent mirrors the directory to Redis", kRedis},
-    Setting{"PROMETHEUS_REDIS_URL", "--redis-url", K::kText, "", "redis://, rediss:// or unix://; wins over REDIS_HOST and the others", kRedis, 0, 0, nullptr, "URL"},
+    Setting{"PROMETHEUS_REDIS_URL", "--redis-url", K::kText, "", "redis://, rediss://, unix:// or redis+sentinel://; wins over REDIS_HOST and the others", kRedis, 0, 0, nullptr, "URL"},
     Setting{"REDIS_HOST", "", K::kText, "localhost", "server host", kRedis},
     Setting{"REDIS_PORT", "", K::kInteger, "6379", "server port", kRedis, 1, 65535},
     Setting{"REDIS_DB", "", K::kInteger, "0", "database number", kRedis, 0, 1 << 20},
@@ -92,6 +97,9 @@ const std::array kTable = {
     Setting{"REDIS_SSL_CERTFILE", "", K::kText, "", "client certificate", kRedis},
     Setting{"REDIS_SSL_KEYFILE", "", K::kText, "", "client certificate's key", kRedis},
     Setting{"REDIS_SSL_CERT_REQS", "", K::kText, "required", "required or none: verify the server's certificate", kRedis, 0, 0, required_or_none},
+    Setting{"REDIS_SENTINELS", "", K::kText, "", "Redis Sentinel addresses, host:port,host:port (port 26379 if left out): the master is asked of them at every connect; host, port and socket are then not used", kRedis, 0, 0, sentinel_list},
+    Setting{"REDIS_SENTINEL_MASTER", "", K::kText, "", "the master's name at the sentinels (needed with REDIS_SENTINELS)", kRedis},
+    Setting{"REDIS_SENTINEL_PASSWORD", "", K::kText, "", "AUTH password of the sentinels (REDIS_PASSWORD is the master's)", kRedis},
     Setting{"REDIS_KEY_PREFIX", "--redis-prefix", K::kText, "gunicorn", "key prefix (may contain :)", kRedis, 0, 0, no_glob, "PREFIX"},
     Setting{"REDIS_INSTANCE_ID", "--redis-instance", K::kText, "", "this instance in keys (default: the hostname)", kRedis, 0, 0, nullptr, "ID"},
     Setting{"REDIS_TTL_SECONDS", "--redis-ttl", K::kInteger, "300", "expiry of an instance's keys, 0 = never", kRedis, 0, kLarge, nullptr, "SECONDS"},

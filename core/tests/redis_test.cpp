@@ -16,6 +16,7 @@
 #include "gpe/redis/mirror.hpp"
 #include "gpe/redis/options.hpp"
 #include "gpe/redis/reader.hpp"
+#include "gpe/redis/sentinel.hpp"
 #include "gpe/redis/writer.hpp"
 #include "gpe/series_key.hpp"
 #include "redis_server.hpp"
@@ -60,6 +61,81 @@ TEST(RedisUrl, ParsesTheThreeSchemes) {
     EXPECT_EQ(o.unix_socket, "/run/redis.sock");
     EXPECT_EQ(o.db, 2);
     EXPECT_EQ(o.password, "pw");
+}
+
+TEST(RedisUrl, ParsesSentinelUrls) {
+    Options o = parse_url(
+        "redis+sentinel://:m%40ster@10.0.0.1:26380,[::1],sentinel-c:5000/my%20master/2"
+        "?sentinel_password=sp");
+    const std::vector<Address> expected{{"10.0.0.1", 26380}, {"::1", 26379}, {"sentinel-c", 5000}};
+    EXPECT_EQ(o.sentinel.sentinels, expected);
+    EXPECT_EQ(o.sentinel.master, "my master");
+    EXPECT_EQ(o.sentinel.password, "sp");
+    EXPECT_EQ(o.password, "m@ster");  // the master's
+    EXPECT_EQ(o.db, 2);
+    EXPECT_FALSE(o.tls.enabled);
+    EXPECT_EQ(format_sentinels(o.sentinel.sentinels),
+              "10.0.0.1:26380,[::1]:26379,sentinel-c:5000");
+    EXPECT_EQ(describe(o),
+              "master 'my master' of sentinels 10.0.0.1:26380,[::1]:26379,sentinel-c:5000/2");
+
+    o = parse_url("rediss+sentinel://s1/m");
+    EXPECT_TRUE(o.tls.enabled);
+    EXPECT_EQ(o.sentinel.sentinels, (std::vector<Address>{{"s1", 26379}}));
+    EXPECT_EQ(o.sentinel.master, "m");
+    EXPECT_EQ(o.db, 0);
+}
+
+TEST(RedisUrl, BadSentinelUrlsAndListsSayWhy) {
+    const auto message = [](auto&& parse) {
+        try {
+            parse();
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    EXPECT_NE(message([] { parse_url("redis+sentinel://s1:26379"); }).find("no master name"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_url("redis+sentinel://s1:26379/"); }).find("no master name"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_url("redis+sentinel://s1,,s2/m"); }).find("empty sentinel"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_url("redis+sentinel://s1:0/m"); }).find("invalid port"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_url("redis+sentinel://s1/m/x"); }).find("invalid database"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_sentinels("a:1,b:x"); }).find("invalid port 'x' in the sentinel"),
+              std::string::npos);
+    EXPECT_NE(message([] { parse_sentinels(""); }).find("empty sentinel address"),
+              std::string::npos);
+    SentinelOptions s;
+    s.sentinels = parse_sentinels("a:1");
+    EXPECT_NE(message([&] { check_sentinel(s); }).find("without the master's name"),
+              std::string::npos);
+    s = SentinelOptions{{}, "m", ""};
+    EXPECT_NE(message([&] { check_sentinel(s); }).find("without sentinels"), std::string::npos);
+}
+
+TEST(RedisSentinel, NoSentinelReachableNamesEachAndItsError) {
+    Options o = local(0);
+    o.sentinel.sentinels = {{"127.0.0.1", gpe::testing::free_port()},
+                            {"127.0.0.1", gpe::testing::free_port()}};
+    o.sentinel.master = "mymaster";
+    try {
+        find_master(o);
+        FAIL();
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_EQ(e.kind(), Error::Kind::kConnection);
+        EXPECT_NE(what.find("no Redis Sentinel reachable for master 'mymaster'"),
+                  std::string::npos);
+        for (const Address& a : o.sentinel.sentinels) {
+            EXPECT_NE(what.find(format_sentinels({a}) + ": connect: Connection refused"),
+                      std::string::npos)
+                << what;
+        }
+    }
 }
 
 TEST(RedisUrl, BadUrlsNameTheProblemButNotThePassword) {

@@ -226,6 +226,19 @@ class ExporterConfig:
         return int(read_setting("REDIS_MAX_REPLY_BYTES"))
 
     @property
+    def redis_sentinels(self) -> str:
+        """Redis Sentinel addresses, "host:port,host:port"; empty: no Sentinel."""
+        return str(read_setting("REDIS_SENTINELS"))
+
+    @property
+    def redis_sentinel_master(self) -> str:
+        return str(read_setting("REDIS_SENTINEL_MASTER"))
+
+    @property
+    def redis_sentinel_password(self) -> str:
+        return str(read_setting("REDIS_SENTINEL_PASSWORD"))
+
+    @property
     def redis_instance_id(self) -> str:
         """Identifies this host or pod in Redis keys; the hostname by default."""
         return str(read_setting("REDIS_INSTANCE_ID")) or socket.gethostname()
@@ -237,7 +250,8 @@ class ExporterConfig:
 
     def redis_client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the native Redis client: PROMETHEUS_REDIS_URL
-        when set, otherwise the REDIS_* variables."""
+        when set, otherwise the REDIS_* variables. The client checks that
+        sentinels and a master name come together (as the agent does)."""
         from . import _native
 
         common = {
@@ -250,6 +264,10 @@ class ExporterConfig:
                 parsed = _native.parse_redis_url(self.redis_url)
             except ValueError as e:
                 raise ValueError(f"PROMETHEUS_REDIS_URL: {e}") from None
+            # As the agent: the URL's sentinel password, else the variable's.
+            parsed["sentinel_password"] = (
+                parsed["sentinel_password"] or self.redis_sentinel_password
+            )
             return {**parsed, **common}
         return {
             "host": self.redis_host,
@@ -264,6 +282,9 @@ class ExporterConfig:
             "ssl_certfile": self.redis_ssl_certfile,
             "ssl_keyfile": self.redis_ssl_keyfile,
             "ssl_verify": self.redis_ssl_verify,
+            "sentinels": self.redis_sentinels,
+            "sentinel_master": self.redis_sentinel_master,
+            "sentinel_password": self.redis_sentinel_password,
             **common,
         }
 

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "gpe/clock.hpp"
+#include "gpe/redis/sentinel.hpp"
 
 namespace gpe::redis {
 
@@ -28,7 +29,8 @@ Connection& Client::connection() {
                     last_error_ + "; next attempt in " + std::to_string(wait).substr(0, 4) + " s");
     }
     try {
-        connection_ = std::make_unique<Connection>(options_);
+        connection_ = options_.sentinel.enabled() ? connect_to_master(options_)
+                                                  : std::make_unique<Connection>(options_);
     } catch (const Error& e) {
         backoff_ = std::chrono::duration<double>(
             std::clamp(backoff_.count() * 2, kFirstBackoff, kMaxBackoff));
@@ -42,10 +44,16 @@ Connection& Client::connection() {
     return *connection_;
 }
 
+bool Client::demoted(std::string_view error) const {
+    // A master behind sentinels that became a replica: ask them again.
+    return options_.sentinel.enabled() && error.starts_with("READONLY");
+}
+
 void Client::disconnect_after(const Error& error) {
-    // A server error leaves the connection fine; a failed or refused
-    // connection attempt was recorded by connection().
-    if (error.kind() == Error::Kind::kServer || !connection_) return;
+    // A server error leaves the connection fine (unless it says the master is
+    // one no longer); a failed or refused connection attempt was recorded by
+    // connection().
+    if ((error.kind() == Error::Kind::kServer && !demoted(error.what())) || !connection_) return;
     connection_.reset();
     last_error_ = error.what();
     last_kind_ = error.kind();
@@ -53,12 +61,20 @@ void Client::disconnect_after(const Error& error) {
 
 std::vector<Reply> Client::pipeline(const std::vector<Command>& commands) {
     std::lock_guard lock(*mutex_);
+    std::vector<Reply> replies;
     try {
-        return connection().pipeline(commands);
+        replies = connection().pipeline(commands);
     } catch (const Error& e) {
         disconnect_after(e);
         throw;
     }
+    for (const Reply& reply : replies) {
+        if (reply.is_error() && demoted(reply.str)) {
+            disconnect_after(Error(Error::Kind::kServer, reply.str));
+            break;
+        }
+    }
+    return replies;
 }
 
 Reply Client::command(const Command& command) {

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace gpe::redis {
 
@@ -26,12 +27,13 @@ std::string percent_decode(std::string_view text) {
     return out;
 }
 
-// What messages may say of the URL being parsed: its shape ("redis://..."),
-// and whether they may quote parts of it (`echo`). Not in a URL with
+// What messages may say of the URL being parsed: where the text is ("in
+// Redis URL redis://...", "in REDIS_SENTINELS"), and whether they may quote
+// parts of it (`echo`). Not in a URL with
 // userinfo: a password with an unescaped '?' is split wrongly, and part of it
 // would be quoted as the port or database.
 struct UrlContext {
-    std::string shape;
+    std::string where;
     bool echo;
 };
 
@@ -41,22 +43,26 @@ int parse_int(std::string_view text, std::string_view what, const UrlContext& ur
     if (ec != std::errc() || ptr != text.data() + text.size() || value < 0) {
         throw std::invalid_argument("invalid " + std::string(what) +
                                     (url.echo ? " '" + std::string(text) + "'" : std::string()) +
-                                    " in Redis URL " + url.shape);
+                                    " " + url.where);
     }
     return value;
 }
 
-// "redis", "rediss" or "unix".
+constexpr std::string_view kSentinelSuffix = "+sentinel";
+
+// "redis", "rediss", "unix", "redis+sentinel" or "rediss+sentinel".
 std::string_view parse_scheme(std::string_view url) {
     const size_t scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos) {
         throw std::invalid_argument(
-            "Redis URL must start with redis://, rediss:// or unix:// (got no scheme)");
+            "Redis URL must start with redis://, rediss://, unix:// or redis+sentinel:// (got no "
+            "scheme)");
     }
     const std::string_view scheme = url.substr(0, scheme_end);
-    if (scheme != "redis" && scheme != "rediss" && scheme != "unix") {
+    if (scheme != "redis" && scheme != "rediss" && scheme != "unix" &&
+        scheme != "redis+sentinel" && scheme != "rediss+sentinel") {
         throw std::invalid_argument("unsupported Redis URL scheme '" + std::string(scheme) +
-                                    "' (use redis://, rediss:// or unix://)");
+                                    "' (use redis://, rediss://, unix:// or redis+sentinel://)");
     }
     return scheme;
 }
@@ -96,7 +102,7 @@ void parse_host_port(std::string_view hostport, Options& options, const UrlConte
     if (!hostport.empty() && hostport.front() == '[') {  // [::1]:6379
         const size_t close = hostport.find(']');
         if (close == std::string_view::npos) {
-            throw std::invalid_argument("unterminated IPv6 address in Redis URL " + url.shape);
+            throw std::invalid_argument("unterminated IPv6 address " + url.where);
         }
         options.host = std::string(hostport.substr(1, close - 1));
         hostport = hostport.substr(close + 1);
@@ -111,7 +117,7 @@ void parse_host_port(std::string_view hostport, Options& options, const UrlConte
     }
     if (options.host.empty()) options.host = "localhost";
     if (options.port == 0 || options.port > 65535) {
-        throw std::invalid_argument("invalid port in Redis URL " + url.shape);
+        throw std::invalid_argument("invalid port " + url.where);
     }
 }
 
@@ -124,6 +130,38 @@ void parse_server(std::string_view rest, Options& options, const UrlContext& url
         if (!db.empty()) options.db = parse_int(db, "database", url);
     }
     parse_host_port(hostport, options, url);
+}
+
+std::vector<Address> parse_address_list(std::string_view list, const UrlContext& where) {
+    std::vector<Address> out;
+    while (true) {
+        const size_t comma = list.find(',');
+        const std::string_view item = list.substr(0, comma);
+        if (item.empty()) throw std::invalid_argument("empty sentinel address " + where.where);
+        Options address;
+        address.port = kDefaultSentinelPort;
+        parse_host_port(item, address, where);
+        out.push_back(Address{address.host, address.port});
+        if (comma == std::string_view::npos) return out;
+        list.remove_prefix(comma + 1);
+    }
+}
+
+// host[:port][,host[:port]...]/master[/db]
+void parse_sentinel_target(std::string_view rest, Options& options, const UrlContext& url) {
+    const size_t slash = rest.find('/');
+    options.sentinel.sentinels = parse_address_list(rest.substr(0, slash), url);
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    const size_t db = path.find('/');
+    options.sentinel.master = percent_decode(path.substr(0, db));
+    if (options.sentinel.master.empty()) {
+        throw std::invalid_argument("no master name " + url.where +
+                                    " (redis+sentinel://host:port[,host:port]/master_name[/db])");
+    }
+    if (db != std::string_view::npos && db + 1 < path.size()) {
+        options.db = parse_int(path.substr(db + 1), "database", url);
+    }
 }
 
 void apply_query_parameter(std::string_view name, const std::string& value, Options& options,
@@ -142,6 +180,8 @@ void apply_query_parameter(std::string_view name, const std::string& value, Opti
         options.tls.cert_file = value;
     } else if (name == "ssl_keyfile") {
         options.tls.key_file = value;
+    } else if (name == "sentinel_password") {
+        options.sentinel.password = value;
     } else if (name == "ssl_cert_reqs") {
         options.tls.verify = !(value == "none" || value == "CERT_NONE");
     }
@@ -165,19 +205,42 @@ void parse_query(std::string_view query, Options& options, const UrlContext& url
 Options parse_url(std::string_view url) {
     Options options;
     const std::string_view scheme = parse_scheme(url);
-    const UrlContext context{std::string(scheme) + "://...",
+    const UrlContext context{"in Redis URL " + std::string(scheme) + "://...",
                              url.find('@') == std::string_view::npos};
-    options.tls.enabled = scheme == "rediss";
+    options.tls.enabled = scheme.starts_with("rediss");
     std::string_view rest = url.substr(scheme.size() + 3);
     const std::string_view query = split_query(rest);
     parse_credentials(rest, options);
     if (scheme == "unix") {
         parse_socket_path(rest, options);
+    } else if (scheme.ends_with(kSentinelSuffix)) {
+        parse_sentinel_target(rest, options, context);
     } else {
         parse_server(rest, options, context);
     }
     parse_query(query, options, context);
     return options;
+}
+
+std::vector<Address> parse_sentinels(std::string_view list) {
+    return parse_address_list(list, UrlContext{"in the sentinel list", true});
+}
+
+std::string format_sentinels(const std::vector<Address>& sentinels) {
+    std::string out;
+    for (const Address& a : sentinels) {
+        if (!out.empty()) out += ',';
+        const bool v6 = a.host.find(':') != std::string::npos;
+        out += (v6 ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);
+    }
+    return out;
+}
+
+void check_sentinel(const SentinelOptions& sentinel) {
+    if (sentinel.enabled() && sentinel.master.empty())
+        throw std::invalid_argument("sentinels given without the master's name");
+    if (!sentinel.enabled() && !sentinel.master.empty())
+        throw std::invalid_argument("a sentinel master name given without sentinels");
 }
 
 std::string format_seconds(double seconds) {
@@ -188,7 +251,10 @@ std::string format_seconds(double seconds) {
 }
 
 std::string describe(const Options& options) {
-    std::string out = options.unix_socket.empty()
+    std::string out = options.sentinel.enabled()
+                          ? "master '" + options.sentinel.master + "' of sentinels " +
+                                format_sentinels(options.sentinel.sentinels)
+                      : options.unix_socket.empty()
                           ? options.host + ":" + std::to_string(options.port)
                           : "unix:" + options.unix_socket;
     out += "/" + std::to_string(options.db);

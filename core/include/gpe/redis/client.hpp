@@ -1,6 +1,9 @@
 // A Redis client that reconnects by itself: a failed connection attempt
 // waits with exponential backoff (0.1 s doubling to 30 s) before the next,
 // and calls in between fail at once instead of blocking the caller.
+// With Redis Sentinel (Options::sentinel) each connect asks the sentinels
+// where the master is, and a READONLY answer (the master was demoted) drops
+// the connection, so that the next call finds the new master.
 // Thread-safe: calls are serialised.
 #pragma once
 
@@ -8,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 #include "gpe/redis/connection.hpp"
@@ -42,6 +46,7 @@ class Client {
   private:
     Connection& connection();  // mutex held
     void disconnect_after(const Error& error);
+    bool demoted(std::string_view error) const;
 
     using Clock = std::chrono::steady_clock;
     Options options_;

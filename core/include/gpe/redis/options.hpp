@@ -1,9 +1,11 @@
-// How to reach Redis: the seed's REDIS_* settings or a PROMETHEUS_REDIS_URL.
+// How to reach Redis: the seed's REDIS_* settings or a PROMETHEUS_REDIS_URL,
+// directly or through Redis Sentinel (REDIS_SENTINELS, redis+sentinel://).
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gpe::redis {
 
@@ -24,6 +26,23 @@ struct TlsOptions {
     bool verify = true;     // verify the server's certificate and name
 };
 
+inline constexpr int kDefaultSentinelPort = 26379;
+
+struct Address {
+    std::string host;
+    int port = 0;
+    bool operator==(const Address&) const = default;
+};
+
+// Set (addresses and a master name): the master's address is asked of the
+// sentinels at every connect, and host/port/unix_socket are not used.
+struct SentinelOptions {
+    std::vector<Address> sentinels;
+    std::string master;    // the name the sentinels monitor it by
+    std::string password;  // the sentinels' requirepass; empty: none
+    bool enabled() const { return !sentinels.empty(); }
+};
+
 struct Options {
     std::string host = "localhost";
     int port = 6379;
@@ -42,14 +61,27 @@ struct Options {
     // pipeline may also have 64 bytes for each of its commands (EXEC answers
     // one element per queued command).
     size_t max_reply_bytes = kDefaultMaxReplyBytes;
+    SentinelOptions sentinel;
 };
 
 // Parses redis://[[user]:password@]host[:port][/db],
-// rediss://... (TLS) and unix://[[user]:password@]/path[?db=N].
-// Query parameters db, password, username, ssl_ca_certs, ssl_certfile,
-// ssl_keyfile and ssl_cert_reqs=none are understood. Throws
+// rediss://... (TLS), unix://[[user]:password@]/path[?db=N] and
+// redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
+// (rediss+sentinel:// with TLS; the credentials are the master's, port 26379
+// by default). Query parameters db, password, username, ssl_ca_certs,
+// ssl_certfile, ssl_keyfile, ssl_cert_reqs=none and sentinel_password are
+// understood. Throws
 // std::invalid_argument naming what is wrong (never the password).
 Options parse_url(std::string_view url);
+
+// "host:port,host:port" (REDIS_SENTINELS): at least one address, IPv6 in
+// brackets, port 26379 if left out. Throws std::invalid_argument.
+std::vector<Address> parse_sentinels(std::string_view list);
+std::string format_sentinels(const std::vector<Address>& sentinels);
+
+// Throws std::invalid_argument when sentinels are given without the master's
+// name, or the name without sentinels.
+void check_sentinel(const SentinelOptions& sentinel);
 
 // "host:port/db" or "unix:/path/db", with TLS and user noted; no secrets.
 std::string describe(const Options& options);

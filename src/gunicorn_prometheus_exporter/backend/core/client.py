@@ -56,7 +56,7 @@ class RedisClient:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> RedisClient:
-        """redis://, rediss:// or unix:// URL (as PROMETHEUS_REDIS_URL)."""
+        """redis://, rediss://, unix:// or redis+sentinel:// URL (as PROMETHEUS_REDIS_URL)."""
         return cls(**{**_native.parse_redis_url(url), **overrides})
 
     @classmethod
