@@ -12,6 +12,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         const gpe::redis::Options options = gpe::redis::parse_url(url);
         GPE_FUZZ_CHECK(options.db >= 0);
+        for (const gpe::redis::Address& sentinel : options.sentinel.sentinels) {
+            GPE_FUZZ_CHECK(sentinel.port > 0 && sentinel.port <= 65535);
+            GPE_FUZZ_CHECK(!sentinel.host.empty());
+        }
+        GPE_FUZZ_CHECK(options.sentinel.enabled() == !options.sentinel.master.empty());
         if (options.unix_socket.empty()) {
             GPE_FUZZ_CHECK(options.port > 0 && options.port <= 65535);
             GPE_FUZZ_CHECK(!options.host.empty());

@@ -168,9 +168,8 @@ void bind_client(nb::module_& m) {
                const std::string& unix_socket_path, bool ssl, const std::string& ssl_ca_certs,
                const std::string& ssl_ca_path, const std::string& ssl_certfile,
                const std::string& ssl_keyfile, bool ssl_verify, double socket_timeout,
-               double socket_connect_timeout, size_t max_reply_bytes,
-               const std::string& sentinels, const std::string& sentinel_master,
-               const std::string& sentinel_password) {
+               double socket_connect_timeout, size_t max_reply_bytes, const std::string& sentinels,
+               const std::string& sentinel_master, const std::string& sentinel_password) {
                 if (max_reply_bytes < redis::kMinMaxReplyBytes ||
                     max_reply_bytes > redis::kMaxMaxReplyBytes) {
                     throw nb::value_error(("max_reply_bytes=" + std::to_string(max_reply_bytes) +

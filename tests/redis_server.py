@@ -1,8 +1,10 @@
 """Real redis-server processes for tests and benchmarks (Debian's package).
 
 ``RedisServer`` starts one on a free loopback port (or a Unix socket), with
-optional password, ACL user and TLS, and stops it; ``restart()`` keeps the
-port and drops the data (no persistence), as a crashed Redis would.
+optional password, ACL user, TLS and extra arguments (a replica's
+--replicaof), and stops it; ``restart()`` keeps the port and drops the data
+(no persistence), as a crashed Redis would; ``kill()`` is SIGKILL. For
+Redis Sentinel see redis_sentinel.py.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class RedisServer:
         acl_user: tuple[str, str] | None = None,
         tls: bool = False,
         unix_socket: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server)")
@@ -111,6 +114,7 @@ class RedisServer:
         self.acl_user = acl_user
         self.tls = make_tls_files(self.dir) if tls else None
         self.unix_socket = str(self.dir / "redis.sock") if unix_socket else None
+        self.extra_args = extra_args  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -150,7 +154,7 @@ class RedisServer:
         if self.acl_user:
             user, secret = self.acl_user
             args += ["--user", user, "on", f">{secret}", "~*", "&*", "+@all"]
-        return args
+        return args + list(self.extra_args)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -170,6 +174,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, nothing more sent to replicas."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(10)
         self.process = None
 

@@ -74,8 +74,7 @@ TEST(RedisUrl, ParsesSentinelUrls) {
     EXPECT_EQ(o.password, "m@ster");  // the master's
     EXPECT_EQ(o.db, 2);
     EXPECT_FALSE(o.tls.enabled);
-    EXPECT_EQ(format_sentinels(o.sentinel.sentinels),
-              "10.0.0.1:26380,[::1]:26379,sentinel-c:5000");
+    EXPECT_EQ(format_sentinels(o.sentinel.sentinels), "10.0.0.1:26380,[::1]:26379,sentinel-c:5000");
     EXPECT_EQ(describe(o),
               "master 'my master' of sentinels 10.0.0.1:26380,[::1]:26379,sentinel-c:5000/2");
 

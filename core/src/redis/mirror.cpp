@@ -181,7 +181,11 @@ PassReport Mirror::pass(Diagnostics& diagnostics) {
 
     const PassReport report{batch.sent.size(), batch.deleting.size(), batch.commands.size(),
                             batch.refresh};
-    if (batch.lost) return resend_now(report, diagnostics);
+    // Only the changes reached a new connection (a restarted Redis, another
+    // master after a failover, which may lack writes acknowledged before):
+    // everything at once, as when keys were lost.
+    const bool reconnected = !batch.resend && client_->connection_epoch() != epoch_before;
+    if (batch.lost || reconnected) return resend_now(report, diagnostics);
     return report;
 }
 

@@ -59,8 +59,8 @@ std::string_view parse_scheme(std::string_view url) {
             "scheme)");
     }
     const std::string_view scheme = url.substr(0, scheme_end);
-    if (scheme != "redis" && scheme != "rediss" && scheme != "unix" &&
-        scheme != "redis+sentinel" && scheme != "rediss+sentinel") {
+    if (scheme != "redis" && scheme != "rediss" && scheme != "unix" && scheme != "redis+sentinel" &&
+        scheme != "rediss+sentinel") {
         throw std::invalid_argument("unsupported Redis URL scheme '" + std::string(scheme) +
                                     "' (use redis://, rediss://, unix:// or redis+sentinel://)");
     }
@@ -251,12 +251,11 @@ std::string format_seconds(double seconds) {
 }
 
 std::string describe(const Options& options) {
-    std::string out = options.sentinel.enabled()
-                          ? "master '" + options.sentinel.master + "' of sentinels " +
-                                format_sentinels(options.sentinel.sentinels)
-                      : options.unix_socket.empty()
-                          ? options.host + ":" + std::to_string(options.port)
-                          : "unix:" + options.unix_socket;
+    std::string out =
+        options.sentinel.enabled() ? "master '" + options.sentinel.master + "' of sentinels " +
+                                         format_sentinels(options.sentinel.sentinels)
+        : options.unix_socket.empty() ? options.host + ":" + std::to_string(options.port)
+                                      : "unix:" + options.unix_socket;
     out += "/" + std::to_string(options.db);
     if (options.tls.enabled) out += " (TLS)";
     if (!options.username.empty()) out += " as " + options.username;

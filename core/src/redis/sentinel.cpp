@@ -32,7 +32,8 @@ std::optional<Address> ask(const Options& sentinel, const std::string& master) {
         std::from_chars(text.data(), text.data() + text.size(), port);
     }
     if (port <= 0 || port > 65535) {
-        throw Error(Error::Kind::kProtocol, "unexpected answer to SENTINEL get-master-addr-by-name");
+        throw Error(Error::Kind::kProtocol,
+                    "unexpected answer to SENTINEL get-master-addr-by-name");
     }
     return Address{reply.elements[0].str, port};
 }

@@ -69,7 +69,8 @@ class Mirror {
     PassReport check_only(bool resend, Diagnostics& diagnostics);
     // The pass reached Redis: when to renew and verify next.
     void settle(const Batch& batch, uint64_t epoch_before);
-    // After a pass found Redis lost our keys: a pass that sends everything.
+    // After a pass found Redis lost our keys, or reached a new connection
+    // with only the changes: a pass that sends everything.
     PassReport resend_now(const PassReport& check, Diagnostics& diagnostics);
 
     std::shared_ptr<Client> client_;

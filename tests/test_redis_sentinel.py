@@ -1,0 +1,228 @@
+"""Redis Sentinel with real processes: the settings (REDIS_SENTINELS,
+REDIS_SENTINEL_MASTER, redis+sentinel://) as Python and the agent read them,
+clear errors when no sentinel answers or the master is unknown to them, and
+a failover (SIGKILL of the master) that Gunicorn's mirror, the sidecar and
+the collector follow without losing or doubling a count."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gunicorn_prometheus_exporter import _native
+from gunicorn_prometheus_exporter.backend.core.client import RedisClient
+from gunicorn_prometheus_exporter.backend.core.collector import RedisMultiProcessCollector
+from gunicorn_prometheus_exporter.config import ExporterConfig
+from gunicorn_runner import Agent, Gunicorn, agent_binary, clean_env, redis_command, value, wait_for
+from redis_server import free_port
+from redis_sentinel import MASTER_NAME, SentinelCluster
+
+REQUESTS = "gunicorn_worker_requests_total"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """For tests that do not fail it over."""
+    with SentinelCluster() as c:
+        yield c
+
+
+def sentinel_env(monkeypatch, **variables: str) -> ExporterConfig:
+    for name in ("PROMETHEUS_REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("REDIS_SENTINEL_PASSWORD", raising=False)
+    for name, text in variables.items():
+        monkeypatch.setenv(name, text)
+    return ExporterConfig()
+
+
+# ---------------------------------------------------------------- settings --
+
+
+def test_variables_give_the_client_its_sentinels(monkeypatch) -> None:
+    config = sentinel_env(
+        monkeypatch,
+        REDIS_SENTINELS="10.0.0.1:26380, [::1],s3:5000".replace(" ", ""),
+        REDIS_SENTINEL_MASTER="mymaster",
+        REDIS_SENTINEL_PASSWORD="sp",
+    )
+    kw = config.redis_client_kwargs()
+    assert kw["sentinels"] == "10.0.0.1:26380,[::1]:26379,s3:5000"  # written back tidy
+    assert kw["sentinel_master"] == "mymaster"
+    assert kw["sentinel_password"] == "sp"
+    assert "master 'mymaster' of sentinels" in repr(RedisClient(**kw))
+
+
+def test_the_url_form(monkeypatch) -> None:
+    config = sentinel_env(
+        monkeypatch,
+        PROMETHEUS_REDIS_URL="redis+sentinel://:pw@127.0.0.1:26380,127.0.0.2/mymaster/3",
+        REDIS_SENTINEL_PASSWORD="from-variable",
+    )
+    kw = config.redis_client_kwargs()
+    assert kw["sentinels"] == "127.0.0.1:26380,127.0.0.2:26379"
+    assert (kw["sentinel_master"], kw["db"], kw["password"]) == ("mymaster", 3, "pw")
+    assert kw["sentinel_password"] == "from-variable"
+    parsed = _native.parse_redis_url("redis+sentinel://h/m?sentinel_password=q")
+    assert (parsed["sentinels"], parsed["sentinel_master"], parsed["sentinel_password"]) == (
+        "h:26379",
+        "m",
+        "q",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"REDIS_SENTINELS": "h1:26379,h2:port"}, "REDIS_SENTINELS='h1:26379,h2:port' invalid port"),
+        ({"REDIS_SENTINELS": "h1,,h2"}, "empty sentinel address"),
+        ({"PROMETHEUS_REDIS_URL": "redis+sentinel://h1:26379"}, "no master name"),
+    ],
+)
+def test_bad_settings_name_the_cause(monkeypatch, variables, words) -> None:
+    config = sentinel_env(monkeypatch, **variables)
+    with pytest.raises(ValueError) as error:
+        RedisClient(**config.redis_client_kwargs())
+    assert words in str(error.value)
+
+
+def test_sentinels_need_a_master_name_in_python_and_the_agent(monkeypatch, tmp_path) -> None:
+    config = sentinel_env(monkeypatch, REDIS_SENTINELS="127.0.0.1:26379")
+    with pytest.raises(ValueError, match="sentinels given without the master's name"):
+        RedisClient(**config.redis_client_kwargs())
+    agent = subprocess.run(
+        [str(agent_binary()), "--source", "redis", "--port", str(free_port())],
+        env=clean_env(REDIS_SENTINELS="127.0.0.1:26379"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert agent.returncode != 0
+    assert "sentinels given without the master's name" in agent.stderr + agent.stdout
+
+
+# ------------------------------------------------------------------ errors --
+
+
+def test_no_sentinel_reachable_names_each_within_the_timeout() -> None:
+    ports = [free_port(), free_port()]
+    client = RedisClient(
+        sentinels=",".join(f"127.0.0.1:{p}" for p in ports),
+        sentinel_master=MASTER_NAME,
+        socket_connect_timeout=1,
+        socket_timeout=1,
+    )
+    started = time.monotonic()
+    with pytest.raises(_native.RedisConnectionError) as error:
+        client.ping()
+    assert time.monotonic() - started < 3
+    message = str(error.value)
+    assert f"no Redis Sentinel reachable for master '{MASTER_NAME}'" in message
+    for port in ports:
+        assert f"127.0.0.1:{port}: connect: Connection refused" in message
+
+
+def test_a_master_unknown_to_the_sentinels(cluster) -> None:
+    client = RedisClient(sentinels=cluster.sentinel_list, sentinel_master="nosuchmaster")
+    with pytest.raises(_native.RedisConnectionError) as error:
+        client.ping()
+    assert (
+        f"master 'nosuchmaster' is unknown to Redis Sentinel "
+        f"{cluster.sentinel_list.replace(',', ', ')}" in str(error.value)
+    )
+
+
+def test_the_master_is_found_and_the_sentinels_password_used() -> None:
+    with SentinelCluster(sentinels=2, sentinel_password="sentinel-secret") as c:
+        good = RedisClient(
+            sentinels=c.sentinel_list, sentinel_master=MASTER_NAME, sentinel_password="sentinel-secret"
+        )
+        good.set("where", "master")
+        assert redis_command(c.master.port, "GET", "where") == "master"
+        bad = RedisClient(sentinels=c.sentinel_list, sentinel_master=MASTER_NAME)
+        with pytest.raises(_native.RedisAuthenticationError, match="no Redis Sentinel reachable"):
+            bad.ping()
+
+
+# ---------------------------------------------------------------- failover --
+
+
+def total(metrics, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for m in metrics
+        for s in m.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_a_failover_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    with SentinelCluster() as c:
+        env = {
+            **c.env(),
+            "REDIS_INSTANCE_ID": "hostA",
+            "REDIS_FLUSH_INTERVAL": "0.2",
+            "REDIS_CONNECT_TIMEOUT": "1",
+            "REDIS_SOCKET_TIMEOUT": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "mp"),
+        }
+        sidecar_env = {k: v for k, v in env.items() if k not in ("REDIS_ENABLED",)}
+        sidecar_env.pop("PROMETHEUS_MULTIPROC_DIR")
+        collector = RedisMultiProcessCollector(
+            None, RedisClient(sentinels=c.sentinel_list, sentinel_master=MASTER_NAME)
+        )
+        with (
+            Agent(tmp_path, ["--source", "redis"], env=sidecar_env, name="sidecar") as sidecar,
+            Gunicorn(tmp_path, env=env, wait_ready=False) as g,
+        ):
+            g.wait_serving()
+
+            def shows(ok: int, missing: int, timeout: float = 30) -> None:
+                def exact(samples) -> bool:
+                    return (
+                        value(samples, REQUESTS, status="2xx") == ok
+                        and value(samples, REQUESTS, status="4xx") == missing
+                    )
+
+                sidecar.wait_metrics(exact, timeout, what=f"{ok} 2xx and {missing} 4xx")
+
+            for _ in range(5):
+                assert g.status("/") == 200
+            shows(5, 0)
+
+            # Cut the replica off (it cannot authenticate to resync), so that
+            # what the master acknowledges next is never replicated: the
+            # failover loses it, as asynchronous replication may.
+            replica = c.replicas[0]
+            redis_command(replica.port, "CONFIG", "SET", "masterauth", "not-the-password")
+            redis_command(c.master.port, "CLIENT", "KILL", "TYPE", "replica")
+            for _ in range(3):
+                assert g.status("/missing") == 404
+            shows(5, 3)
+            assert "master_link_status:down" in redis_command(replica.port, "INFO", "replication")
+            # the 4xx series' keys are on the master only
+            assert redis_command(replica.port, "DBSIZE") < redis_command(c.master.port, "DBSIZE")
+
+            old = c.kill_master()
+            new = c.wait_failover(old)
+            assert new == replica.port
+            for _ in range(4):
+                assert g.status("/") == 200
+            # The 4xx series did not change after the failover: only the
+            # mirror's resend of everything restores it on the new master.
+            shows(9, 3, timeout=60)
+            time.sleep(1)  # passes go on: nothing counted twice
+            shows(9, 3, timeout=5)
+
+            def collected() -> bool:
+                metrics = collector.collect()
+                return (
+                    total(metrics, REQUESTS, status="2xx") == 9
+                    and total(metrics, REQUESTS, status="4xx") == 3
+                )
+
+            wait_for(collected, 30, interval=0.3, message="the collector to follow the failover")
+            assert "metrics agent exited" not in g.log(), g.log()
