@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +74,7 @@ class SentinelCluster:
                     RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.master.port)))
                 )
             for _ in range(sentinels):
-                self.sentinels.append(
-                    Sentinel(self.master.port, MASTER_NAME, 2, sentinel_password)
-                )
+                self.sentinels.append(Sentinel(self.master.port, MASTER_NAME, 2, sentinel_password))
             self._wait_known(replicas, sentinels - 1)
         except BaseException:
             self.close()
@@ -87,14 +84,16 @@ class SentinelCluster:
         def known() -> bool:
             for s in self.sentinels:
                 info = s.command("SENTINEL", "master", MASTER_NAME)
-                fields = dict(zip(info[::2], info[1::2]))
+                fields = dict(zip(info[::2], info[1::2], strict=True))
                 if int(fields["num-slaves"]) < replicas:
                     return False
                 if int(fields["num-other-sentinels"]) < others:
                     return False
             return True
 
-        wait_for(known, 30, interval=0.2, message="the sentinels to know each other and the replicas")
+        wait_for(
+            known, 30, interval=0.2, message="the sentinels to know each other and the replicas"
+        )
 
     @property
     def sentinel_list(self) -> str:

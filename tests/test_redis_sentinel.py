@@ -17,8 +17,8 @@ from gunicorn_prometheus_exporter.backend.core.client import RedisClient
 from gunicorn_prometheus_exporter.backend.core.collector import RedisMultiProcessCollector
 from gunicorn_prometheus_exporter.config import ExporterConfig
 from gunicorn_runner import Agent, Gunicorn, agent_binary, clean_env, redis_command, value, wait_for
-from redis_server import free_port
 from redis_sentinel import MASTER_NAME, SentinelCluster
+from redis_server import free_port
 
 REQUESTS = "gunicorn_worker_requests_total"
 
@@ -77,7 +77,10 @@ def test_the_url_form(monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("variables", "words"),
     [
-        ({"REDIS_SENTINELS": "h1:26379,h2:port"}, "REDIS_SENTINELS='h1:26379,h2:port' invalid port"),
+        (
+            {"REDIS_SENTINELS": "h1:26379,h2:port"},
+            "REDIS_SENTINELS='h1:26379,h2:port' invalid port",
+        ),
         ({"REDIS_SENTINELS": "h1,,h2"}, "empty sentinel address"),
         ({"PROMETHEUS_REDIS_URL": "redis+sentinel://h1:26379"}, "no master name"),
     ],
@@ -138,7 +141,9 @@ def test_a_master_unknown_to_the_sentinels(cluster) -> None:
 def test_the_master_is_found_and_the_sentinels_password_used() -> None:
     with SentinelCluster(sentinels=2, sentinel_password="sentinel-secret") as c:
         good = RedisClient(
-            sentinels=c.sentinel_list, sentinel_master=MASTER_NAME, sentinel_password="sentinel-secret"
+            sentinels=c.sentinel_list,
+            sentinel_master=MASTER_NAME,
+            sentinel_password="sentinel-secret",
         )
         good.set("where", "master")
         assert redis_command(c.master.port, "GET", "where") == "master"
