@@ -147,9 +147,12 @@ void bind_url(nb::module_& m) {
             out["ssl_certfile"] = o.tls.cert_file;
             out["ssl_keyfile"] = o.tls.key_file;
             out["ssl_verify"] = o.tls.verify;
-            out["sentinels"] = redis::format_sentinels(o.sentinel.sentinels);
-            out["sentinel_master"] = o.sentinel.master;
-            out["sentinel_password"] = o.sentinel.password;
+            if (o.sentinel
+                    .enabled()) {  // redis+sentinel:// only: other URLs' keys stay as they were
+                out["sentinels"] = redis::format_sentinels(o.sentinel.sentinels);
+                out["sentinel_master"] = o.sentinel.master;
+                out["sentinel_password"] = o.sentinel.password;
+            }
             return out;
         },
         "url"_a);

@@ -264,10 +264,10 @@ class ExporterConfig:
                 parsed = _native.parse_redis_url(self.redis_url)
             except ValueError as e:
                 raise ValueError(f"PROMETHEUS_REDIS_URL: {e}") from None
-            # As the agent: the URL's sentinel password, else the variable's.
-            parsed["sentinel_password"] = (
-                parsed["sentinel_password"] or self.redis_sentinel_password
-            )
+            if parsed.get("sentinels"):  # as the agent: the URL's password, else the variable's
+                parsed["sentinel_password"] = (
+                    parsed["sentinel_password"] or self.redis_sentinel_password
+                )
             return {**parsed, **common}
         return {
             "host": self.redis_host,
