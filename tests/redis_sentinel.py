@@ -2,8 +2,9 @@
 sentinels (Debian's redis-server run with ``--sentinel`` on a writable
 sentinel.conf), all on free loopback ports.
 
-``SentinelCluster`` starts them and waits until every sentinel knows the
-replicas and the other sentinels (so that a failover can be agreed on);
+``SentinelCluster`` starts them and waits until every replica is in sync and
+every sentinel knows the replicas and the other sentinels (so that a
+failover can be agreed on);
 ``kill_master()`` is SIGKILL and ``wait_failover()`` waits for the sentinels
 to name another master.
 """
@@ -65,13 +66,17 @@ class SentinelCluster:
     def __init__(
         self, replicas: int = 1, sentinels: int = 3, sentinel_password: str | None = None
     ) -> None:
-        self.master = RedisServer()
+        # A replica's first sync at once (not after the 5 s default delay).
+        now = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisServer(extra_args=now)
         self.replicas: list[RedisServer] = []
         self.sentinels: list[Sentinel] = []
         try:
             for _ in range(replicas):
                 self.replicas.append(
-                    RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.master.port)))
+                    RedisServer(
+                        extra_args=(*now, "--replicaof", "127.0.0.1", str(self.master.port))
+                    )
                 )
             for _ in range(sentinels):
                 self.sentinels.append(Sentinel(self.master.port, MASTER_NAME, 2, sentinel_password))
@@ -82,6 +87,9 @@ class SentinelCluster:
 
     def _wait_known(self, replicas: int, others: int) -> None:
         def known() -> bool:
+            for r in self.replicas:
+                if "master_link_status:up" not in redis_command(r.port, "INFO", "replication"):
+                    return False
             for s in self.sentinels:
                 info = s.command("SENTINEL", "master", MASTER_NAME)
                 fields = dict(zip(info[::2], info[1::2], strict=True))
