@@ -400,6 +400,44 @@ TEST(RedisMirror, EverythingIsSentAgainAfterRedisLostItsData) {
     EXPECT_NE(render_redis(client, "gunicorn").find("reqs_total 7.0"), std::string::npos);
 }
 
+// Another server behind the same address (a failover, a restart): the pass
+// that reaches it with only the changes sends everything at once, whatever
+// the marker says (here the new server has the marker's last value, and
+// none of the series).
+TEST(RedisMirror, APassReachingANewConnectionSendsEverythingAtOnce) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", {"m"}, {"GET"}, 7);
+    put(dir, "counter_2.db", "reqs", "reqs_total", {"m"}, {"PUT"}, 1);
+    Mirror mirror(client, MirrorOptions{dir.path(), "gunicorn", "h", 300});
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string marker = client->command({"KEYS", "gunicorn:mirror@*"}).elements.at(0).str;
+    const std::string written = client->command({"GET", marker}).str;
+    server.stop();
+    server.start();  // empty
+    {
+        Client other(local(server.port()));
+        other.command({"SET", marker, written});
+    }
+    put(dir, "counter_2.db", "reqs", "reqs_total", {"m"}, {"PUT"}, 2);
+    bool through = false;
+    for (int i = 0; i < 100 && !through; ++i) {
+        try {
+            mirror.pass(diagnostics);  // the first fails on the old connection
+            through = true;
+        } catch (const Error&) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+    ASSERT_TRUE(through);
+    const std::string out = render_redis(client, "gunicorn");
+    EXPECT_NE(out.find("reqs_total{m=\"GET\"} 7.0"), std::string::npos) << out;
+    EXPECT_NE(out.find("reqs_total{m=\"PUT\"} 2.0"), std::string::npos) << out;
+}
+
 TEST(RedisReader, SteadyScrapeIsTwoCommandsAndSeesNewSeries) {
     REQUIRE_REDIS();
     RedisServer server;
