@@ -263,3 +263,23 @@ def test_a_forced_failover_is_followed_at_once() -> None:
         wait_for(written, 30, interval=0.2, message="a write to reach the new master")
         assert redis_command(new, "GET", "after") == "2"
         assert redis_command(new, "GET", "before") == "1"  # replicated before the switch
+
+
+def test_a_demoted_master_is_left_and_its_role_checked(cluster) -> None:
+    """The master turned replica behind the sentinels' back (REPLICAOF, no
+    client killed): READONLY drops the connection, and the next connect
+    refuses the address the sentinels still give, because ROLE says slave."""
+    client = RedisClient(sentinels=cluster.sentinel_list, sentinel_master=MASTER_NAME)
+    client.set("k", "v")
+    master = cluster.master.port
+    replica = cluster.replicas[0].port
+    assert redis_command(master, "REPLICAOF", "127.0.0.1", str(replica)) == "OK"
+    try:
+        with pytest.raises(_native.RedisResponseError, match="READONLY"):
+            client.set("k", "w")
+        with pytest.raises(_native.RedisConnectionError) as error:
+            client.ping()
+        assert f"Redis at 127.0.0.1:{master}/0, which the sentinels name master" in str(error.value)
+        assert "is a slave" in str(error.value)
+    finally:
+        redis_command(master, "REPLICAOF", "NO", "ONE")
