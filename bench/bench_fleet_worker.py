@@ -103,10 +103,10 @@ def phase_instance(args: argparse.Namespace) -> dict[str, object]:
 def make_collector() -> object:
     from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 
-    client = RedisClient(
-        host="127.0.0.1", port=int(os.environ["REDIS_PORT"]), db=int(os.environ["REDIS_DB"])
+    # From the REDIS_* settings, as an exporter's scrape (reply limit, timeouts).
+    return RedisMultiProcessCollector(
+        None, RedisClient.from_config(), os.environ["REDIS_KEY_PREFIX"]
     )
-    return RedisMultiProcessCollector(None, client, os.environ["REDIS_KEY_PREFIX"])
 
 
 def phase_scrape(args: argparse.Namespace) -> dict[str, object]:
