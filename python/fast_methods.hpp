@@ -1,3 +1,5 @@
+// Native fast paths for prometheus_client's update methods (inc, set,
+// observe) on our values, falling back to the Python method otherwise.
 #pragma once
 
 #include <nanobind/nanobind.h>

@@ -1,3 +1,4 @@
+// The Python bindings of the Redis part of the core (gpe::redis).
 #pragma once
 
 #include <nanobind/nanobind.h>

@@ -1,3 +1,4 @@
+// The Python bindings of the worker's request recorder and resource sampler.
 #pragma once
 
 #include <nanobind/nanobind.h>

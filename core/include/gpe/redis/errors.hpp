@@ -1,3 +1,4 @@
+// The error type of everything in gpe::redis, with the kind a caller acts on.
 #pragma once
 
 #include <stdexcept>
