@@ -65,6 +65,7 @@ Config configure(int argc, char** argv) {
     }
     if (c.value_only_files) gpe::set_entry_layout(gpe::EntryLayout::kValueOnly);
     if (c.password_stdin && c.redis) std::getline(std::cin, c.redis->password);
+    if (c.sentinel_password_stdin && c.redis) std::getline(std::cin, c.redis->sentinel.password);
     if (c.instance.empty()) {
         char host[256] = {};
         ::gethostname(host, sizeof host - 1);

@@ -141,6 +141,7 @@ Config resolve(const std::vector<std::string>& args, const Environment& env) {
     check_roles(c);
     if (c.mirror || enabled || c.source == "redis") c.redis = read_redis(in);
     c.password_stdin = in.on("--redis-password-stdin");
+    c.sentinel_password_stdin = in.on("--redis-sentinel-password-stdin");
     c.prefix = in.text("--redis-prefix");
     c.instance = in.text("--redis-instance");
     c.ttl = in.on("REDIS_TTL_DISABLED") ? 0 : static_cast<int>(in.number("--redis-ttl"));

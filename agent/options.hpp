@@ -30,6 +30,7 @@ struct Config {
     bool mirror = false;
     bool serve = true;  // --no-http: mirror only
     bool password_stdin = false;
+    bool sentinel_password_stdin = false;  // the line after the password, if both
     std::optional<redis::Options> redis;
     std::string prefix;
     std::string instance;  // "" the hostname

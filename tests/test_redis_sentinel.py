@@ -283,3 +283,46 @@ def test_a_demoted_master_is_left_and_its_role_checked(cluster) -> None:
         assert "is a slave" in str(error.value)
     finally:
         redis_command(master, "REPLICAOF", "NO", "ONE")
+
+
+# --------------------------------------------------------------- secrets --
+
+
+def _secret_holders(g: Gunicorn, secret: bytes) -> list[str]:
+    """Where the master, its workers and its agents show `secret`."""
+    found = []
+    for pid in [g.pid, *g.worker_pids(), *g.agent_pids()]:
+        for what in ("environ", "cmdline"):
+            try:
+                if secret in Path(f"/proc/{pid}/{what}").read_bytes():
+                    found.append(f"/proc/{pid}/{what}")
+            except OSError:
+                pass  # gone: nothing to show
+    return found
+
+
+@pytest.mark.parametrize("form", ["variable", "url"])
+def test_the_sentinels_password_reaches_the_agent_only_through_its_pipe(
+    tmp_path: Path, form: str
+) -> None:
+    secret = "sentinel-secret-7f3a"
+    with SentinelCluster(sentinels=2, sentinel_password=secret) as c:
+        env = {**c.env(), "REDIS_INSTANCE_ID": "hostA", "REDIS_FLUSH_INTERVAL": "0.2"}
+        if form == "url":
+            for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD"):
+                env.pop(name)
+            env["PROMETHEUS_REDIS_URL"] = (
+                f"redis+sentinel://{c.sentinel_list}/{MASTER_NAME}?sentinel_password={secret}"
+            )
+        with Gunicorn(tmp_path, env=env) as g:
+            for _ in range(3):
+                assert g.status("/") == 200
+            # The agent found the master through the password-protected sentinels.
+            wait_for(
+                lambda: redis_command(c.master.port, "KEYS", "*@hostA*"),
+                15,
+                message=lambda: f"hostA's keys in the master:\n{g.log()}",
+            )
+            wait_for(lambda: len(g.worker_pids()) >= 1 and g.agent_pids(), 10, message="pids")
+            assert _secret_holders(g, secret.encode()) == []
+        assert secret not in g.log()

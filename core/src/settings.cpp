@@ -91,6 +91,7 @@ const std::array kTable = {
     Setting{"REDIS_USERNAME", "", K::kText, "", "ACL user", kRedis},
     Setting{"REDIS_PASSWORD", "", K::kText, "", "AUTH password", kRedis},
     Setting{"", "--redis-password-stdin", K::kBool, "false", "read the Redis password from standard input", kRedis},
+    Setting{"", "--redis-sentinel-password-stdin", K::kBool, "false", "read the sentinels' password from standard input (after the Redis password)", kRedis},
     Setting{"REDIS_SSL", "", K::kBool, "false", "TLS", kRedis},
     Setting{"REDIS_SSL_CA_CERTS", "", K::kText, "", "CA file to verify the server", kRedis},
     Setting{"REDIS_SSL_CA_PATH", "", K::kText, "", "CA directory to verify the server", kRedis},

@@ -14,6 +14,7 @@ from pathlib import Path
 from ._logging import logger
 from .config import config
 from .native_values import VALUE_ONLY_FILES
+from .redis_password import RedisSecrets
 
 BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
 
@@ -43,13 +44,19 @@ class AgentSupervisor:
     agent is reported once a minute, not at every attempt."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], redis_password: str | None = None
+        self, args: list[str], env: dict[str, str], secrets: RedisSecrets | None = None
     ) -> None:
         self._args = [str(BINARY), *args]
         self._env = env
-        self._password = redis_password
-        if redis_password is not None:
+        # The secrets go through a pipe, one line each, in the order of their
+        # flags: never on a command line or in an environment.
+        self._secrets: list[str] = []
+        if secrets is not None and secrets.password is not None:
             self._args.append("--redis-password-stdin")
+            self._secrets.append(secrets.password)
+        if secrets is not None and secrets.sentinel_password is not None:
+            self._args.append("--redis-sentinel-password-stdin")
+            self._secrets.append(secrets.sentinel_password)
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -71,12 +78,11 @@ class AgentSupervisor:
             process = subprocess.Popen(
                 self._args,
                 env=self._env,
-                stdin=subprocess.PIPE if self._password is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self._secrets else subprocess.DEVNULL,
                 close_fds=True,
             )
-        if self._password is not None and process.stdin is not None:
-            # The secret goes through a pipe: never on a command line or in an environment.
-            process.stdin.write(self._password.encode() + b"\n")
+        if self._secrets and process.stdin is not None:
+            process.stdin.write(b"".join(secret.encode() + b"\n" for secret in self._secrets))
             process.stdin.close()
         return process
 
@@ -160,9 +166,7 @@ def _arguments(directory: str) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def start_agent(
-    directory: str, redis_password: str | None, serve_http: bool
-) -> AgentSupervisor | None:
+def start_agent(directory: str, secrets: RedisSecrets, serve_http: bool) -> AgentSupervisor | None:
     """The agent for ``directory``, started and supervised. ``serve_http``
     False: it only mirrors to Redis, for a sidecar that serves the metrics
     (no agent then when Redis is off: it would do nothing)."""
@@ -174,6 +178,6 @@ def start_agent(
             )
             return None
         args.append("--no-http")
-    supervisor = AgentSupervisor(args, env, redis_password if config.redis_enabled else None)
+    supervisor = AgentSupervisor(args, env, secrets if config.redis_enabled else None)
     supervisor.start()
     return supervisor

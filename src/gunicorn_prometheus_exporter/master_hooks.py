@@ -19,7 +19,7 @@ from .guard import guarded
 from .metrics import Metrics, create
 from .middleware import request_path
 from .multiprocess import mark_process_dead
-from .redis_password import take_redis_password
+from .redis_password import RedisSecrets, take_redis_secrets
 
 COUNTED_SIGNALS = ("hup", "ttin", "ttou", "usr1", "usr2", "winch", "term", "int", "quit", "chld")
 
@@ -30,7 +30,7 @@ class _Master:
 
     metrics: Metrics | None = None
     directory: str | None = None
-    redis_password: str | None = None
+    redis_secrets: RedisSecrets | None = None
     supervisor: AgentSupervisor | None = None
     stopping: bool = False
     reload_pids: set[int] = field(default_factory=set)
@@ -43,8 +43,8 @@ _master = _Master()  # one master per process
 def on_starting(server: Any) -> None:
     """Master, before anything: settings checked, directory ready, values native."""
     config.validate()  # an invalid setting stops Gunicorn here, named (not a metrics failure)
-    if _master.redis_password is None:
-        _master.redis_password = take_redis_password()  # first: whatever fails later
+    if _master.redis_secrets is None:
+        _master.redis_secrets = take_redis_secrets()  # first: whatever fails later
     _on_starting(server)
 
 
@@ -150,7 +150,7 @@ def _start_agent(server: Any, serve_http: bool) -> None:
     _count_signals(server, metrics)
     _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
-    _master.supervisor = start_agent(path, _master.redis_password, serve_http)
+    _master.supervisor = start_agent(path, _master.redis_secrets or RedisSecrets(), serve_http)
     if "GUNICORN_PID" in os.environ:
         directory.archive_when_gone(int(os.environ["GUNICORN_PID"]), path)
 
