@@ -72,18 +72,8 @@ from prometheus_client.openmetrics import exposition as om_exposition
 
 import gunicorn_prometheus_exporter as gpe
 
-GAUGE_MODES = (
-    "all",
-    "liveall",
-    "min",
-    "livemin",
-    "max",
-    "livemax",
-    "sum",
-    "livesum",
-    "mostrecent",
-    "livemostrecent",
-)
+# prometheus_client's own list (the oracle), in a fixed order.
+GAUGE_MODES = tuple(sorted(Gauge._MULTIPROC_MODES))
 MOSTRECENT_MODES = ("mostrecent", "livemostrecent")
 
 # A pid no real process can have (Linux pid_max <= 2**22): renamed files can

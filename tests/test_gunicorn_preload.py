@@ -11,21 +11,12 @@ import os
 from pathlib import Path
 
 import pytest
+from prometheus_client import Gauge
 
 from gunicorn_runner import Gunicorn, labelled, value
 
-MODES = (
-    "all",
-    "liveall",
-    "min",
-    "livemin",
-    "max",
-    "livemax",
-    "sum",
-    "livesum",
-    "mostrecent",
-    "livemostrecent",
-)
+# prometheus_client's own list (the oracle), in a fixed order.
+MODES = tuple(sorted(Gauge._MULTIPROC_MODES))
 
 PRELOADED_APP = f"""
 import os
