@@ -139,7 +139,8 @@ std::unique_ptr<redis::MirrorService> start_mirror(const Config& config,
                                                    std::shared_ptr<redis::Client> client) {
     auto mirror = std::make_unique<redis::MirrorService>(
         std::move(client),
-        redis::MirrorOptions{config.directory, config.prefix, config.instance, config.ttl},
+        redis::MirrorOptions{config.layout, config.directory, config.prefix, config.instance,
+                             config.ttl},
         config.interval, [](int level, const std::string& message) {
             log(level >= redis::MirrorService::kWarning ? "WARNING" : "INFO", message);
         });

@@ -144,6 +144,7 @@ Config resolve(const std::vector<std::string>& args, const Environment& env) {
     c.sentinel_password_stdin = in.on("--redis-sentinel-password-stdin");
     c.prefix = in.text("--redis-prefix");
     c.instance = in.text("--redis-instance");
+    c.layout = *redis::parse_layout(in.text("--redis-layout"));
     c.ttl = in.on("REDIS_TTL_DISABLED") ? 0 : static_cast<int>(in.number("--redis-ttl"));
     c.interval = in.seconds("--flush-interval");
     c.parent = static_cast<pid_t>(in.number("--parent-pid"));

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gpe/redis/layout.hpp"
 #include "gpe/redis/options.hpp"
 #include "gpe/settings.hpp"
 #include "http_server.hpp"
@@ -33,6 +34,7 @@ struct Config {
     bool sentinel_password_stdin = false;  // the line after the password, if both
     std::optional<redis::Options> redis;
     std::string prefix;
+    redis::Layout layout = redis::Layout::instance;
     std::string instance;  // "" the hostname
     int ttl = 0;
     double interval = 0;

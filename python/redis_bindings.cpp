@@ -326,7 +326,7 @@ void bind_writers(nb::module_& m) {
             "__init__",
             [](redis::MirrorService* self, std::shared_ptr<redis::Client> client,
                const std::string& directory, const std::string& prefix, const std::string& instance,
-               int ttl_seconds, double interval, nb::object logger) {
+               int ttl_seconds, double interval, nb::object logger, const std::string& layout) {
                 // Called from the mirror thread: take the GIL, and never let a
                 // logging problem reach the thread.
                 auto log = [logger = std::make_shared<nb::object>(std::move(logger))](
@@ -339,13 +339,15 @@ void bind_writers(nb::module_& m) {
                         e.discard_as_unraisable("gunicorn_prometheus_exporter mirror logger");
                     }
                 };
+                const auto parsed = redis::parse_layout(layout);
+                if (!parsed) throw std::invalid_argument("layout must be instance or series");
                 new (self) redis::MirrorService(
                     std::move(client),
-                    redis::MirrorOptions{directory, prefix, instance, ttl_seconds}, interval,
-                    std::move(log));
+                    redis::MirrorOptions{*parsed, directory, prefix, instance, ttl_seconds},
+                    interval, std::move(log));
             },
             "client"_a, "directory"_a, "prefix"_a, "instance"_a, "ttl_seconds"_a, "interval"_a,
-            "logger"_a)
+            "logger"_a, "layout"_a = "instance")
         .def("start", &redis::MirrorService::start, nb::call_guard<nb::gil_scoped_release>())
         .def("stop", &redis::MirrorService::stop, nb::call_guard<nb::gil_scoped_release>())
         .def("pass_now", &redis::MirrorService::pass_now, nb::call_guard<nb::gil_scoped_release>())

@@ -188,3 +188,14 @@ def rclient(redis_srv: RedisServer) -> RedisClient:
     from gunicorn_prometheus_exporter.backend import RedisClient
 
     return RedisClient(**redis_srv.client_kwargs())
+
+
+@pytest.fixture
+def series_layout() -> Iterator[None]:
+    """Mirrors write the 0.2.x series layout (REDIS_LAYOUT=series) in this
+    test: for the tests of that layout's keys."""
+    RedisServer.layout = "series"
+    try:
+        yield
+    finally:
+        RedisServer.layout = None

@@ -98,6 +98,10 @@ def make_tls_files(directory: Path) -> dict[str, str]:
 
 
 class RedisServer:
+    # REDIS_LAYOUT for the processes given env(): the modules that test the
+    # 0.2.x series layout's keys set "series" (pin_series_layout); None: the default.
+    layout: str | None = None
+
     def __init__(
         self,
         password: str | None = None,
@@ -209,6 +213,8 @@ class RedisServer:
     def env(self) -> dict[str, str]:
         """REDIS_* variables that point at this server."""
         env = {"REDIS_ENABLED": "true", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.port)}
+        if RedisServer.layout is not None:
+            env["REDIS_LAYOUT"] = RedisServer.layout
         if self.unix_socket:
             env["REDIS_UNIX_SOCKET"] = self.unix_socket
         if self.password:

@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+import pytest
+
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 from redis_support import (
@@ -31,6 +33,10 @@ from redis_support import (
     series_keys,
     setup_and_lead,
 )
+
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
 
 
 def _metrics() -> dict:

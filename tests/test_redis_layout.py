@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.mmap_dict import mmap_key
@@ -33,6 +34,10 @@ from redis_support import (
     samples_of,
     series_keys,
 )
+
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
 
 SEED_KEY = (
     '["gunicorn_requests_total", "requests_total", {"method": "GET", "status": "200"}, '

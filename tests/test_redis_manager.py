@@ -42,6 +42,10 @@ from redis_support import (
     setup_and_lead,
 )
 
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
+
 LOGGER = "gunicorn_prometheus_exporter"
 
 
@@ -643,6 +647,7 @@ def test_mirror_configured_by_url(redis_srv: RedisServer, rclient: RedisClient) 
         "REDIS_PORT": str(free_port()),
         "REDIS_FLUSH_INTERVAL": "60",
         "PROMETHEUS_REDIS_URL": f"redis://127.0.0.1:{redis_srv.port}/3",
+        "REDIS_LAYOUT": "series",
     }
     result = in_child(_mirror_one_value, env=env)
     assert result["render"] == JOBS_9

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 from redis_support import (
     RedisServer,
@@ -23,6 +25,10 @@ from redis_support import (
     series_keys,
     setup_and_lead,
 )
+
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
 
 SAME_PID = "1234"
 

@@ -27,6 +27,10 @@ from gunicorn_prometheus_exporter.backend import (
 from gunicorn_prometheus_exporter.backend.service import manager as manager_module
 from redis_support import samples_of
 
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
+
 K1 = redis_key("reqs", "reqs_total", ["path"], ["/a"], "Requests.")
 K2 = redis_key("reqs", "reqs_total", ["path"], ['/b "é"\n'], "Requests.")
 K3 = redis_key("reqs", "reqs_created", ["path"], ["/a"], "Requests.")
@@ -289,7 +293,14 @@ def test_write_value_sets_the_mirrors_absolute_deadline(
     values.write_value(K1, 1.0, 0.0)
     values.close()
     mirror = _native.MirrorService(
-        rclient.native, str(tmp_path), "gunicorn", "mirrored", 60, 1.0, lambda level, message: None
+        rclient.native,
+        str(tmp_path),
+        "gunicorn",
+        "mirrored",
+        60,
+        1.0,
+        lambda level, message: None,
+        layout="series",
     )
     assert mirror.pass_now()
     store = RedisStorageDict(rclient, "gunicorn", "counter", process="100@h")

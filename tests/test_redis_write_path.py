@@ -30,6 +30,10 @@ from gunicorn_prometheus_exporter.backend import (
 from redis_server import RedisServer
 from redis_support import in_child, samples_of, series_keys, setup_and_lead
 
+# These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
+# tests/test_redis_fleet.py tests the instance layout.
+pytestmark = pytest.mark.usefixtures("series_layout")
+
 
 class OwnedServer(RedisServer):
     """A redis-server started by a child; every pid it runs under is noted in

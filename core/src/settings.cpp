@@ -9,6 +9,7 @@
 #include <charconv>
 #include <string>
 
+#include "gpe/redis/layout.hpp"
 #include "gpe/redis/options.hpp"
 
 namespace gpe::settings {
@@ -27,6 +28,11 @@ std::string one_of_files_or_redis(std::string_view raw) {
 std::string no_glob(std::string_view raw) {
     if (raw.find_first_of("*?[]\\") != std::string_view::npos)
         throw std::invalid_argument("must not contain * ? [ ] or \\");
+    return std::string(raw);
+}
+
+std::string instance_or_series(std::string_view raw) {
+    if (!redis::parse_layout(raw)) throw std::invalid_argument("must be instance or series");
     return std::string(raw);
 }
 
@@ -103,6 +109,7 @@ const std::array kTable = {
     Setting{"REDIS_SENTINEL_PASSWORD", "", K::kText, "", "AUTH password of the sentinels (REDIS_PASSWORD is the master's)", kRedis},
     Setting{"REDIS_KEY_PREFIX", "--redis-prefix", K::kText, "gunicorn", "key prefix (may contain :)", kRedis, 0, 0, no_glob, "PREFIX"},
     Setting{"REDIS_INSTANCE_ID", "--redis-instance", K::kText, "", "this instance in keys (default: the hostname)", kRedis, 0, 0, nullptr, "ID"},
+    Setting{"REDIS_LAYOUT", "--redis-layout", K::kText, "instance", "what a mirror writes: instance (one hash per instance, a fleet archive) or series (the 0.2.x keys, one per series and process)", kRedis, 0, 0, instance_or_series, "LAYOUT"},
     Setting{"REDIS_TTL_SECONDS", "--redis-ttl", K::kInteger, "300", "expiry of an instance's keys, 0 = never", kRedis, 0, kLarge, nullptr, "SECONDS"},
     Setting{"REDIS_TTL_DISABLED", "", K::kBool, "false", "keys never expire (as a TTL of 0)", kRedis},
     Setting{"REDIS_FLUSH_INTERVAL", "--flush-interval", K::kSeconds, "1.0", "seconds between mirror passes", kRedis, 0, kDay, nullptr, "SECONDS"},

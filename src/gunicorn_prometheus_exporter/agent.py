@@ -4,6 +4,7 @@ command line built from the settings and supervised by the Gunicorn master
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,10 @@ BINARY = Path(__file__).parent / "bin" / "gunicorn-prometheus-agent"
 # How long a TERMed agent may take before SIGKILL: longer than its last mirror
 # pass may (3 s, kFinalPassDeadline in agent/main.cpp), so that pass is not cut.
 STOP_GRACE_SECONDS = 5.0
+
+# Asks the agent's mirror to fold this instance into the fleet archive as it
+# stops (MirrorService::kRetireFile).
+RETIRE_FILE = ".gpe-retire"
 
 # Held while the agent is spawned and while the master forks a worker: a
 # worker forked in the middle of Popen would keep Popen's error pipe open
@@ -48,6 +53,7 @@ class AgentSupervisor:
     ) -> None:
         self._args = [str(BINARY), *args]
         self._env = env
+        self._directory = args[args.index("--directory") + 1] if "--directory" in args else None
         # The secrets go through a pipe, one line each, in the order of their
         # flags: never on a command line or in an environment.
         self._secrets: list[str] = []
@@ -107,8 +113,13 @@ class AgentSupervisor:
             self._stopping.wait(delay)
             delay = min(delay * 2, 5.0)
 
-    def stop(self) -> None:
+    def stop(self, retire: bool = False) -> None:
+        """Stops the agent; ``retire``: the instance leaves for good (its
+        directory goes), so the agent folds it into the fleet archive."""
         self._stopping.set()
+        if retire and self._directory is not None:
+            with contextlib.suppress(OSError):
+                Path(self._directory, RETIRE_FILE).touch()
         with self._lock:
             process = self._process
         if process is not None and process.poll() is None:

@@ -162,6 +162,10 @@ class ExporterConfig:
         return str(read_setting("REDIS_KEY_PREFIX"))  # no glob characters: the table refuses them
 
     @property
+    def redis_layout(self) -> str:
+        return str(read_setting("REDIS_LAYOUT"))  # instance or series: the table checks it
+
+    @property
     def redis_ttl_seconds(self) -> int:
         return int(read_setting("REDIS_TTL_SECONDS"))
 

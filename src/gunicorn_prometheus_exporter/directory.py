@@ -31,6 +31,9 @@ OWNED_DIRECTORY = "GUNICORN_PROMETHEUS_OWNED_DIR"
 # A worker leaves its exit reason in ".exit-PID" for the master, which
 # reaps it: only the worker knows why it left.
 _EXIT_MARKER = ".exit-"
+# The Redis mirror's node id and retire request of the run that used the
+# directory (view_mirror.hpp): a run that starts from empty files is a new node.
+_RUN_FILES = (".gpe-node", ".gpe-retire")
 
 
 def make_private_directory() -> str:
@@ -45,7 +48,7 @@ def make_private_directory() -> str:
 def _is_stale_file(name: str, own_pid: int) -> bool:
     """Files of an earlier run: every value file and exit marker, except this
     process's own (values the master created already, e.g. under --preload)."""
-    if name.startswith(_EXIT_MARKER):
+    if name.startswith(_EXIT_MARKER) or name in _RUN_FILES:
         return True
     if not name.endswith(".db"):
         return False
@@ -105,6 +108,11 @@ def replace_private_directory(directory: str) -> None:
 def is_private(directory: str | None) -> bool:
     """Whether ``directory`` is the private one this process created."""
     return _prepared is not None and _prepared.owned and _prepared.directory == directory
+
+
+def owns_current() -> bool:
+    """Whether this master prepared a private directory of its own."""
+    return _prepared is not None and _prepared.owned and _prepared.creator == os.getpid()
 
 
 def release(successor: bool) -> None:

@@ -203,10 +203,15 @@ def on_reload(server: Any) -> None:
 def on_exit(server: Any) -> None:
     """Master, leaving: stop the agent, remove a directory of ours."""
     _master.stopping = True
+    successor = bool(getattr(server, "reexec_pid", 0))
     if _master.supervisor is not None:
-        _master.supervisor.stop()
+        # The instance leaves for good when nobody carries its values on: no
+        # USR2 successor, and the files go (ours) or are removed at the next
+        # start.
+        gone = not successor and (directory.owns_current() or config.cleanup_db_files)
+        _master.supervisor.stop(retire=gone)
         _master.supervisor = None
-    directory.release(successor=bool(getattr(server, "reexec_pid", 0)))
+    directory.release(successor=successor)
 
 
 # Every hook of ours, by Gunicorn setting name.

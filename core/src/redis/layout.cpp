@@ -12,6 +12,12 @@
 
 namespace gpe::redis {
 
+std::optional<Layout> parse_layout(std::string_view text) {
+    if (text == "instance") return Layout::instance;
+    if (text == "series") return Layout::series;
+    return std::nullopt;
+}
+
 std::string series_hash(std::string_view series_key) {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
@@ -100,6 +106,64 @@ std::string glob_escape(std::string_view text) {
     }
     return out;
 }
+
+namespace node {
+
+std::string node_id(std::string_view instance, std::string_view token) {
+    std::string out = concat(sanitize_segment(instance), "@", sanitize_segment(token));
+    for (char& c : out) {
+        if (c == '{' || c == '}') c = '_';  // a brace would end the hash tag
+    }
+    return out;
+}
+
+std::string node_key(std::string_view prefix, std::string_view node, std::string_view what) {
+    return concat(prefix, ":{", node, "}:", what);
+}
+
+std::string fleet_key(std::string_view prefix, std::string_view what) {
+    return concat(prefix, ":{fleet}:", what);
+}
+
+std::string view_field(Store store, std::string_view process, std::string_view json) {
+    if (store.type == MetricType::gauge && !is_aggregated(store.mode))
+        return concat(store_name(store), ":", process, ":", json);
+    return concat(store_name(store), ":", json);
+}
+
+std::optional<ViewField> parse_view_field(std::string_view field) {
+    const size_t colon = field.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    const std::optional<Store> store = parse_store(field.substr(0, colon));
+    if (!store) return std::nullopt;
+    std::string_view rest = field.substr(colon + 1);
+    std::string_view process;
+    if (store->type == MetricType::gauge && !is_aggregated(store->mode)) {
+        const size_t end = rest.find(':');
+        if (end == std::string_view::npos || end == 0) return std::nullopt;
+        process = rest.substr(0, end);
+        rest = rest.substr(end + 1);
+    }
+    if (rest.empty() || rest.front() != '[') return std::nullopt;
+    return ViewField{*store, process, rest};
+}
+
+std::string view_value(Store store, double value, double timestamp) {
+    if (!has_timestamp(store)) return format_value(value);
+    return concat(format_value(value), " ", format_value(timestamp));
+}
+
+std::optional<std::pair<double, double>> parse_view_value(std::string_view text) {
+    const size_t space = text.find(' ');
+    const auto value = parse_value(text.substr(0, space));
+    if (!value) return std::nullopt;
+    if (space == std::string_view::npos) return std::pair{*value, 0.0};
+    const auto timestamp = parse_value(text.substr(space + 1));
+    if (!timestamp) return std::nullopt;
+    return std::pair{*value, *timestamp};
+}
+
+}  // namespace node
 
 std::string format_value(double value) {
     if (std::isnan(value)) return "nan";

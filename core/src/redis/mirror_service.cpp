@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -17,10 +18,10 @@ std::optional<LeaderLock> LeaderLock::try_acquire(const std::string& directory) 
 MirrorService::MirrorService(std::shared_ptr<Client> client, MirrorOptions options,
                              double interval_seconds, Logger logger)
     : client_(client),
-      mirror_(std::move(client), std::move(options)),
+      mirror_(make_publisher(std::move(client), std::move(options))),
       // Deadlines are renewed every third of the TTL: passes must come at least that often.
-      interval_(mirror_.options().ttl_seconds > 0
-                    ? std::min(interval_seconds, mirror_.options().ttl_seconds / 3.0)
+      interval_(mirror_->options().ttl_seconds > 0
+                    ? std::min(interval_seconds, mirror_->options().ttl_seconds / 3.0)
                     : interval_seconds),
       logger_(std::move(logger)) {}
 
@@ -32,7 +33,7 @@ void MirrorService::log(const Messages& messages) {
 }
 
 bool MirrorService::try_lead() {
-    if (!lock_) lock_ = LeaderLock::try_acquire(mirror_.options().directory);
+    if (!lock_) lock_ = LeaderLock::try_acquire(mirror_->options().directory);
     return lock_.has_value();
 }
 
@@ -47,7 +48,7 @@ bool MirrorService::pass_now() {
         std::lock_guard lock(*mutex_);
         if (!try_lead()) return false;
         Diagnostics diagnostics;
-        mirror_.pass(diagnostics);  // throws Error for the caller
+        mirror_->pass(diagnostics);  // throws Error for the caller
         for (auto& warning : diagnostics.warnings)
             messages.emplace_back(kWarning, std::move(warning));
     }
@@ -68,7 +69,7 @@ void MirrorService::start() {
 void MirrorService::run_pass(Messages& messages) {
     Diagnostics diagnostics;
     try {
-        const PassReport report = mirror_.pass(diagnostics);
+        const PassReport report = mirror_->pass(diagnostics);
         if (failing_) {
             failing_ = false;
             messages.emplace_back(kInfo, "Redis reachable again at " +
@@ -87,6 +88,22 @@ void MirrorService::run_pass(Messages& messages) {
     for (auto& warning : diagnostics.warnings) messages.emplace_back(kWarning, std::move(warning));
 }
 
+void MirrorService::last_pass(Messages& messages) {
+    const std::string retire_file = mirror_->options().directory + "/" + kRetireFile;
+    if (::access(retire_file.c_str(), F_OK) != 0) return run_pass(messages);
+    Diagnostics diagnostics;
+    try {
+        mirror_->retire(diagnostics);
+        messages.emplace_back(kInfo, "this instance left: its counts went into the fleet archive");
+    } catch (const std::exception& e) {
+        messages.emplace_back(kWarning,
+                              std::string("cannot fold this instance into the fleet archive (an "
+                                          "agent will once its TTL passes): ") +
+                                  e.what());
+    }
+    for (auto& warning : diagnostics.warnings) messages.emplace_back(kWarning, std::move(warning));
+}
+
 void MirrorService::run() {
     std::unique_lock lock(*mutex_);
     while (!stopping_) {
@@ -99,7 +116,7 @@ void MirrorService::run() {
     }
     // A last pass on the way out, so that the values of the final moments arrive.
     Messages messages;
-    if (lock_) run_pass(messages);
+    if (lock_) last_pass(messages);
     lock.unlock();
     log(messages);
 }

@@ -1,11 +1,13 @@
 #include "gpe/redis/reader.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 #include <optional>
 
 #include "gpe/redis/layout.hpp"
+#include "gpe/redis/view_reader.hpp"
 #include "gpe/strings.hpp"
 
 namespace gpe::redis {
@@ -68,6 +70,13 @@ std::optional<Store> store_of(std::string_view store) {
     return parse_store(store);
 }
 
+size_t store_index(Store store) {
+    for (size_t i = 0; i < kStores.size(); ++i) {
+        if (kStores[i] == store) return i;
+    }
+    return 0;
+}
+
 struct Found {
     std::string key;
     KeyParts parts;  // views into `key`
@@ -99,6 +108,7 @@ struct Reader::Impl {
     std::string keys_version;
     std::chrono::steady_clock::time_point keys_listed;
     bool keys_valid = false;
+    FleetSnapshot fleet;  // the instance layout's nodes and archive
 
     std::vector<Reply> run(const std::vector<Command>& commands) {
         stats.commands += commands.size();
@@ -270,7 +280,11 @@ struct Reader::Impl {
                 if (!values)
                     throw Error(Error::Kind::kServer, "the key set keeps changing; try again");
             }
-            stats.keys = keys.size();
+            // The instance layout, after the series layout's keys: an
+            // instance switching layouts is counted in one of them.
+            fleet.read(*client, prefix, diagnostics);
+            stats.commands += fleet.commands();
+            stats.keys = keys.size() + fleet.fields();
 
             // Series keys of hashes not seen before, from their meta keys.
             std::vector<Command> metas;
@@ -353,8 +367,40 @@ struct Reader::Impl {
                               concat("Redis ", prefix, ":", group.store, ":", group.process));
             at = end;
         }
+        series += add_views(merger);
         last_series = series;
         return merger.finish(accumulate);
+    }
+
+    // Each node's samples, one source per store.
+    size_t add_views(Merger& merger) {
+        size_t series = 0;
+        std::array<std::vector<SourceSample>, kStores.size()> by_store;
+        for (const ViewSource& source : fleet.sources()) {
+            for (auto& samples : by_store) samples.clear();
+            for (const ViewSample& sample : source.samples) {
+                SeriesCache::Key* key = nullptr;
+                try {
+                    key = cache.lookup(sample.json);
+                } catch (const std::exception& e) {
+                    merger.diagnostics().warn(
+                        concat("skipped a series of ", source.origin, ": ", e.what()));
+                    continue;
+                }
+                const bool gauge = sample.store.type == MetricType::gauge;
+                const uint32_t pid_labels = gauge && !sample.process.empty()
+                                                ? cache.labels_with_pid(*key, sample.process)
+                                                : kNoLabels;
+                by_store[store_index(sample.store)].push_back(
+                    SourceSample{key, pid_labels, sample.value, sample.timestamp});
+            }
+            for (size_t i = 0; i < kStores.size(); ++i) {
+                if (by_store[i].empty()) continue;
+                series += by_store[i].size();
+                merger.add_source(kStores[i], by_store[i], source.origin);
+            }
+        }
+        return series;
     }
 
     const Resolved* resolve(const Found& item, bool gauge, Diagnostics& diagnostics) {

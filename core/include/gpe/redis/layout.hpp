@@ -11,13 +11,25 @@
 // hash      = MD5 of the series key (the JSON of redis_key/mmap_key)
 //
 // The prefix may itself contain ':'; the other segments never do.
+//
+// The instance layout (REDIS_LAYOUT=instance, the default) keeps each
+// instance's merge of its processes instead of every process's copy; see
+// `namespace node` below.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include "gpe/store_kind.hpp"
 
 namespace gpe::redis {
+
+// REDIS_LAYOUT: what a mirror writes. Readers read both.
+enum class Layout : uint8_t { instance, series };
+std::optional<Layout> parse_layout(std::string_view text);
 
 inline constexpr std::string_view kMetric = "metric";
 inline constexpr std::string_view kMeta = "meta";
@@ -85,6 +97,65 @@ std::string sanitize_segment(std::string_view text);
 
 // `text` with Redis glob specials escaped, for SCAN MATCH.
 std::string glob_escape(std::string_view text);
+
+// The instance layout. Each mirror of a multiprocess directory is a node
+// ({instance}@{token}, the token kept in the directory, so that an agent
+// restarted on the same directory continues the same node). A node's keys
+// share the hash tag {node}, so that its transaction and its read land in
+// one slot of a Redis Cluster:
+//
+//   {prefix}:{node}:view      hash: the instance's merge, one field per series
+//                             (view_field) holding its value (view_value)
+//   {prefix}:{node}:marker    the mirror's marker (as marker_key); "retired"
+//                             once the node was retired
+//   {prefix}:{node}:alive     exists while the node is live (expires at its
+//                             deadline; the data keys a TTL later)
+//   {prefix}:{node}:folding   the view of a retired node, being folded
+//   {prefix}:{node}:chunk     hash: the part of it being moved now, and its id
+//
+// and the fleet's keys share the tag {fleet}:
+//
+//   {prefix}:{fleet}:nodes    sorted set: every node, scored by its deadline
+//                             (Unix ms; +inf without a TTL)
+//   {prefix}:{fleet}:archive  hash: the folded values of retired nodes, in
+//                             view fields
+//   {prefix}:{fleet}:applied  sorted set: ids of the chunks folded into the
+//                             archive, scored by when (kept a day)
+namespace node {
+inline constexpr std::string_view kView = "view";
+inline constexpr std::string_view kMarker = "marker";
+inline constexpr std::string_view kAlive = "alive";
+inline constexpr std::string_view kFolding = "folding";
+inline constexpr std::string_view kChunk = "chunk";
+inline constexpr std::string_view kNodes = "nodes";
+inline constexpr std::string_view kArchive = "archive";
+inline constexpr std::string_view kApplied = "applied";
+// The marker of a retired node, and the chunk hash's field holding its id.
+inline constexpr std::string_view kRetired = "retired";
+inline constexpr std::string_view kChunkId = "\x01id";
+
+// "{instance}@{token}", both sanitized (no ':', globs, '@', braces).
+std::string node_id(std::string_view instance, std::string_view token);
+// {prefix}:{node}:{what} (kView, kMarker, ...).
+std::string node_key(std::string_view prefix, std::string_view node, std::string_view what);
+// {prefix}:{fleet}:{what} (kNodes, kArchive, kApplied).
+std::string fleet_key(std::string_view prefix, std::string_view what);
+
+// A view field: "{store}:{json}", or "{store}:{process}:{json}" for the
+// stores that keep a value per process (gauges all/liveall); `process` is a
+// process segment ({pid}@{instance}). The JSON always starts with '['.
+std::string view_field(Store store, std::string_view process, std::string_view json);
+struct ViewField {
+    Store store;
+    std::string_view process;  // empty unless the store keeps processes
+    std::string_view json;
+};
+std::optional<ViewField> parse_view_field(std::string_view field);
+
+// "{value}", or "{value} {timestamp}" for the stores that merge by time.
+std::string view_value(Store store, double value, double timestamp);
+std::optional<std::pair<double, double>> parse_view_value(std::string_view text);
+}  // namespace node
 
 // Values as Redis stores them: shortest text that reads back exactly
 // ("inf", "-inf", "nan" for the specials, as Python's float() reads them).

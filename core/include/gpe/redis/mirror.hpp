@@ -1,4 +1,6 @@
-// Mirrors a multiprocess directory into Redis with the seed's key layout.
+// Mirrors a multiprocess directory into Redis: the instance layout's
+// publisher is view_mirror.hpp; this file's Mirror keeps the seed's series
+// layout.
 //
 // Values are written by the request path into memory-mapped files only; a
 // mirror pass sends what changed since the last successful pass, in one
@@ -17,10 +19,12 @@
 
 #include "gpe/merge.hpp"
 #include "gpe/redis/client.hpp"
+#include "gpe/redis/layout.hpp"
 
 namespace gpe::redis {
 
 struct MirrorOptions {
+    Layout layout = Layout::instance;
     std::string directory;
     std::string prefix = "gunicorn";
     std::string instance;   // identifies this host or pod
@@ -38,18 +42,34 @@ struct PassReport {
     bool refreshed = false;  // expiry deadline renewed
 };
 
-class Mirror {
+// What a mirror service runs: a pass of one of the two layouts.
+class Publisher {
+  public:
+    virtual ~Publisher() = default;
+    // One pass. Throws Error when Redis fails; what was not sent is sent by
+    // a later pass.
+    virtual PassReport pass(Diagnostics& diagnostics) = 0;
+    // The instance leaves for good (its directory goes with it): a last
+    // pass, then its node is folded into the fleet archive (instance
+    // layout; the series layout's keys expire). Throws Error.
+    virtual void retire(Diagnostics& diagnostics) = 0;
+    virtual const MirrorOptions& options() const = 0;
+};
+
+// The publisher of options.layout.
+std::unique_ptr<Publisher> make_publisher(std::shared_ptr<Client> client, MirrorOptions options);
+
+// The series layout: every process's series as keys of their own.
+class Mirror final : public Publisher {
   public:
     Mirror(std::shared_ptr<Client> client, MirrorOptions options);
-    ~Mirror();
+    ~Mirror() override;
     Mirror(const Mirror&) = delete;
     Mirror& operator=(const Mirror&) = delete;
 
-    // One pass. Throws Error when Redis fails; what was not sent is sent by
-    // a later pass.
-    PassReport pass(Diagnostics& diagnostics);
-
-    const MirrorOptions& options() const { return options_; }
+    PassReport pass(Diagnostics& diagnostics) override;
+    void retire(Diagnostics& diagnostics) override { pass(diagnostics); }
+    const MirrorOptions& options() const override { return options_; }
 
   private:
     struct State;

@@ -45,8 +45,11 @@ class MirrorService {
     MirrorService& operator=(const MirrorService&) = delete;
 
     void start();
-    // Stops the thread; a leader makes a last pass first.
+    // Stops the thread; a leader makes a last pass first, and retires the
+    // instance (view_mirror.hpp) when its directory holds kRetireFile (the
+    // master leaves and its directory with it).
     void stop();
+    static constexpr const char* kRetireFile = ".gpe-retire";
     // A pass now, in this thread, if this process is (or can become) the
     // leader; false if another process leads. Throws Error if Redis fails.
     bool pass_now();
@@ -56,13 +59,14 @@ class MirrorService {
 
   private:
     using Messages = std::vector<std::pair<int, std::string>>;
-    bool try_lead();                    // mutex held
-    void run_pass(Messages& messages);  // mutex held
+    bool try_lead();                     // mutex held
+    void run_pass(Messages& messages);   // mutex held
+    void last_pass(Messages& messages);  // mutex held
     void run();
     void log(const Messages& messages);  // mutex not held: the logger may wait for the GIL
 
     std::shared_ptr<Client> client_;
-    Mirror mirror_;
+    std::unique_ptr<Publisher> mirror_;
     std::chrono::duration<double> interval_;
     Logger logger_;
     // A pointer so that a forked child can drop a copy that a thread of the

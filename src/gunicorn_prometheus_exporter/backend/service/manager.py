@@ -51,6 +51,7 @@ def _start_mirror(client: RedisClient, directory: str) -> Any:
         ttl,
         config.redis_flush_interval,
         _mirror_log,
+        config.redis_layout,
     )
     mirror.start()
     return mirror

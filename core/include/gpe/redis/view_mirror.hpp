@@ -1,0 +1,51 @@
+// The instance layout's mirror (layout.hpp, namespace node): each pass
+// merges the directory as prometheus_client merges one instance's files
+// (counters, histograms, summaries and sum gauges added up over its
+// processes and its archive; min/max/mostrecent gauges reduced; all/liveall
+// gauges kept per process) and sends the fields of that merge that changed,
+// in one server-side script: a reader never sees half a pass, and a scrape
+// of the fleet reads one hash per instance.
+//
+// The node's id is kept in the directory ({directory}/.gpe-node): another
+// process taking the mirror over, or a restarted agent, continues the same
+// node. If the node was retired meanwhile (taken for dead and folded into the
+// fleet archive: a stall longer than the TTL), the mirror goes on as a new
+// node that publishes only what was counted since, so that nothing is
+// counted twice.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "gpe/redis/mirror.hpp"
+
+namespace gpe::redis {
+
+class ViewMirror final : public Publisher {
+  public:
+    ViewMirror(std::shared_ptr<Client> client, MirrorOptions options);
+    ~ViewMirror() override;
+    ViewMirror(const ViewMirror&) = delete;
+    ViewMirror& operator=(const ViewMirror&) = delete;
+
+    PassReport pass(Diagnostics& diagnostics) override;
+    void retire(Diagnostics& diagnostics) override;
+    const MirrorOptions& options() const override { return options_; }
+    // The node this mirror publishes as (empty before the first pass).
+    const std::string& node() const;
+
+  private:
+    struct State;
+    struct Batch;
+    void load_node();
+    void merge_directory(Batch& batch, Diagnostics& diagnostics);
+    void build(Batch& batch);
+    // The node was retired: go on as a new one, with what was sent as the base.
+    void start_new_node(Diagnostics& diagnostics);
+
+    std::shared_ptr<Client> client_;
+    MirrorOptions options_;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace gpe::redis

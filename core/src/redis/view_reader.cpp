@@ -1,0 +1,176 @@
+#include "gpe/redis/view_reader.hpp"
+
+#include "gpe/redis/fleet.hpp"
+#include "gpe/redis/layout.hpp"
+#include "gpe/strings.hpp"
+
+namespace gpe::redis {
+
+namespace {
+
+constexpr int kMaxAttempts = 3;
+
+// Scripts, not MULTI: a read is one moment, also when Redis is out of
+// memory (it refuses every command queued in a transaction then), and on a
+// replica. Each key may hold another type (a foreign writer): pcall.
+// KEYS: view, folding, chunk, marker.
+constexpr const char* kNodeScript = R"lua(#!lua flags=no-writes
+local out = {}
+for i = 1, 3 do out[i] = redis.pcall('HGETALL', KEYS[i]) end
+out[4] = redis.pcall('GET', KEYS[4])
+return out
+)lua";
+// KEYS: archive, applied. ARGV: chunk ids. Answers the archive, then 1 for
+// each id folded into it and 0 for the others.
+constexpr const char* kArchiveScript = R"lua(#!lua flags=no-writes
+local out = {redis.pcall('HGETALL', KEYS[1])}
+for i = 1, #ARGV do out[i + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i]) and 1 or 0 end
+return out
+)lua";
+
+struct NodeState {
+    const std::string* node;
+    const Reply* view = nullptr;
+    const Reply* folding = nullptr;
+    const Reply* chunk = nullptr;
+    long long taken = -1;  // chunks taken so far, for a retired node
+    std::string chunk_id;  // the chunk's, when one is there
+};
+
+std::string chunk_id_of(const Reply& chunk) {
+    for (size_t i = 0; i + 1 < chunk.elements.size(); i += 2) {
+        if (chunk.elements[i].str == node::kChunkId) return chunk.elements[i + 1].str;
+    }
+    return "";
+}
+
+long long taken_of(const Reply& marker) {
+    const std::string word = concat(node::kRetired, ":");
+    if (marker.type != Reply::Type::kString || !marker.str.starts_with(word)) return -1;
+    try {
+        return std::stoll(marker.str.substr(word.size()));
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+const Reply& checked(const Reply& reply, std::string_view what) {
+    if (reply.is_error()) throw Error(Error::Kind::kServer, concat(what, " failed: ", reply.str));
+    return reply;
+}
+
+}  // namespace
+
+void FleetSnapshot::read(Client& client, const std::string& prefix, Diagnostics& diagnostics) {
+    commands_ = 0;
+    try {
+        // A sidecar folds the instances that went away, so that their counts
+        // are kept once their keys are reclaimed.
+        fold_expired(client, prefix);
+        ++commands_;
+    } catch (const Error& e) {
+        diagnostics.warn(concat("cannot fold gone instances into the fleet archive: ", e.what()));
+    }
+    for (int attempt = 1; attempt <= kMaxAttempts; ++attempt) {
+        if (read_once(client, prefix, diagnostics)) return;
+    }
+    diagnostics.warn(
+        "instances were folded while the fleet was read; this scrape may count a "
+        "chunk of one twice");
+}
+
+bool FleetSnapshot::read_once(Client& client, const std::string& prefix, Diagnostics& diagnostics) {
+    replies_.clear();
+    sources_.clear();
+    fields_ = 0;
+    const Reply nodes =
+        checked(client.command({"ZRANGE", node::fleet_key(prefix, node::kNodes), "0", "-1"}),
+                "reading the node set");
+    ++commands_;
+    std::vector<Command> batch;
+    batch.reserve(nodes.elements.size());
+    for (const Reply& item : nodes.elements) {
+        batch.push_back({"EVAL", kNodeScript, "4"});
+        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
+            batch.back().push_back(node::node_key(prefix, item.str, what));
+    }
+    if (!batch.empty()) replies_.push_back(client.pipeline(batch));
+    commands_ += batch.size();
+
+    std::vector<NodeState> states;
+    std::vector<std::string> asked;  // chunk ids whose fold is asked for
+    for (size_t i = 0; i < nodes.elements.size(); ++i) {
+        const Reply& exec = checked(replies_[0][i], "reading a node");
+        if (exec.type != Reply::Type::kArray || exec.elements.size() != 4) continue;  // gone
+        NodeState state{&nodes.elements[i].str,
+                        &exec.elements[0],
+                        &exec.elements[1],
+                        &exec.elements[2],
+                        -1,
+                        {}};
+        state.taken = taken_of(exec.elements[3]);
+        state.chunk_id = chunk_id_of(exec.elements[2]);
+        if (state.taken >= 0) {
+            if (!state.chunk_id.empty()) asked.push_back(state.chunk_id);
+            asked.push_back(concat(*state.node, "#", std::to_string(state.taken)));
+        }
+        states.push_back(std::move(state));
+    }
+
+    Command archive{"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
+                    node::fleet_key(prefix, node::kApplied)};
+    archive.insert(archive.end(), asked.begin(), asked.end());
+    replies_.push_back(client.pipeline({archive}));
+    ++commands_;
+    const Reply& exec = checked(replies_.back().back(), "reading the fleet archive");
+    if (exec.type != Reply::Type::kArray || exec.elements.size() != asked.size() + 1)
+        throw Error(Error::Kind::kProtocol, "unexpected reply reading the fleet archive");
+    StringMap<bool> applied;
+    for (size_t i = 0; i < asked.size(); ++i) {
+        if (exec.elements[i + 1].integer == 1) applied[asked[i]] = true;
+    }
+
+    for (const NodeState& state : states) {
+        // A chunk taken after the node was read is in the archive read after
+        // it, and in the node's `folding` as read: read again.
+        if (state.taken >= 0 &&
+            applied.contains(concat(*state.node, "#", std::to_string(state.taken))))
+            return false;
+        ViewSource source{concat("Redis node ", *state.node), {}};
+        add_fields(source, *state.view, false, diagnostics, "view");
+        add_fields(source, *state.folding, true, diagnostics, "folding");
+        if (state.chunk_id.empty() || !applied.contains(state.chunk_id))
+            add_fields(source, *state.chunk, true, diagnostics, "chunk");
+        sources_.push_back(std::move(source));
+    }
+    ViewSource folded{concat("Redis ", node::fleet_key(prefix, node::kArchive)), {}};
+    add_fields(folded, exec.elements[0], true, diagnostics, "archive");
+    sources_.push_back(std::move(folded));
+    return true;
+}
+
+void FleetSnapshot::add_fields(ViewSource& source, const Reply& hash, bool only_kept,
+                               Diagnostics& diagnostics, std::string_view key) {
+    if (hash.is_error()) {
+        diagnostics.warn(concat("skipped the ", key, " of ", source.origin, ": ", hash.str));
+        return;
+    }
+    for (size_t i = 0; i + 1 < hash.elements.size(); i += 2) {
+        const std::string& field = hash.elements[i].str;
+        if (field == node::kChunkId) continue;
+        const auto parsed = node::parse_view_field(field);
+        const auto value = node::parse_view_value(hash.elements[i + 1].str);
+        if (!parsed || !value) {
+            diagnostics.warn(concat("skipped field ", field.substr(0, 200), " of the ", key, " of ",
+                                    source.origin, ": not of the instance layout"));
+            continue;
+        }
+        // What is left of a gone node: only what the archive keeps of it.
+        if (only_kept && fleet_fold_rule(parsed->store) == Fold::drop) continue;
+        source.samples.push_back(
+            ViewSample{parsed->store, parsed->process, parsed->json, value->first, value->second});
+        ++fields_;
+    }
+}
+
+}  // namespace gpe::redis
