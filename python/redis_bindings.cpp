@@ -6,6 +6,7 @@
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
@@ -16,6 +17,7 @@
 #include "convert.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/redis/client.hpp"
+#include "gpe/redis/fleet.hpp"
 #include "gpe/redis/fold.hpp"
 #include "gpe/redis/layout.hpp"
 #include "gpe/redis/mirror_service.hpp"
@@ -306,6 +308,25 @@ void bind_layout(nb::module_& m) {
         "directory"_a,
         "The processes (pids, 'archive') with files in a multiprocess directory, as the core "
         "reads their names.");
+    m.def(
+        "redis_fold_expired",
+        [](redis::Client& client, const std::string& prefix) {
+            const redis::FleetReport r = redis::fold_expired(client, prefix);
+            return std::make_tuple(r.retired, r.chunks, r.folded, r.more);
+        },
+        "client"_a, "prefix"_a, nb::call_guard<nb::gil_scoped_release>(),
+        "Folds the nodes whose deadline passed into the fleet archive (a bounded amount): "
+        "(retired, chunks, folded, more).");
+    m.def(
+        "redis_fold_node",
+        [](redis::Client& client, const std::string& prefix, const std::string& node,
+           size_t max_chunks) {
+            const redis::FleetReport r = redis::fold_node(client, prefix, node, false, max_chunks);
+            return std::make_tuple(r.retired, r.chunks, r.folded, r.more);
+        },
+        "client"_a, "prefix"_a, "node"_a, "max_chunks"_a = 64,
+        nb::call_guard<nb::gil_scoped_release>(),
+        "Retires `node` and folds it into the fleet archive (at most max_chunks chunks).");
 }
 
 void bind_writers(nb::module_& m) {
