@@ -1,4 +1,4 @@
-"""Benchmark: a fleet of instances in Redis mode (issue 10), as laid out today.
+"""Benchmark: a fleet of instances in Redis mode (issue 10), in each key layout.
 
 N instances x W workers x S series: each instance is a multiprocess
 directory of its own whose W forked workers write S series each (the mix of
@@ -37,6 +37,11 @@ Run
     python bench/bench_fleet.py                  # 1x8x1000 and 25x8x1000, a few minutes
     python bench/bench_fleet.py --quick          # small sizes, under a minute
     python bench/bench_fleet.py --instances 200  # 200x8x1000 (any list of N)
+
+Each size runs once per layout (``--layout``: instance, series or both, the
+default): REDIS_LAYOUT=instance (one hash per instance) and the 0.2.x series
+layout (keys per series and process). The targets are checked for the
+instance layout, the default; the series layout is there to compare.
 
 Targets are printed beside the figures, not enforced: the exit status is 0.
 """
@@ -108,6 +113,10 @@ def size_name(cfg: Config, n: int) -> str:
     return f"{n}x{cfg.processes}x{cfg.series}"
 
 
+def label(cfg: Config, r: dict) -> str:
+    return f"{size_name(cfg, r['n'])} {r['layout']}"
+
+
 # --------------------------------------------------------------------------
 # Subprocesses, Redis
 # --------------------------------------------------------------------------
@@ -125,10 +134,19 @@ def run_worker(python: str, env: dict[str, str], phase: str, **options: object) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+LAYOUT = "instance"  # REDIS_LAYOUT of the size being measured (set by measure_size)
+
+
 def server_env(server: RedisServer, **extra: str) -> dict[str, str]:
     env = clean_env(peer=False)
     env.update(server.env())
-    env.update(REDIS_DB="0", REDIS_KEY_PREFIX=PREFIX, REDIS_TTL_SECONDS="86400", **extra)
+    env.update(
+        REDIS_DB="0",
+        REDIS_KEY_PREFIX=PREFIX,
+        REDIS_TTL_SECONDS="86400",
+        REDIS_LAYOUT=LAYOUT,
+        **extra,
+    )
     return env
 
 
@@ -219,9 +237,11 @@ def populate_fleet(cfg: Config, n: int, server: RedisServer, root: Path) -> dict
     return {"populate_s": time.perf_counter() - started}
 
 
-def measure_size(cfg: Config, n: int, pytheus_python: str | None) -> dict:
-    """Everything of one fleet size, on a fresh redis-server."""
-    out: dict = {"n": n}
+def measure_size(cfg: Config, n: int, layout: str, pytheus_python: str | None) -> dict:
+    """Everything of one fleet size in one layout, on a fresh redis-server."""
+    global LAYOUT
+    LAYOUT = layout
+    out: dict = {"n": n, "layout": layout}
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="gpe-fleet-") as tmp:
         os.environ["REDIS_PORT"] = str(server.port)  # for redis_cli()
         root = Path(tmp)
@@ -292,7 +312,7 @@ def mirror_rate(result: dict) -> str:
 
 def print_fleet_table(cfg: Config, results: list[dict]) -> None:
     header = [
-        "fleet (N x W x S)",
+        "fleet (N x W x S), layout",
         "keys",
         "used_memory MB",
         "steady ms",
@@ -305,7 +325,7 @@ def print_fleet_table(cfg: Config, results: list[dict]) -> None:
         s = r["scrape"]
         rows.append(
             [
-                size_name(cfg, r["n"]),
+                label(cfg, r),
                 f"{r['keys']:,}",
                 f"{r['used_memory'] / 1e6:,.1f}",
                 fmt_ms(s["steady_ms"]) if s else "n/a",
@@ -327,7 +347,7 @@ def print_details(cfg: Config, results: list[dict]) -> None:
                 c = s[f"{what}_commands"]
                 rows.append(
                     [
-                        f"{size_name(cfg, r['n'])} {what}",
+                        f"{label(cfg, r)} {what}",
                         f"{total_calls(c):,}",
                         server_ms(c),
                         fmt_commands(c),
@@ -337,7 +357,7 @@ def print_details(cfg: Config, results: list[dict]) -> None:
             c, secs = r["load"]["commands"], r["load"]["seconds"]
             rows.append(
                 [
-                    f"{size_name(cfg, r['n'])} mirror, {secs:.1f} s of load",
+                    f"{label(cfg, r)} mirror, {secs:.1f} s of load",
                     f"{total_calls(c):,}",
                     server_ms(c),
                     fmt_commands(c),
@@ -347,14 +367,12 @@ def print_details(cfg: Config, results: list[dict]) -> None:
         print("Redis commands (server-side, INFO commandstats; server ms = execution time):\n")
         print_table(["what", "commands", "server ms", "by command"], rows)
         print()
-    rows = [
-        [size_name(cfg, r["n"]), *(fmt_longest(r[f"longest_{p}"]) for p in PHASES)] for r in results
-    ]
+    rows = [[label(cfg, r), *(fmt_longest(r[f"longest_{p}"]) for p in PHASES)] for r in results]
     print(f"Longest server-side command by phase (SLOWLOG, commands >= {SLOWLOG_US} us):\n")
     print_table(["fleet", *PHASES], rows)
     print()
     for r in results:
-        extra = [f"{size_name(cfg, r['n'])}: populated in {r['populate_s']:.1f} s"]
+        extra = [f"{label(cfg, r)}: populated in {r['populate_s']:.1f} s"]
         if r["scrape"]:
             s = r["scrape"]
             extra.append(
@@ -410,7 +428,9 @@ def target_rows(cfg: Config, results: list[dict]) -> tuple[list[list[str]], list
         rows.append([target, figure, "n/a" if met is None else ("yes" if met else "no")])
 
     for r in results:
-        name, s = size_name(cfg, r["n"]), r["scrape"]
+        if r["layout"] != "instance":  # the default layout is the one with targets
+            continue
+        name, s = label(cfg, r), r["scrape"]
         steady = s["steady_ms"] if s else None
         if r["scrape_error"]:
             check(f"{name} scrape at the default settings", "failed (see above)", False)
@@ -461,6 +481,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--instances", type=int, nargs="+", help="fleet sizes N (default 1 25)")
     parser.add_argument("--no-pytheus", action="store_true", help="skip pytheus (N = 1)")
+    parser.add_argument(
+        "--layout", choices=("instance", "series", "both"), default="both", help="REDIS_LAYOUT"
+    )
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     if args.instances:
@@ -482,13 +505,16 @@ def main() -> int:
     print_machine(how)
     sys.stdout.flush()
     results = []
+    layouts = ("instance", "series") if args.layout == "both" else (args.layout,)
     for n in cfg.instances:
-        results.append(measure_size(cfg, n, pytheus_python))
+        for i, layout in enumerate(layouts):
+            # pytheus has no layouts: measured once per size
+            results.append(measure_size(cfg, n, layout, pytheus_python if i == 0 else None))
     print("## Fleet\n")
     print_fleet_table(cfg, results)
     print_details(cfg, results)
     for r in results:
-        if r["n"] == 1:
+        if r["n"] == 1 and "pytheus" in r:
             print_pytheus(cfg, r)
     rows, misses = target_rows(cfg, results)
     print("## Targets (reported, not enforced)\n")

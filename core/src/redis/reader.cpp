@@ -98,7 +98,7 @@ struct Reader::Impl {
         uint32_t pid_labels;
         uint64_t generation;
     };
-    StringMap<Resolved> resolved;  // metric key -> its series
+    StringMap<Resolved> resolved;  // metric key or view field -> its series
     ReadStats stats;
     size_t last_series = 0;
     // The metric keys as listed by the last SCAN, valid while the key set
@@ -255,9 +255,15 @@ struct Reader::Impl {
         for (;;) {
             ++stats.attempts;
             cache.trim(last_series);
+            // Keys and fields of processes and instances long gone: bounded
+            // like the cache.
+            if (resolved.size() > 2 * last_series + 10000) resolved.clear();
             Diagnostics diagnostics;
-            const std::string version =
-                version_of(run({{"GET", keyset_key(prefix)}}).front(), &diagnostics);
+            // The series layout's key set version and the instance layout's
+            // node set, in one round trip.
+            std::vector<Reply> first =
+                run({{"GET", keyset_key(prefix)}, fleet.nodes_command(prefix)});
+            const std::string version = version_of(first[0], &diagnostics);
             // Writers other than our mirror do not move the version: list
             // the keys again every few seconds anyway.
             const auto now = std::chrono::steady_clock::now();
@@ -271,7 +277,10 @@ struct Reader::Impl {
             } else {
                 diagnostics.warnings = scan_warnings;  // the same foreign keys are still there
             }
-            std::optional<std::vector<Reply>> values = read_values(keys, version);
+            // No key of the series layout: nothing to read (one appearing
+            // now is read by the next scrape).
+            std::optional<std::vector<Reply>> values =
+                keys.empty() ? std::vector<Reply>{} : read_values(keys, version);
             if (!values) {  // keys were created or deleted meanwhile: list them again
                 keys_valid = false;
                 if (stats.attempts < kMaxAttempts) continue;
@@ -282,7 +291,7 @@ struct Reader::Impl {
             }
             // The instance layout, after the series layout's keys: an
             // instance switching layouts is counted in one of them.
-            fleet.read(*client, prefix, diagnostics);
+            fleet.read(*client, prefix, std::move(first[1]), diagnostics);
             stats.commands += fleet.commands();
             stats.keys = keys.size() + fleet.fields();
 
@@ -401,6 +410,27 @@ struct Reader::Impl {
             }
         }
         return series;
+    }
+
+    // A view field's series, parsed once while the cache keeps it.
+    const Resolved* resolve(const ViewSample& sample, Diagnostics& diagnostics,
+                            std::string_view origin) {
+        if (auto it = resolved.find(sample.field);
+            it != resolved.end() && it->second.generation == cache.generation()) {
+            return &it->second;
+        }
+        SeriesCache::Key* key = nullptr;
+        try {
+            key = cache.lookup(sample.json);
+        } catch (const std::exception& e) {
+            diagnostics.warn(concat("skipped a series of ", origin, ": ", e.what()));
+            return nullptr;
+        }
+        const uint32_t pid_labels =
+            sample.process.empty() ? kNoLabels : cache.labels_with_pid(*key, sample.process);
+        Resolved& slot = resolved[std::string(sample.field)];
+        slot = Resolved{key, pid_labels, cache.generation()};
+        return &slot;
     }
 
     const Resolved* resolve(const Found& item, bool gauge, Diagnostics& diagnostics) {

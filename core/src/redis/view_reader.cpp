@@ -13,6 +13,14 @@ constexpr int kMaxAttempts = 3;
 // Scripts, not MULTI: a read is one moment, also when Redis is out of
 // memory (it refuses every command queued in a transaction then), and on a
 // replica. Each key may hold another type (a foreign writer): pcall.
+// KEYS: the node set. Answers every node, and those whose deadline passed
+// by the server's clock (16 at most).
+constexpr const char* kNodesScript = R"lua(#!lua flags=no-writes
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {redis.call('ZRANGE', KEYS[1], 0, -1),
+        redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 16)}
+)lua";
 // KEYS: view, folding, chunk, marker.
 constexpr const char* kNodeScript = R"lua(#!lua flags=no-writes
 local out = {}
@@ -61,67 +69,105 @@ const Reply& checked(const Reply& reply, std::string_view what) {
 
 }  // namespace
 
-void FleetSnapshot::read(Client& client, const std::string& prefix, Diagnostics& diagnostics) {
+Command FleetSnapshot::nodes_command(const std::string& prefix) {
+    return {"EVAL", kNodesScript, "1", node::fleet_key(prefix, node::kNodes)};
+}
+
+void FleetSnapshot::read(Client& client, const std::string& prefix, Reply nodes,
+                         Diagnostics& diagnostics) {
     commands_ = 0;
-    try {
-        // A sidecar folds the instances that went away, so that their counts
-        // are kept once their keys are reclaimed.
-        fold_expired(client, prefix);
-        ++commands_;
-    } catch (const Error& e) {
-        diagnostics.warn(concat("cannot fold gone instances into the fleet archive: ", e.what()));
-    }
     for (int attempt = 1; attempt <= kMaxAttempts; ++attempt) {
-        if (read_once(client, prefix, diagnostics)) return;
+        checked(nodes, "reading the node set");
+        if (nodes.type != Reply::Type::kArray || nodes.elements.size() != 2)
+            throw Error(Error::Kind::kProtocol, "unexpected reply reading the node set");
+        if (attempt == 1 && !nodes.elements[1].elements.empty()) {
+            // A reader folds the instances that went away, so that their
+            // counts are kept once their keys are reclaimed.
+            try {
+                fold_expired(client, prefix);
+            } catch (const Error& e) {
+                diagnostics.warn(
+                    concat("cannot fold gone instances into the fleet archive: ", e.what()));
+            }
+            nodes = client.command(nodes_command(prefix));
+            ++commands_;
+            continue;
+        }
+        if (read_once(client, prefix, nodes.elements[0], diagnostics)) return;
+        nodes = client.command(nodes_command(prefix));
+        ++commands_;
     }
     diagnostics.warn(
         "instances were folded while the fleet was read; this scrape may count a "
         "chunk of one twice");
 }
 
-bool FleetSnapshot::read_once(Client& client, const std::string& prefix, Diagnostics& diagnostics) {
+bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const Reply& nodes,
+                              Diagnostics& diagnostics) {
     replies_.clear();
     sources_.clear();
     fields_ = 0;
-    const Reply nodes =
-        checked(client.command({"ZRANGE", node::fleet_key(prefix, node::kNodes), "0", "-1"}),
-                "reading the node set");
-    ++commands_;
+    // A live node in one command: its view, then its marker. A marker that
+    // is not "retired" was read after the view, so no retire (which renames
+    // the view) came between them. A retired node is read again whole, in
+    // one script.
     std::vector<Command> batch;
-    batch.reserve(nodes.elements.size());
+    batch.reserve(2 * nodes.elements.size());
     for (const Reply& item : nodes.elements) {
-        batch.push_back({"EVAL", kNodeScript, "4"});
-        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
-            batch.back().push_back(node::node_key(prefix, item.str, what));
+        batch.push_back({"HGETALL", node::node_key(prefix, item.str, node::kView)});
+        batch.push_back({"GET", node::node_key(prefix, item.str, node::kMarker)});
     }
     if (!batch.empty()) replies_.push_back(client.pipeline(batch));
     commands_ += batch.size();
+    std::vector<size_t> retired;  // indexes into nodes.elements
+    for (size_t i = 0; i < nodes.elements.size(); ++i) {
+        if (taken_of(replies_[0][2 * i + 1]) >= 0) retired.push_back(i);
+    }
+    std::vector<Command> whole;
+    for (size_t i : retired) {
+        whole.push_back({"EVAL", kNodeScript, "4"});
+        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
+            whole.back().push_back(node::node_key(prefix, nodes.elements[i].str, what));
+    }
+    if (!whole.empty()) replies_.push_back(client.pipeline(whole));
+    commands_ += whole.size();
 
+    static const Reply kNone{Reply::Type::kArray, {}, 0, {}};
     std::vector<NodeState> states;
     std::vector<std::string> asked;  // chunk ids whose fold is asked for
-    for (size_t i = 0; i < nodes.elements.size(); ++i) {
-        const Reply& exec = checked(replies_[0][i], "reading a node");
-        if (exec.type != Reply::Type::kArray || exec.elements.size() != 4) continue;  // gone
-        NodeState state{&nodes.elements[i].str,
-                        &exec.elements[0],
-                        &exec.elements[1],
-                        &exec.elements[2],
-                        -1,
-                        {}};
-        state.taken = taken_of(exec.elements[3]);
-        state.chunk_id = chunk_id_of(exec.elements[2]);
-        if (state.taken >= 0) {
-            if (!state.chunk_id.empty()) asked.push_back(state.chunk_id);
-            asked.push_back(concat(*state.node, "#", std::to_string(state.taken)));
+    for (size_t i = 0, r = 0; i < nodes.elements.size(); ++i) {
+        if (r < retired.size() && retired[r] == i) {
+            const Reply& exec = checked(replies_[1][r++], "reading a node");
+            if (exec.type != Reply::Type::kArray || exec.elements.size() != 4) continue;
+            NodeState state{&nodes.elements[i].str,     &exec.elements[0],
+                            &exec.elements[1],          &exec.elements[2],
+                            taken_of(exec.elements[3]), chunk_id_of(exec.elements[2])};
+            if (state.taken >= 0) {
+                if (!state.chunk_id.empty()) asked.push_back(state.chunk_id);
+                asked.push_back(concat(*state.node, "#", std::to_string(state.taken)));
+            }
+            states.push_back(std::move(state));
+            continue;
         }
-        states.push_back(std::move(state));
+        const Reply& view = replies_[0][2 * i];  // an error is named by add_fields
+        states.push_back(NodeState{&nodes.elements[i].str, &view, &kNone, &kNone, -1, {}});
     }
 
-    Command archive{"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
-                    node::fleet_key(prefix, node::kApplied)};
-    archive.insert(archive.end(), asked.begin(), asked.end());
+    // Without a node being folded, the archive alone (one command is one
+    // moment); with one, the archive and the chunks' scores at one moment.
+    Command archive{"HGETALL", node::fleet_key(prefix, node::kArchive)};
+    if (!asked.empty()) {
+        archive = {"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
+                   node::fleet_key(prefix, node::kApplied)};
+        archive.insert(archive.end(), asked.begin(), asked.end());
+    }
     replies_.push_back(client.pipeline({archive}));
     ++commands_;
+    if (asked.empty()) {  // as the script answers: {archive}
+        Reply whole_archive{Reply::Type::kArray, {}, 0, {}};
+        whole_archive.elements.push_back(std::move(replies_.back().back()));
+        replies_.back().back() = std::move(whole_archive);
+    }
     const Reply& exec = checked(replies_.back().back(), "reading the fleet archive");
     if (exec.type != Reply::Type::kArray || exec.elements.size() != asked.size() + 1)
         throw Error(Error::Kind::kProtocol, "unexpected reply reading the fleet archive");
@@ -167,8 +213,8 @@ void FleetSnapshot::add_fields(ViewSource& source, const Reply& hash, bool only_
         }
         // What is left of a gone node: only what the archive keeps of it.
         if (only_kept && fleet_fold_rule(parsed->store) == Fold::drop) continue;
-        source.samples.push_back(
-            ViewSample{parsed->store, parsed->process, parsed->json, value->first, value->second});
+        source.samples.push_back(ViewSample{field, parsed->store, parsed->process, parsed->json,
+                                            value->first, value->second});
         ++fields_;
     }
 }

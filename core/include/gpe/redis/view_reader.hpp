@@ -15,6 +15,7 @@
 namespace gpe::redis {
 
 struct ViewSample {
+    std::string_view field;  // the whole field: what identifies the series
     Store store;
     std::string_view process;  // set for the stores that keep processes
     std::string_view json;     // the series key
@@ -30,9 +31,12 @@ struct ViewSource {
 
 class FleetSnapshot {
   public:
-    // Reads everything under `prefix`; first folds nodes whose deadline
-    // passed (a bounded amount per call). Throws Error when Redis fails.
-    void read(Client& client, const std::string& prefix, Diagnostics& diagnostics);
+    // The command that lists the nodes (sent with the reader's first ones).
+    static Command nodes_command(const std::string& prefix);
+    // Reads everything under `prefix`, given what nodes_command() answered;
+    // first folds nodes whose deadline passed (a bounded amount per call).
+    // Throws Error when Redis fails.
+    void read(Client& client, const std::string& prefix, Reply nodes, Diagnostics& diagnostics);
 
     // Views into the replies this object holds, valid until the next read.
     const std::vector<ViewSource>& sources() const { return sources_; }
@@ -40,7 +44,8 @@ class FleetSnapshot {
     size_t fields() const { return fields_; }
 
   private:
-    bool read_once(Client& client, const std::string& prefix, Diagnostics& diagnostics);
+    bool read_once(Client& client, const std::string& prefix, const Reply& nodes,
+                   Diagnostics& diagnostics);
     void add_fields(ViewSource& source, const Reply& hash, bool only_kept, Diagnostics& diagnostics,
                     std::string_view key);
 
