@@ -139,8 +139,11 @@ std::unique_ptr<redis::MirrorService> start_mirror(const Config& config,
                                                    std::shared_ptr<redis::Client> client) {
     auto mirror = std::make_unique<redis::MirrorService>(
         std::move(client),
-        redis::MirrorOptions{config.layout, config.directory, config.prefix, config.instance,
-                             config.ttl},
+        redis::MirrorOptions{.directory = config.directory,
+                             .prefix = config.prefix,
+                             .instance = config.instance,
+                             .ttl_seconds = config.ttl,
+                             .layout = config.layout},
         config.interval, [](int level, const std::string& message) {
             log(level >= redis::MirrorService::kWarning ? "WARNING" : "INFO", message);
         });

@@ -199,6 +199,7 @@ TEST(AgentOptions, BuiltInDefaultsAreTheTables) {
     const redis::MirrorOptions mirror;
     EXPECT_EQ(mirror.prefix, table_default<std::string>("REDIS_KEY_PREFIX"));
     EXPECT_EQ(mirror.ttl_seconds, table_default<long long>("REDIS_TTL_SECONDS"));
+    EXPECT_EQ(mirror.layout, redis::parse_layout(table_default<std::string>("REDIS_LAYOUT")));
     const HttpOptions http;
     EXPECT_EQ(http.bind, table_default<std::string>("PROMETHEUS_BIND_ADDRESS"));
     EXPECT_EQ(http.port, table_default<long long>("PROMETHEUS_METRICS_PORT"));

@@ -362,10 +362,13 @@ void bind_writers(nb::module_& m) {
                 };
                 const auto parsed = redis::parse_layout(layout);
                 if (!parsed) throw std::invalid_argument("layout must be instance or series");
-                new (self) redis::MirrorService(
-                    std::move(client),
-                    redis::MirrorOptions{*parsed, directory, prefix, instance, ttl_seconds},
-                    interval, std::move(log));
+                new (self) redis::MirrorService(std::move(client),
+                                                redis::MirrorOptions{.directory = directory,
+                                                                     .prefix = prefix,
+                                                                     .instance = instance,
+                                                                     .ttl_seconds = ttl_seconds,
+                                                                     .layout = *parsed},
+                                                interval, std::move(log));
             },
             "client"_a, "directory"_a, "prefix"_a, "instance"_a, "ttl_seconds"_a, "interval"_a,
             "logger"_a, "layout"_a = "instance")

@@ -273,10 +273,9 @@ PassReport ViewMirror::pass(Diagnostics& diagnostics) {
         again.commands += report.commands;
         return again;
     }
-    if (!reconnected) {
-        s.epoch_sent = epoch_before;
-        if (batch.refresh) s.deadline.confirm();
-    }
+    // This pass reached Redis on a connection that has everything now.
+    s.epoch_sent = client_->connection_epoch();
+    if (batch.refresh) s.deadline.confirm();
     return report;
 }
 

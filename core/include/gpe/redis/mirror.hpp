@@ -24,7 +24,6 @@
 namespace gpe::redis {
 
 struct MirrorOptions {
-    Layout layout = Layout::instance;
     std::string directory;
     std::string prefix = "gunicorn";
     std::string instance;   // identifies this host or pod
@@ -33,6 +32,7 @@ struct MirrorOptions {
     // TTL they are checked when renewed, every third of it); a series whose
     // keys are gone (evicted) is sent again.
     double verify_seconds = 100;
+    Layout layout = Layout::instance;  // what make_publisher() makes
 };
 
 struct PassReport {

@@ -1,0 +1,233 @@
+// The instance layout against a real redis-server: views, the node set, the
+// fleet archive and its fold protocol (view_mirror.hpp, fleet.hpp).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <limits>
+#include <thread>
+
+#include "gpe/exposition.hpp"
+#include "gpe/float_format.hpp"
+#include "gpe/mmap_file.hpp"
+#include "gpe/redis/client.hpp"
+#include "gpe/redis/fleet.hpp"
+#include "gpe/redis/layout.hpp"
+#include "gpe/redis/reader.hpp"
+#include "gpe/redis/view_mirror.hpp"
+#include "gpe/series_key.hpp"
+#include "redis_server.hpp"
+#include "temp_dir.hpp"
+
+namespace gpe::redis {
+namespace {
+
+using gpe::testing::RedisServer;
+using gpe::testing::TempDir;
+
+#define REQUIRE_REDIS() \
+    if (!gpe::testing::redis_server_installed()) GTEST_SKIP() << "redis-server is not installed"
+
+std::shared_ptr<Client> connect(const RedisServer& server) {
+    Options o;
+    o.host = "127.0.0.1";
+    o.port = server.port();
+    o.socket_timeout = 5;
+    return std::make_shared<Client>(o);
+}
+
+void put(const TempDir& dir, const std::string& file, const std::string& metric,
+         const std::string& sample, double value, double timestamp = 0) {
+    MmapFile f(dir.file(file));
+    double* slot = f.slot(encode_series_key(metric, sample, {}, {}, "help"));
+    slot[0] = value;
+    slot[1] = timestamp;
+}
+
+MirrorOptions options(const TempDir& dir, const std::string& instance, int ttl = 300) {
+    return MirrorOptions{.directory = dir.path(), .instance = instance, .ttl_seconds = ttl};
+}
+
+std::string render(const std::shared_ptr<Client>& client) {
+    Reader reader(client, "gunicorn");
+    Diagnostics diagnostics;
+    return reader.render(Format::kText, diagnostics);
+}
+
+bool shows(const std::string& out, const std::string& line) {
+    return out.find("\n" + line + "\n") != std::string::npos;
+}
+
+TEST(RedisView, FieldsAndValuesRoundTrip) {
+    const Store all{MetricType::gauge, GaugeMode::all};
+    const std::string field = node::view_field(all, "12@h", "[\"x\"]");
+    EXPECT_EQ(field, "gauge_all:12@h:[\"x\"]");
+    const auto parsed = node::parse_view_field(field);
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->process, "12@h");
+    EXPECT_EQ(parsed->json, "[\"x\"]");
+    EXPECT_EQ(node::view_field(Store{MetricType::counter}, "12@h", "[1]"), "counter:[1]");
+    EXPECT_FALSE(node::parse_view_field("counter:x"));      // not a series key
+    EXPECT_FALSE(node::parse_view_field("gauge_all:[1]"));  // without its process
+    EXPECT_FALSE(node::parse_view_field("gauge_x:[1]"));
+    const Store recent{MetricType::gauge, GaugeMode::mostrecent};
+    EXPECT_EQ(node::view_value(recent, 0.1, 5), "0.1 5");
+    EXPECT_EQ(node::parse_view_value("0.1 5"), std::make_pair(0.1, 5.0));
+    EXPECT_EQ(node::parse_view_value("inf"),
+              std::make_pair(std::numeric_limits<double>::infinity(), 0.0));
+    EXPECT_FALSE(node::parse_view_value("1 x"));
+    EXPECT_EQ(node::node_id("a:b{c}", "t"), "a_b_c_@t");  // never ends the hash tag
+    EXPECT_EQ(node::node_key("p", "n", node::kView), "p:{n}:view");
+}
+
+TEST(RedisView, AnInstanceIsOneHashOfItsMerge) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", 2);
+    put(dir, "counter_2.db", "reqs", "reqs_total", 3);
+    put(dir, "gauge_livesum_1.db", "busy", "busy", 1);
+    put(dir, "gauge_livesum_2.db", "busy", "busy", 1);
+    put(dir, "gauge_max_1.db", "peak", "peak", 7);
+    put(dir, "gauge_max_2.db", "peak", "peak", 9);
+    put(dir, "gauge_mostrecent_1.db", "last", "last", 4, 20);
+    put(dir, "gauge_mostrecent_2.db", "last", "last", 5, 10);
+    ViewMirror mirror(client, options(dir, "host"));
+    Diagnostics diagnostics;
+    EXPECT_EQ(mirror.pass(diagnostics).written, 4u);
+    EXPECT_EQ(mirror.pass(diagnostics).written, 0u);  // nothing changed, nothing sent
+    const std::string view = node::node_key("gunicorn", mirror.node(), node::kView);
+    EXPECT_EQ(client->command({"HLEN", view}).integer, 4);
+    const std::string out = render(client);
+    EXPECT_TRUE(shows(out, "reqs_total 5.0")) << out;
+    EXPECT_TRUE(shows(out, "busy 2.0")) << out;
+    EXPECT_TRUE(shows(out, "peak 9.0")) << out;
+    EXPECT_TRUE(shows(out, "last 4.0")) << out;  // the later timestamp
+    // The view outlives the node's liveness by a TTL, for a folder to come.
+    const long long alive =
+        client->command({"PEXPIRETIME", node::node_key("gunicorn", mirror.node(), node::kAlive)})
+            .integer;
+    EXPECT_EQ(client->command({"PEXPIRETIME", view}).integer, alive + 300'000);
+    EXPECT_EQ(
+        client->command({"ZSCORE", node::fleet_key("gunicorn", node::kNodes), mirror.node()}).str,
+        std::to_string(alive));
+}
+
+TEST(RedisView, ANodeFoldedIntoTheArchiveKeepsItsCounts) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir a, b;
+    put(a, "counter_1.db", "reqs", "reqs_total", 0.1);
+    put(a, "gauge_livesum_1.db", "busy", "busy", 1);
+    put(a, "gauge_min_1.db", "low", "low", 3);
+    put(b, "counter_1.db", "reqs", "reqs_total", 0.2);
+    put(b, "gauge_min_1.db", "low", "low", 4);
+    ViewMirror ma(client, options(a, "a"));
+    ViewMirror mb(client, options(b, "b"));
+    Diagnostics diagnostics;
+    ma.pass(diagnostics);
+    mb.pass(diagnostics);
+    ma.retire(diagnostics);
+    const std::string out = render(client);
+    EXPECT_TRUE(shows(out, "reqs_total " + python_repr(0.1 + 0.2))) << out;  // exact
+    EXPECT_TRUE(shows(out, "low 3.0")) << out;
+    EXPECT_EQ(out.find("busy"), std::string::npos) << out;  // went with its instance
+    EXPECT_EQ(client->command({"ZCARD", node::fleet_key("gunicorn", node::kNodes)}).integer, 1);
+    // A second fold of the same node finds nothing more to do.
+    const FleetReport again = fold_node(*client, "gunicorn", "a@x", false, 8);
+    EXPECT_EQ(again.chunks, 0u);
+    EXPECT_EQ(render(client), out);
+}
+
+TEST(RedisView, RacingFoldersFoldEveryChunkOnce) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    constexpr int kNodes = 6, kSeries = 1200;  // three chunks a node
+    std::vector<std::unique_ptr<TempDir>> dirs;
+    Diagnostics diagnostics;
+    for (int n = 0; n < kNodes; ++n) {
+        dirs.push_back(std::make_unique<TempDir>());
+        MmapFile f(dirs.back()->file("counter_1.db"));
+        for (int i = 0; i < kSeries; ++i)
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
+        ViewMirror(client, options(*dirs.back(), "n" + std::to_string(n), 1)).pass(diagnostics);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // their deadlines pass
+    std::atomic<int> failures = 0;
+    std::vector<std::thread> folders;
+    for (int t = 0; t < 4; ++t) {
+        folders.emplace_back([&] {
+            try {
+                Client own(client->options());
+                while (fold_expired(own, "gunicorn", 16, 2).more) {
+                }
+            } catch (const std::exception&) {
+                ++failures;
+            }
+        });
+    }
+    for (auto& t : folders) t.join();
+    EXPECT_EQ(failures, 0);
+    const Reply archive = client->command({"HGETALL", node::fleet_key("gunicorn", node::kArchive)});
+    ASSERT_EQ(archive.elements.size(), 2u * kSeries);
+    for (size_t i = 1; i < archive.elements.size(); i += 2)
+        EXPECT_EQ(archive.elements[i].str, std::to_string(kNodes));
+    EXPECT_EQ(client->command({"ZCARD", node::fleet_key("gunicorn", node::kNodes)}).integer, 0);
+    EXPECT_EQ(client->command({"ZCARD", node::fleet_key("gunicorn", node::kApplied)}).integer,
+              3 * kNodes);
+}
+
+TEST(RedisView, AMirrorTakenForGoneGoesOnAsANewNode) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", 5);
+    ViewMirror mirror(client, options(dir, "h", 1));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string old = mirror.node();
+    fold_node(*client, "gunicorn", old, false, 8);  // as a sidecar would after its TTL
+    put(dir, "counter_1.db", "reqs", "reqs_total", 7);
+    mirror.pass(diagnostics);
+    EXPECT_NE(mirror.node(), old);
+    EXPECT_TRUE(shows(render(client), "reqs_total 7.0"));
+    ASSERT_FALSE(diagnostics.warnings.empty());
+    EXPECT_NE(diagnostics.warnings.back().find("taken for gone"), std::string::npos);
+    // The new node lives in the directory: a restarted agent continues it.
+    ViewMirror restarted(client, options(dir, "h", 1));
+    restarted.pass(diagnostics);
+    EXPECT_EQ(restarted.node(), mirror.node());
+}
+
+TEST(RedisView, AKeyOfAnotherTypeIsNamed) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", 5);
+    ViewMirror mirror(client, options(dir, "h"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string view = node::node_key("gunicorn", mirror.node(), node::kView);
+    client->command({"DEL", view});
+    client->command({"SET", view, "foreign"});
+    put(dir, "counter_1.db", "reqs", "reqs_total", 6);
+    try {
+        mirror.pass(diagnostics);
+        FAIL() << "a string where the view belongs was written over";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("is a string, not a hash"), std::string::npos)
+            << e.what();
+    }
+    Reader reader(client, "gunicorn");
+    Diagnostics read;
+    reader.render(Format::kText, read);  // the scrape goes on, naming the key
+    ASSERT_FALSE(read.warnings.empty());
+    EXPECT_NE(read.warnings.front().find("WRONGTYPE"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gpe::redis
