@@ -75,9 +75,7 @@ gpe::RequestRecorder::CodeFactory code_factory(nb::object by_code, nb::list keep
     };
 }
 
-}  // namespace
-
-void bind_worker_metrics(nb::module_& m) {
+void bind_recorder(nb::module_& m) {
     nb::class_<Recorder>(m, "RequestRecorder", "Records a request in one native call.")
         .def(
             "__init__",
@@ -105,7 +103,9 @@ void bind_worker_metrics(nb::module_& m) {
             },
             "method"_a, "status"_a, "duration"_a, "request_bytes"_a, "response_bytes"_a, "failed"_a)
         .def_prop_ro("in_flight", [](const Recorder& self) { return self.recorder.in_flight(); });
+}
 
+void bind_sampler(nb::module_& m) {
     nb::class_<Sampler>(m, "ResourceSampler",
                         "Refreshes this process's resource gauges on a native thread.")
         .def(
@@ -127,7 +127,13 @@ void bind_worker_metrics(nb::module_& m) {
         .def(
             "stop", [](Sampler& self) { self.sampler->stop(); },
             nb::call_guard<nb::gil_scoped_release>());
+}
 
+}  // namespace
+
+void bind_worker_metrics(nb::module_& m) {
+    bind_recorder(m);
+    bind_sampler(m);
     m.def(
         "listen_backlog",
         [](int fd) {
