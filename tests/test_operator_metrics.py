@@ -163,9 +163,9 @@ def test_configured_workers_follow_ttin_and_ttou(tmp_path: Path) -> None:
         assert value(g.samples(), configured) == 2
         g.signal(signal.SIGTTIN)
         g.wait_metrics(lambda s: value(s, configured) == 3, what="3 configured after TTIN")
-        g.signal(signal.SIGTTOU)
-        g.signal(signal.SIGTTOU)
-        g.wait_metrics(lambda s: value(s, configured) == 1, what="1 configured after 2 TTOU")
+        for left in (2, 1):  # one at a time: the kernel merges a signal still pending
+            g.signal(signal.SIGTTOU)
+            g.wait_metrics(lambda s, n=left: value(s, configured) == n, what=f"{left} configured")
 
 
 def test_listen_backlog_counts_connections_not_accepted(tmp_path: Path) -> None:
