@@ -14,8 +14,9 @@ packages=(
     g++ cmake make pkg-config python3-dev python3-venv
     # libraries of the core, the agent and the tests
     nlohmann-json3-dev libhiredis-dev libssl-dev zlib1g-dev libgtest-dev
-    # the tests' real servers, certificates and socket counts (ss)
-    redis-server openssl iproute2
+    # the tests' real servers, certificates and socket counts (ss); Prometheus
+    # and promtool for the deployment kit's tests (deploy/)
+    redis-server openssl iproute2 prometheus
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -1,12 +1,17 @@
 #include "gpe/process_stats.hpp"
 
 #include <dirent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace gpe {
 
@@ -74,6 +79,17 @@ ProcessStats read_process_stats(pid_t pid) {
         stats.open_fds = count;
     }
     return stats;
+}
+
+unsigned listen_backlog(int fd) {
+    tcp_info info{};
+    socklen_t size = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0) {
+        throw std::system_error(errno, std::generic_category(),
+                                "TCP_INFO of socket " + std::to_string(fd));
+    }
+    // For a listening socket the kernel reports its accept queue's length here.
+    return info.tcpi_unacked;
 }
 
 }  // namespace gpe

@@ -54,6 +54,13 @@ std::string required_or_none(std::string_view raw) {
     return value;
 }
 
+// The requests counter's status label: the class (2xx) or the exact code (200).
+std::string class_or_code(std::string_view raw) {
+    std::string value = lower_trimmed(raw);
+    if (value != "class" && value != "code") throw std::invalid_argument("must be class or code");
+    return value;
+}
+
 std::string existing_file(std::string_view raw) {
     struct stat st {};
     const std::string path(raw);
@@ -122,6 +129,7 @@ const std::array kTable = {
     Setting{"CLEANUP_DB_FILES", "", K::kBool, "true", "remove an earlier run's files at start", kPython},
     Setting{"GUNICORN_PROMETHEUS_CONFIG", "", K::kText, "", "a YAML file with 0.2.x's schema", kPython},
     Setting{"GUNICORN_PROMETHEUS_SAMPLE_INTERVAL", "", K::kSeconds, "5", "seconds between refreshes of the worker resource gauges", kPython, 0, kDay},
+    Setting{"GUNICORN_PROMETHEUS_STATUS_LABEL", "", K::kText, "class", "status label of gunicorn_worker_requests_total: class (2xx) or code (200)", kPython, 0, 0, class_or_code, "class|code"},
     Setting{"GUNICORN_WORKERS", "", K::kInteger, "1", "0.2.x's YAML: Gunicorn workers", kPython, 1, 1 << 20},
     Setting{"GUNICORN_TIMEOUT", "", K::kInteger, "30", "0.2.x's YAML: Gunicorn timeout", kPython, 0, kLarge},
     Setting{"GUNICORN_KEEPALIVE", "", K::kInteger, "2", "0.2.x's YAML: Gunicorn keepalive", kPython, 0, kLarge},

@@ -106,6 +106,11 @@ class ExporterConfig:
         return float(read_setting("GUNICORN_PROMETHEUS_SAMPLE_INTERVAL"))
 
     @property
+    def status_label(self) -> str:
+        """The requests counter's status label: "class" (2xx) or "code" (200)."""
+        return str(read_setting("GUNICORN_PROMETHEUS_STATUS_LABEL"))
+
+    @property
     def prometheus_ssl_enabled(self) -> bool:
         """Whether /metrics is served over HTTPS."""
         return bool(self.prometheus_ssl_certfile and self.prometheus_ssl_keyfile)

@@ -8,6 +8,8 @@ inherit what on_starting made (see :mod:`.worker_hooks`).
 from __future__ import annotations
 
 import os
+import platform
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from ._logging import logger
 from .agent import AgentSupervisor, start_agent
 from .config import config
 from .guard import guarded
-from .metrics import Metrics, create
+from .metrics import MASTER_RESTART_REASONS, MASTER_SIGNALS, Metrics, create
 from .middleware import request_path
 from .multiprocess import mark_process_dead
 from .redis_password import RedisSecrets, take_redis_secrets
@@ -35,6 +37,7 @@ class _Master:
     stopping: bool = False
     reload_pids: set[int] = field(default_factory=set)
     scale_down_pids: set[int] = field(default_factory=set)
+    backlog_warned: bool = False
 
 
 _master = _Master()  # one master per process
@@ -61,9 +64,85 @@ def _on_starting(server: Any) -> None:
             env_orig[directory.OWNED_DIRECTORY] = _master.directory
     _master.metrics = create()
     _native.count_storage_errors_in(_master.metrics.storage_errors._value)
+    _init_master_series(server, _master.metrics)
     worker_hooks.inherit(_master.metrics, _master.directory)
     install_missing_hooks(server)
     logger.info("metrics directory %s%s", _master.directory, " (binary upgrade)" if upgrade else "")
+
+
+def _init_master_series(server: Any, metrics: Metrics) -> None:
+    """Every labelled counter of the master at 0, its identity, its configuration."""
+    for reason in MASTER_RESTART_REASONS:
+        metrics.master_worker_restart.labels(reason)
+    for name in MASTER_SIGNALS:
+        metrics.master_signals.labels(name)
+    metrics.build_info.labels(_version(), _gunicorn_version(), platform.python_version()).set(1)
+    _set_configured(server, metrics)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gunicorn-prometheus-exporter")
+    except PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
+def _gunicorn_version() -> str:
+    try:
+        import gunicorn
+
+        return str(gunicorn.__version__)
+    except ImportError:  # the library without Gunicorn
+        return "unknown"
+
+
+def _set_configured(server: Any, metrics: Metrics) -> None:
+    # num_workers follows TTIN/TTOU; cfg.workers before the arbiter has it.
+    workers = getattr(server, "num_workers", None)
+    if workers is None:
+        workers = getattr(getattr(server, "cfg", None), "workers", None)
+    if isinstance(workers, int):
+        metrics.master_workers_configured.set(workers)
+
+
+def _sample_in_master_loop(server: Any, metrics: Metrics) -> None:
+    """The arbiter's manage_workers runs in its main loop (every second at
+    most, and after each signal): after it, the configured workers and the
+    listen backlog are sampled there, without a thread and without blocking
+    (one getsockopt per listener)."""
+    original = getattr(server, "manage_workers", None)
+    if original is None or getattr(original, "_gpe_sampled", False):
+        return
+
+    def manage_workers() -> Any:
+        try:
+            return original()
+        finally:
+            _sample_master(server, metrics)
+
+    manage_workers._gpe_sampled = True  # type: ignore[attr-defined]
+    server.manage_workers = manage_workers
+    _sample_master(server, metrics)
+
+
+@guarded
+def _sample_master(server: Any, metrics: Metrics) -> None:
+    _set_configured(server, metrics)
+    backlog = 0
+    for listener in getattr(server, "LISTENERS", None) or ():
+        sock = getattr(listener, "sock", listener)
+        try:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue  # Unix sockets have no TCP_INFO (Gunicorn reports none either)
+            backlog += _native.listen_backlog(sock.fileno())
+        except (OSError, ValueError) as error:
+            if not _master.backlog_warned:
+                _master.backlog_warned = True
+                logger.warning("listen backlog not sampled (warned once): %s", error)
+            return
+    metrics.master_listen_backlog.set(backlog)
 
 
 def install_missing_hooks(server: Any) -> None:
@@ -148,6 +227,7 @@ def _start_agent(server: Any, serve_http: bool) -> None:
     if metrics is None or path is None:
         return
     _count_signals(server, metrics)
+    _sample_in_master_loop(server, metrics)
     _warn_if_uninstrumented(server)
     metrics.master_workers.set(len(server.WORKERS))  # more as they are forked (pre_fork)
     _master.supervisor = start_agent(path, _master.redis_secrets or RedisSecrets(), serve_http)

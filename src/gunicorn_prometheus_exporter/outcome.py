@@ -67,8 +67,9 @@ def record(
     sent: float,
     failed: bool,
 ) -> None:
-    """One native call records a request. No status: the app raised before
-    answering, the server answers 500 and the request failed."""
+    """One native call records a request (ending the one ``recorder.start()``
+    began). No status: the app raised before answering, the server answers
+    500 and the request failed."""
     recorder.record(method, status or 500, seconds, received, float(sent), failed or not status)
 
 
@@ -87,6 +88,8 @@ class Outcome:
     )
 
     def __init__(self, recorder: Any, method: str, request_bytes: float) -> None:
+        if recorder is not None:
+            recorder.start()  # in flight until record()
         self.recorder = recorder
         self.method = method
         self.request_bytes = request_bytes

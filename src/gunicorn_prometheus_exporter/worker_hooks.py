@@ -19,8 +19,10 @@ from .config import config
 from .directory import report_exit
 from .guard import guarded
 from .metrics import (
+    ERROR_STATUSES,
     METHODS,
     STATUS_CLASSES,
+    WORKER_EXIT_REASONS,
     WORKER_STATES,
     Metrics,
     WorkerGauges,
@@ -73,20 +75,11 @@ def post_fork(server: Any, worker: Any) -> None:
     if metrics is None:
         return
     _worker.aborted = False
-    methods = [
-        (
-            method,
-            [metrics.worker_requests.labels(method, status)._value for status in STATUS_CLASSES],
-            metrics.worker_failed_requests.labels(method)._value,
-            _histogram_spec(metrics.worker_request_duration.labels(method)),
-        )
-        for method in METHODS
-    ]
-    _worker.recorder = _native.RequestRecorder(
-        methods,
-        _histogram_spec(metrics.worker_request_size),
-        _histogram_spec(metrics.worker_response_size),
-    )
+    _worker.recorder = _make_recorder(metrics)
+    for reason in WORKER_EXIT_REASONS:  # at 0 before the first event
+        metrics.worker_restart.labels(reason)
+    for status in ERROR_STATUSES:
+        metrics.worker_error_handling.labels(status)
     gauges = create_worker_gauges(metrics.registry)  # in the worker: the master has no such series
     _worker.gauges = gauges
     _worker.sampler = _native.ResourceSampler(
@@ -96,9 +89,41 @@ def post_fork(server: Any, worker: Any) -> None:
         gauges.threads._value,
         gauges.uptime._value,
         config.resource_sample_interval,
+        cpu_seconds_total=metrics.worker_cpu_seconds._value,
+        start_time_seconds=gauges.start_time._value,
     )
     _set_state("running")
     _count_handled_errors(worker, metrics)
+
+
+def _make_recorder(metrics: Metrics) -> Any:
+    """The native recorder: with exact status codes, a code's series is made
+    at its first request (at most 500 per method); status classes all at 0."""
+    by_code = config.status_label == "code"
+    requests = metrics.worker_requests
+    methods = [
+        (
+            method,
+            [None] * len(STATUS_CLASSES)
+            if by_code
+            else [requests.labels(method, status)._value for status in STATUS_CLASSES],
+            metrics.worker_failed_requests.labels(method)._value,
+            _histogram_spec(metrics.worker_request_duration.labels(method)),
+        )
+        for method in METHODS
+    ]
+
+    def code_counter(method: int, status: str) -> Any:
+        return requests.labels(METHODS[method], status)._value
+
+    return _native.RequestRecorder(
+        methods,
+        _histogram_spec(metrics.worker_request_size),
+        _histogram_spec(metrics.worker_response_size),
+        in_flight=metrics.worker_in_flight._value,
+        busy=metrics.workers_busy._value,
+        by_code=code_counter if by_code else None,
+    )
 
 
 def _count_handled_errors(worker: Any, metrics: Metrics) -> None:
@@ -111,6 +136,7 @@ def _count_handled_errors(worker: Any, metrics: Metrics) -> None:
             errors.labels(str(status)).inc()
             if req is None and _worker.recorder is not None:
                 # Answered before any hook saw a request (a malformed one).
+                _worker.recorder.start()
                 record(_worker.recorder, "other", status, 0.0, 0.0, 0, status >= 500)
         except Exception:  # metrics never break error handling
             logger.debug("could not count an error", exc_info=True)
@@ -155,12 +181,13 @@ def post_worker_init(worker: Any) -> None:
 
 @guarded
 def pre_request(worker: Any, req: Any) -> None:
-    if _worker.middleware:
+    if _worker.middleware or _worker.recorder is None:
         return  # the app's wrapper times the request
     try:
         req._gpe_start = time.perf_counter()
     except AttributeError:  # a request object without attributes of ours
         pass
+    _worker.recorder.start()
 
 
 @guarded
@@ -203,6 +230,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     """Worker, leaving: say why, for the master's restart count."""
     _set_state("stopping")
     if _worker.sampler is not None:
+        _worker.sampler.sample()  # the CPU used since the last sample counts too
         _worker.sampler.stop()
     if _worker.aborted:
         return  # already reported by worker_abort

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,11 +27,22 @@ struct HistogramValues {
     void observe(double amount) const;
 };
 
+// The in-flight and busy gauges of this process (either may be null): busy
+// is 1 while at least one request is in flight.
+struct RequestSaturation {
+    Value* in_flight = nullptr;
+    Value* busy = nullptr;
+};
+
 // Request metrics by method (a fixed list: anything else counts as the last
-// one, "other") and status class (1xx..5xx; anything else counts as 5xx).
+// one, "other") and status: its class (1xx..5xx; anything else counts as
+// 5xx) or, with a `by_code` factory, the exact code (100..599, anything else
+// "other"), whose series are made at their first request.
 class RequestRecorder {
   public:
     static constexpr int kStatusClasses = 5;
+    static constexpr int kFirstCode = 100;
+    static constexpr int kCodes = 501;  // 100..599, then "other"
 
     struct Method {
         std::string name;
@@ -39,30 +51,53 @@ class RequestRecorder {
         HistogramValues duration;
     };
 
-    RequestRecorder(std::vector<Method> methods, HistogramValues request_size,
-                    HistogramValues response_size);
+    // The requests counter of (method index, status label), made on first use.
+    using CodeFactory = std::function<Value*(size_t method, const std::string& status)>;
 
-    // `failed`: the application raised, or the status is 5xx.
+    RequestRecorder(std::vector<Method> methods, HistogramValues request_size,
+                    HistogramValues response_size, RequestSaturation saturation = {},
+                    CodeFactory by_code = nullptr);
+
+    // A request started: in flight until its record().
+    void start();
+    // A request ended, after its start() (the in-flight count never goes
+    // below 0). `failed`: the application raised, or the status is 5xx.
     void record(std::string_view method, int status, double duration_seconds, double request_bytes,
-                double response_bytes, bool failed) const;
+                double response_bytes, bool failed);
 
     static int status_class(int status);
+    // The label of `status` with exact codes: "100".."599", else "other".
+    static std::string status_code_label(int status);
+    long in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
   private:
-    const Method& method(std::string_view name) const;
+    size_t method_index(std::string_view name) const;
+    Value* requests_counter(size_t method, int status);
+    void end_request();
+    void update_busy();
 
     std::vector<Method> methods_;
     HistogramValues request_size_;
     HistogramValues response_size_;
+    RequestSaturation saturation_;
+    CodeFactory by_code_;
+    // With exact codes: methods x kCodes counters, filled on first use.
+    std::unique_ptr<std::atomic<Value*>[]> code_counters_;
+    std::mutex code_mutex_;  // fills code_counters_
+    std::atomic<long> in_flight_{0};
+    std::mutex busy_mutex_;  // orders the busy gauge's 0/1 writes
 };
 
-// Gauges of this process refreshed every `interval` on a thread of its own.
+// Gauges of this process refreshed every `interval` on a thread of its own,
+// and its CPU counter, which gets the CPU used since the sample before.
 struct ResourceValues {
     Value* memory_bytes = nullptr;
     Value* cpu_percent = nullptr;
     Value* open_fds = nullptr;
     Value* threads = nullptr;
     Value* uptime_seconds = nullptr;
+    Value* cpu_seconds_total = nullptr;
+    Value* start_time_seconds = nullptr;
 };
 
 class ResourceSampler {
@@ -80,7 +115,9 @@ class ResourceSampler {
 
     ResourceValues values_;
     std::chrono::duration<double> interval_;
-    double last_cpu_ = -1;
+    double last_cpu_ = -1;     // for the percent: none before the first sample
+    double counted_cpu_ = 0;   // added to the counter so far
+    std::mutex sample_mutex_;  // sample() from the thread and from Python
     std::chrono::steady_clock::time_point last_time_;
     std::mutex mutex_;
     std::condition_variable wake_;
