@@ -1,5 +1,7 @@
 #include "gpe/redis/fold.hpp"
 
+#include <algorithm>
+
 #include "gpe/redis/layout.hpp"
 #include "gpe/store_kind.hpp"
 #include "gpe/strings.hpp"
@@ -8,11 +10,12 @@ namespace gpe::redis {
 
 namespace {
 
-// ARGV: prefix, process, archive, SCAN pattern for the process's metric keys,
-// key set version key and its new version, then the layout's names (the
-// data types metric and meta, the hash fields: layout.hpp); the last one is
-// the fold rule of each store ("counter=sum gauge_all=keep ...", from
-// store_kind.hpp; a store not listed is summed, as a counter). Values are kept
+// ARGV: prefix, process, archive, (unused), key set version key and its new
+// version, then the layout's names (the data types metric and meta, the hash
+// fields: layout.hpp), the fold rule of each store ("counter=sum
+// gauge_all=keep ...", from store_kind.hpp; a store not listed is summed, as
+// a counter), then the process's metric keys to fold: a batch of them, so
+// that no script walks the keyspace (SCAN pages are the client's). Values are kept
 // as the strings the mirror writes; Lua's tonumber() does not read inf/nan, so
 // those are taken over as they are.
 constexpr const char* kScript = R"lua(
@@ -20,15 +23,10 @@ local prefix, process, archive, pattern, keyset = ARGV[1], ARGV[2], ARGV[3], ARG
 local METRIC, META = ARGV[7], ARGV[8]
 local VALUE, STAMP, ORIGINAL, TYP, MODE = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local rules = {}
-for store, rule in string.gmatch(ARGV[#ARGV], '(%S+)=(%S+)') do rules[store] = rule end
+for store, rule in string.gmatch(ARGV[14], '(%S+)=(%S+)') do rules[store] = rule end
 local folded, deleted = 0, 0
-local cursor = '0'
 local keys = {}
-repeat
-  local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
-  cursor = page[1]
-  for _, key in ipairs(page[2]) do keys[#keys + 1] = key end
-until cursor == '0'
+for i = 15, #ARGV do keys[#keys + 1] = ARGV[i] end
 -- Every key here may hold another type (a foreign writer): reads go through
 -- pcall and a key of another type is skipped (and named in the answer), never
 -- an error that stops the fold half-way. Writes use redis.call after the
@@ -117,6 +115,12 @@ redis.call('SET', keyset, ARGV[6])
 return {folded, deleted, skipped}
 )lua";
 
+// A script blocks every other client while it runs: a few microseconds a
+// series keeps a batch to a few milliseconds.
+constexpr size_t kKeysPerFold = 200;
+// A SCAN cursor that never comes back to 0 (not Redis) must not hold us.
+constexpr size_t kMaxPages = 100000;
+
 // "counter=sum histogram=sum ... gauge_livemostrecent=drop"
 std::string fold_rules() {
     std::string out;
@@ -131,20 +135,58 @@ std::string fold_rules() {
 
 FoldReport fold_process(Client& client, const std::string& prefix, const std::string& process,
                         const std::string& archive) {
-    const Reply reply = client.command(
-        {"EVAL", kScript, "0", prefix, process, archive, key_pattern(prefix, "*", process, kMetric),
-         keyset_key(prefix), new_keyset_version(), std::string(kMetric), std::string(kMeta),
-         std::string(field::kValue), std::string(field::kTimestamp),
-         std::string(field::kOriginalKey), std::string(field::kTyp), std::string(field::kMode),
-         fold_rules()});
-    FoldReport report;
-    if (reply.type == Reply::Type::kArray && reply.elements.size() == 3) {
-        report.folded = reply.elements[0].integer;
-        report.deleted = reply.elements[1].integer;
-        for (const Reply& item : reply.elements[2].elements) {
-            report.skipped.push_back(concat("skipped Redis key ", item.str));
-        }
+    // The keys first, page by page; then the folds, kKeysPerFold at a time.
+    // Each batch is one script: a series moves whole, so that a reader
+    // between two batches counts every series once (in the process or in
+    // the archive).
+    std::vector<std::string> keys;
+    std::string cursor = "0";
+    const std::string pattern = key_pattern(prefix, "*", process, kMetric);
+    for (size_t pages = 0; pages < kMaxPages; ++pages) {
+        const Reply page = client.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+        if (page.is_error()) throw Error(Error::Kind::kServer, "SCAN failed: " + page.str);
+        if (page.type != Reply::Type::kArray || page.elements.size() != 2)
+            throw Error(Error::Kind::kProtocol, "unexpected SCAN reply");
+        cursor = page.elements[0].str;
+        for (const Reply& key : page.elements[1].elements) keys.push_back(key.str);
+        if (cursor == "0") break;
     }
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());  // SCAN may repeat a key
+    FoldReport report;
+    size_t start = 0;
+    do {  // at least once: a process without keys still moves the version
+        Command eval{"EVAL",
+                     kScript,
+                     "0",
+                     prefix,
+                     process,
+                     archive,
+                     pattern,
+                     keyset_key(prefix),
+                     new_keyset_version(),
+                     std::string(kMetric),
+                     std::string(kMeta),
+                     std::string(field::kValue),
+                     std::string(field::kTimestamp),
+                     std::string(field::kOriginalKey),
+                     std::string(field::kTyp),
+                     std::string(field::kMode),
+                     fold_rules()};
+        const size_t end = std::min(keys.size(), start + kKeysPerFold);
+        eval.insert(eval.end(), keys.begin() + static_cast<std::ptrdiff_t>(start),
+                    keys.begin() + static_cast<std::ptrdiff_t>(end));
+        start = end;
+        const Reply reply = client.command(eval);
+        if (reply.is_error()) throw Error(Error::Kind::kServer, "fold failed: " + reply.str);
+        if (reply.type == Reply::Type::kArray && reply.elements.size() == 3) {
+            report.folded += reply.elements[0].integer;
+            report.deleted += reply.elements[1].integer;
+            for (const Reply& item : reply.elements[2].elements) {
+                report.skipped.push_back(concat("skipped Redis key ", item.str));
+            }
+        }
+    } while (start < keys.size());
     return report;
 }
 
