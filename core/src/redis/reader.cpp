@@ -251,6 +251,7 @@ struct Reader::Impl {
     }
 
     MergeResult read(bool accumulate) {
+        // #lizard forgives: the retry loop of one consistent read
         stats = ReadStats{};
         for (;;) {
             ++stats.attempts;
@@ -291,9 +292,7 @@ struct Reader::Impl {
             }
             // The instance layout, after the series layout's keys: an
             // instance switching layouts is counted in one of them.
-            fleet.read(*client, prefix, std::move(first[1]), diagnostics);
-            stats.commands += fleet.commands();
-            stats.keys = keys.size() + fleet.fields();
+            read_fleet(std::move(first[1]), diagnostics);
 
             // Series keys of hashes not seen before, from their meta keys.
             std::vector<Command> metas;
@@ -379,6 +378,12 @@ struct Reader::Impl {
         series += add_views(merger);
         last_series = series;
         return merger.finish(accumulate);
+    }
+
+    void read_fleet(Reply nodes, Diagnostics& diagnostics) {
+        fleet.read(*client, prefix, std::move(nodes), diagnostics);
+        stats.commands += fleet.commands();
+        stats.keys = keys.size() + fleet.fields();
     }
 
     // Each node's samples, one source per store.

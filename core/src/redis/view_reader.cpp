@@ -62,6 +62,35 @@ long long taken_of(const Reply& marker) {
     }
 }
 
+std::vector<Command> live_reads(const std::string& prefix, const Reply& nodes) {
+    std::vector<Command> batch;
+    batch.reserve(2 * nodes.elements.size());
+    for (const Reply& item : nodes.elements) {
+        batch.push_back({"HGETALL", node::node_key(prefix, item.str, node::kView)});
+        batch.push_back({"GET", node::node_key(prefix, item.str, node::kMarker)});
+    }
+    return batch;
+}
+
+std::vector<Command> whole_reads(const std::string& prefix, const Reply& nodes,
+                                 const std::vector<size_t>& retired) {
+    std::vector<Command> whole;
+    for (size_t i : retired) {
+        whole.push_back({"EVAL", kNodeScript, "4"});
+        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
+            whole.back().push_back(node::node_key(prefix, nodes.elements[i].str, what));
+    }
+    return whole;
+}
+
+Command archive_read(const std::string& prefix, const std::vector<std::string>& asked) {
+    if (asked.empty()) return {"HGETALL", node::fleet_key(prefix, node::kArchive)};
+    Command archive{"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
+                    node::fleet_key(prefix, node::kApplied)};
+    archive.insert(archive.end(), asked.begin(), asked.end());
+    return archive;
+}
+
 const Reply& checked(const Reply& reply, std::string_view what) {
     if (reply.is_error()) throw Error(Error::Kind::kServer, concat(what, " failed: ", reply.str));
     return reply;
@@ -104,6 +133,7 @@ void FleetSnapshot::read(Client& client, const std::string& prefix, Reply nodes,
 
 bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const Reply& nodes,
                               Diagnostics& diagnostics) {
+    // #lizard forgives: the protocol's read order in one place (fleet.hpp)
     replies_.clear();
     sources_.clear();
     fields_ = 0;
@@ -111,24 +141,14 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
     // is not "retired" was read after the view, so no retire (which renames
     // the view) came between them. A retired node is read again whole, in
     // one script.
-    std::vector<Command> batch;
-    batch.reserve(2 * nodes.elements.size());
-    for (const Reply& item : nodes.elements) {
-        batch.push_back({"HGETALL", node::node_key(prefix, item.str, node::kView)});
-        batch.push_back({"GET", node::node_key(prefix, item.str, node::kMarker)});
-    }
+    const std::vector<Command> batch = live_reads(prefix, nodes);
     if (!batch.empty()) replies_.push_back(client.pipeline(batch));
     commands_ += batch.size();
     std::vector<size_t> retired;  // indexes into nodes.elements
     for (size_t i = 0; i < nodes.elements.size(); ++i) {
         if (taken_of(replies_[0][2 * i + 1]) >= 0) retired.push_back(i);
     }
-    std::vector<Command> whole;
-    for (size_t i : retired) {
-        whole.push_back({"EVAL", kNodeScript, "4"});
-        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
-            whole.back().push_back(node::node_key(prefix, nodes.elements[i].str, what));
-    }
+    const std::vector<Command> whole = whole_reads(prefix, nodes, retired);
     if (!whole.empty()) replies_.push_back(client.pipeline(whole));
     commands_ += whole.size();
 
@@ -155,13 +175,7 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
 
     // Without a node being folded, the archive alone (one command is one
     // moment); with one, the archive and the chunks' scores at one moment.
-    Command archive{"HGETALL", node::fleet_key(prefix, node::kArchive)};
-    if (!asked.empty()) {
-        archive = {"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
-                   node::fleet_key(prefix, node::kApplied)};
-        archive.insert(archive.end(), asked.begin(), asked.end());
-    }
-    replies_.push_back(client.pipeline({archive}));
+    replies_.push_back(client.pipeline({archive_read(prefix, asked)}));
     ++commands_;
     if (asked.empty()) {  // as the script answers: {archive}
         Reply whole_archive{Reply::Type::kArray, {}, 0, {}};
