@@ -5,8 +5,11 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <system_error>
+#include <vector>
 
 #include "gpe/mmap_file.hpp"
 #include "gpe/source.hpp"
@@ -25,6 +28,46 @@ struct FileCache {
     uint64_t cache_generation = 0;
     uint64_t last_used = 0;
     std::vector<Entry> entries;
+};
+
+// The descriptors of the DirectoryLocks held in this process. Process-wide
+// because fork() is: the child handler must find every lock, whichever
+// thread holds it.
+class HeldLocks {
+  public:
+    static HeldLocks& instance() {
+        static HeldLocks held;
+        return held;
+    }
+    void add(int fd) {
+        std::lock_guard guard(mutex_);
+        fds_.push_back(fd);
+    }
+    void remove(int fd) {
+        std::lock_guard guard(mutex_);
+        std::erase(fds_, fd);
+    }
+
+  private:
+    HeldLocks() { ::pthread_atfork(&before_fork, &in_parent, &in_child); }
+    static void before_fork() { instance().mutex_.lock(); }
+    static void in_parent() { instance().mutex_.unlock(); }
+    // The child's copy of each descriptor becomes /dev/null: the lock file
+    // is no longer open in the child (the parent's lock is untouched), and a
+    // holder that goes on in the child later closes a harmless descriptor.
+    static void in_child() {
+        HeldLocks& held = instance();
+        const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        for (const int fd : held.fds_) {
+            if (null_fd < 0 || ::dup3(null_fd, fd, O_CLOEXEC) < 0) ::close(fd);
+        }
+        if (null_fd >= 0) ::close(null_fd);
+        held.fds_.clear();
+        held.mutex_.unlock();
+    }
+
+    std::mutex mutex_;
+    std::vector<int> fds_;
 };
 
 }  // namespace
@@ -72,9 +115,16 @@ DirectoryLock::DirectoryLock(const std::string& directory, Mode mode) {
     if (fd_.get() < 0) {
         throw std::system_error(errno, std::generic_category(), "cannot open " + path);
     }
+    // Registered before it is locked: a fork while flock() waits or after
+    // it returns leaves no lock in the child.
+    HeldLocks::instance().add(fd_.get());
     while (::flock(fd_.get(), mode == Mode::kExclusive ? LOCK_EX : LOCK_SH) != 0 &&
            errno == EINTR) {
     }
+}
+
+DirectoryLock::~DirectoryLock() {
+    if (fd_.get() >= 0) HeldLocks::instance().remove(fd_.get());
 }
 
 std::vector<std::string> list_db_files(const std::string& directory) {

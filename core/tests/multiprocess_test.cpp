@@ -1,8 +1,15 @@
 #include "gpe/multiprocess.hpp"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <fstream>
+#include <future>
+#include <latch>
+#include <thread>
 
 #include "gpe/exposition.hpp"
 #include "gpe/mmap_file.hpp"
@@ -150,6 +157,37 @@ TEST(Merge, ReaderCacheIsReusedAcrossScrapes) {
     const std::string second = reader.render_directory(dir.path(), Format::kText, diagnostics);
     EXPECT_NE(first.find("reqs_total 1.0"), std::string::npos);
     EXPECT_NE(second.find("reqs_total 7.0"), std::string::npos) << second;
+}
+
+// A child forked while another thread holds the directory shared (a mirror
+// pass) must not keep the lock: the parent's mark_process_dead would wait for
+// the child's whole life.
+TEST(DirectoryLock, AChildForkedWhileItIsHeldDoesNotKeepIt) {
+    TempDir dir;
+    std::latch locked(1);
+    std::latch forked(1);
+    std::thread reader([&] {
+        const DirectoryLock lock(dir.path(), DirectoryLock::Mode::kShared);
+        locked.count_down();
+        forked.wait();
+    });
+    locked.wait();
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::sleep(30);
+        ::_exit(0);
+    }
+    forked.count_down();
+    reader.join();
+    auto exclusive = std::async(std::launch::async, [&] {
+        const DirectoryLock lock(dir.path(), DirectoryLock::Mode::kExclusive);
+    });
+    const bool taken = exclusive.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    exclusive.get();
+    EXPECT_TRUE(taken) << "the forked child kept the directory lock";
 }
 
 }  // namespace

@@ -69,11 +69,19 @@ std::string lock_file_path(const std::string& directory);
 // Readers (scrapes, the Redis mirror) hold the directory shared, and
 // mark_process_dead exclusive, so that nobody sees a dead process's values
 // both in its own file and in the archive.
+//
+// flock() belongs to the open file, which a fork() shares: a child forked
+// while another thread holds the lock would hold it for its whole life (a
+// worker forked during a mirror pass would block every mark_process_dead).
+// So the child drops every lock held at the fork (a pthread_atfork handler).
 class DirectoryLock {
   public:
     enum class Mode { kShared, kExclusive };
     // Throws std::system_error when an exclusive lock cannot be had.
     DirectoryLock(const std::string& directory, Mode mode);
+    ~DirectoryLock();
+    DirectoryLock(const DirectoryLock&) = delete;
+    DirectoryLock& operator=(const DirectoryLock&) = delete;
 
   private:
     FileDescriptor fd_;  // closing it releases the lock
