@@ -29,6 +29,9 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from gunicorn_runner import Agent, parse, wait_for
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 HOST = "127.0.0.1"
 
 

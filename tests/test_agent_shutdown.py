@@ -11,8 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from gunicorn_prometheus_exporter.agent import STOP_GRACE_SECONDS
 from gunicorn_runner import Agent, wait_for
+
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
 
 
 class SilentServer:

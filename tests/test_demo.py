@@ -18,6 +18,9 @@ import pytest
 
 from gunicorn_runner import ROOT, alive, children, clean_env, cmdline, is_agent, wait_for
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 DEMO = ROOT / "demo" / "run_demo.py"
 HOST = "127.0.0.1"
 

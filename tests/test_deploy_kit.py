@@ -23,6 +23,9 @@ import yaml
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.metrics import create, create_worker_gauges
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "gunicorn-dashboard.json"

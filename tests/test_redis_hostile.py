@@ -33,6 +33,9 @@ from gunicorn_prometheus_exporter.backend import (
 )
 from gunicorn_runner import Agent, Gunicorn, http_get, redis_command, value, wait_for
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 redis_server = pytest.importorskip("redis_server")
 RedisServer = redis_server.RedisServer
 

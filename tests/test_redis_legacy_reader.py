@@ -24,6 +24,9 @@ READ_WITH_LEGACY = """
 import json, sys
 import redis
 from gunicorn_prometheus_exporter.backend.core.collector import RedisMultiProcessCollector
+
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
 client = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
 out = []
 for metric in RedisMultiProcessCollector.merge_from_redis(client, "gunicorn"):
