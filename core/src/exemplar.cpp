@@ -382,11 +382,13 @@ bool archive_exemplars(const std::string& directory, std::string_view pid, std::
         });
         ExemplarFile archive(concat(directory, "/", kExemplarFilePrefix, "_archive.db"));
         for (const auto& [key, exemplar] : dead) {
-            const ExemplarSlot slot = archive.slot(key, exemplar.labels.size());
-            const std::optional<ExemplarValue> kept = slot.load();
+            const ExemplarSlot existing = archive.find(key);
+            const std::optional<ExemplarValue> kept =
+                existing ? existing.load() : std::optional<ExemplarValue>();
             // The most recent wins; an exemplar without a timestamp only over none.
             if (!kept || std::isnan(kept->timestamp) || exemplar.timestamp > kept->timestamp) {
-                slot.store(exemplar.labels, exemplar.value, exemplar.timestamp);
+                archive.slot(key, exemplar.labels.size())
+                    .store(exemplar.labels, exemplar.value, exemplar.timestamp);
             }
         }
     } catch (const std::exception& e) {
