@@ -65,19 +65,6 @@ void copy_deprecated_directory_variable() {
     }
 }
 
-// The labels of an exemplar as a dict of str, as prometheus_client takes them.
-gpe::ExemplarLabels exemplar_labels(nb::handle labels) {
-    if (!nb::isinstance<nb::dict>(labels)) throw nb::type_error("exemplar labels must be a dict");
-    std::vector<std::pair<std::string, std::string>> pairs;
-    for (auto [name, value] : nb::borrow<nb::dict>(labels)) {
-        if (!nb::isinstance<nb::str>(name) || !nb::isinstance<nb::str>(value)) {
-            throw nb::type_error("exemplar label names and values must be strings");
-        }
-        pairs.emplace_back(nb::cast<std::string>(name), nb::cast<std::string>(value));
-    }
-    return gpe::ExemplarLabels(pairs);  // std::invalid_argument becomes ValueError
-}
-
 // prometheus_client's value method: `exemplar` is its Exemplar namedtuple.
 void set_exemplar(gpe::Value& self, nb::handle exemplar) {
     const gpe::ExemplarLabels labels = exemplar_labels(exemplar.attr("labels"));
