@@ -7,6 +7,10 @@
 // behaviour and error messages stay prometheus_client's own.
 #include "fast_methods.hpp"
 
+// (the std::string caster: without it nb::cast<std::string> here would be
+// another instantiation than the other files', an ODR violation)
+#include <nanobind/stl/string.h>
+
 #include <string>
 #include <utility>
 #include <vector>

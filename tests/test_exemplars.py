@@ -54,7 +54,10 @@ def random_exemplar(rng: random.Random) -> dict[str, str] | None:
     if roll < 0.2:
         return None
     if roll < 0.7:
-        return {"trace_id": f"{rng.getrandbits(128):032x}", "span_id": f"{rng.getrandbits(64):016x}"}
+        return {
+            "trace_id": f"{rng.getrandbits(128):032x}",
+            "span_id": f"{rng.getrandbits(64):016x}",
+        }
     return {rng.choice(("user", "note", "a_b")): rng.choice(ODD_VALUES)}
 
 
