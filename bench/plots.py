@@ -43,7 +43,15 @@ def _pyplot() -> Any:
     except ImportError:
         print("(installing matplotlib for the figures)", file=sys.stderr)
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "matplotlib"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "matplotlib",
+            ],
             check=True,
         )
         matplotlib = importlib.import_module("matplotlib")
@@ -93,7 +101,9 @@ def grouped_bars(
     plt = _pyplot()
     height = 0.8 / max(1, len(series))
     fig, ax = plt.subplots(figsize=(8, 2.0 + 0.55 * len(groups) * max(1, len(series)) ** 0.5))
-    for i, ((label, values), shade) in enumerate(zip(series.items(), colours(list(series)))):
+    for i, ((label, values), shade) in enumerate(
+        zip(series.items(), colours(list(series)), strict=True)
+    ):
         positions = [g + (i - (len(series) - 1) / 2) * height for g in range(len(groups))]
         bars = ax.barh(positions, values, height=height, label=label, color=shade)
         ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=7, padding=2)
@@ -126,7 +136,7 @@ def lines(
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    for (label, (xs, ys)), shade in zip(series.items(), colours(list(series))):
+    for (label, (xs, ys)), shade in zip(series.items(), colours(list(series)), strict=True):
         style = "-" if "ours" in label else "--"
         ax.plot(xs, ys, style, marker="o", label=label, color=shade)
     if log:
