@@ -275,9 +275,19 @@ def check_counts(servers: list[Server]) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (5; 3 with --quick)")
+    parser.add_argument("--seconds", type=int, help="seconds per wrk run (5; 3 with --quick)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="measure only the configurations whose name contains NAME (and their baselines); "
+        "repeatable, e.g. --only traced",
+    )
     add_plot_argument(parser)
     args = parser.parse_args()
     rounds, seconds = (3, 3) if args.quick else (5, 5)
+    rounds, seconds = args.rounds or rounds, args.seconds or seconds
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package wrk)")
         return 0
@@ -367,6 +377,13 @@ def main() -> int:
                     counted=OURS_COUNT,
                 ),
             ]
+        if args.only:
+            chosen = {s.name for s in servers if any(n in s.name for n in args.only)}
+            chosen |= {s.baseline for s in servers if s.name in chosen}
+            for server in servers:
+                if server.name not in chosen:
+                    server.stop()
+            servers = [s for s in servers if s.name in chosen]
         results: dict[str, list[float]] = {s.name: [] for s in servers}
         for server in servers:
             wrk(server, 1)  # warm up
@@ -385,16 +402,22 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in results.items()}
     print(f"peer venv: {how}\n")
     print(
-        "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same worker) |"
+        "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same "
+        "worker) | paired: median of the rounds' ratios |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     misses = []
     for server in servers:
         values = results[server.name]
         ratio = medians[server.name] / medians[server.baseline]
+        # Each round measures a configuration right after its baseline: the
+        # ratio within a round is less exposed to the machine's load changing.
+        paired = statistics.median(
+            v / b for v, b in zip(values, results[server.baseline], strict=True)
+        )
         print(
             f"| {server.name} | {medians[server.name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
-            f"| {ratio:.1%} |"
+            f"| {ratio:.1%} | {paired:.1%} |"
         )
         if "ours" in server.name and server.name in notes:
             misses.append(
@@ -402,7 +425,9 @@ def main() -> int:
             )
         elif "ours" in server.name and ratio < TARGET:
             misses.append(f"{server.name}: {ratio:.1%} of no metrics < {TARGET:.0%}")
-    if medians["uvicorn: ours"] <= medians["uvicorn: instrumentator"]:
+    if {"uvicorn: ours", "uvicorn: instrumentator"} <= medians.keys() and (
+        medians["uvicorn: ours"] <= medians["uvicorn: instrumentator"]
+    ):
         misses.append("uvicorn: ours not faster than the instrumentator")
     print()
     if notes:
@@ -425,19 +450,20 @@ def main() -> int:
 def plot_throughput(
     directory: str, servers: list[Server], medians: dict[str, float], seconds: int, rounds: int
 ) -> None:
+    def shade(name: str) -> str:  # ours red, no metrics blue, the peers grey
+        return "#d62728" if "ours" in name else "#1f77b4" if "none" in name else "#7f7f7f"
+
     grouped_bars(
         directory,
         "gunicorn_throughput.png",
-        "Gunicorn throughput, 2 workers, hello world (requests/s, more is better)",
+        "Gunicorn throughput, 2 workers, hello world: median requests/s\n"
+        "(in brackets: of the same app and Gunicorn with no metrics)",
         [f"{s.name}  ({medians[s.name] / medians[s.baseline]:.1%})" for s in servers],
-        {
-            "median requests/s (in brackets: of the same app with no metrics)": [
-                medians[s.name] for s in servers
-            ]
-        },
+        {"median requests/s": [medians[s.name] for s in servers]},
         "requests/s",
         note=f"bench/bench_gunicorn.py: wrk -t1 -c{CONNECTIONS} -d{seconds}s, {rounds} interleaved "
         "rounds, median; a shared 2-core machine",
+        group_colours=[shade(s.name) for s in servers],
     )
 
 

@@ -94,8 +94,10 @@ def grouped_bars(
     unit: str,
     log: bool = False,
     note: str = "",
+    group_colours: Sequence[str] | None = None,
 ) -> Path | None:
-    """Horizontal bars: one group per row label, one bar per series in it."""
+    """Horizontal bars: one group per row label, one bar per series in it
+    (coloured by series, or by group when `group_colours` are given)."""
     if not directory:
         return None
     plt = _pyplot()
@@ -105,7 +107,7 @@ def grouped_bars(
         zip(series.items(), colours(list(series)), strict=True)
     ):
         positions = [g + (i - (len(series) - 1) / 2) * height for g in range(len(groups))]
-        bars = ax.barh(positions, values, height=height, label=label, color=shade)
+        bars = ax.barh(positions, values, height=height, label=label, color=group_colours or shade)
         ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=7, padding=2)
     ax.set_yticks(range(len(groups)), groups)
     ax.invert_yaxis()
@@ -113,7 +115,8 @@ def grouped_bars(
     if log:
         ax.set_xscale("log")
     ax.set_title(title, fontsize=10)
-    _legend(ax, len(series))
+    if group_colours is None:
+        _legend(ax, len(series))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     path = _save(fig, directory, name, note)
