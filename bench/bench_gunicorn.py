@@ -22,6 +22,13 @@ and a FastAPI hello world (bench/fastapi_app.py) under Gunicorn with 2
                              multiprocess through PROMETHEUS_MULTIPROC_DIR
 * uvicorn: ours            - gunicorn_prometheus_exporter.gunicorn_config
 
+and, when OpenTelemetry's SDK is installed, the hello world with each request
+in a span (bench/traced_app.py), so that every request also stores its trace
+id as the exemplar of its duration bucket:
+
+* traced: none             - no metrics
+* traced: ours, exemplars  - gunicorn_prometheus_exporter.gunicorn_config
+
 All servers run at once; rounds of wrk runs are interleaved across them so
 that machine noise hits each alike; the table shows the median requests per
 second and the ratio to its baseline (Gunicorn alone, same version and worker
@@ -29,8 +36,8 @@ class). Targets: ours within 3% of no metrics; under uvicorn, ours also faster
 than the instrumentator. After the run each configuration's /metrics must
 have counted every request wrk had answered; a note says which did not.
 
-    pip install '.[bench]'   # FastAPI, uvicorn, uvicorn-worker, the instrumentator
-    python bench/bench_gunicorn.py [--quick]
+    pip install '.[bench]'   # FastAPI, uvicorn, uvicorn-worker, the instrumentator, matplotlib
+    python bench/bench_gunicorn.py [--quick] [--plot DIR]   # figure into DIR (docs/plots)
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench_redis import ensure_peer_venv  # noqa: E402
+from plots import add_plot_argument, grouped_bars  # noqa: E402
 from redis_server import RedisServer, free_port  # noqa: E402
 from timing import print_targets  # noqa: E402
 
@@ -74,6 +82,8 @@ UVICORN = ["-k", "uvicorn_worker.UvicornWorker"]
 WSGI_APP = (ROOT / "demo", "app:app")
 FASTAPI_APP = (ROOT / "bench", "fastapi_app:app")
 INSTRUMENTED_APP = (ROOT / "bench", "fastapi_app:instrumented_app()")
+TRACED_APP = (ROOT / "bench", "traced_app:app")
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
 
 @dataclass
@@ -168,6 +178,19 @@ class Server:
             )
         )
 
+    def exemplars(self) -> int:
+        """Duration buckets on the agent's OpenMetrics answer with a trace id as exemplar."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", headers=OPENMETRICS
+        )
+        body = urllib.request.urlopen(request, timeout=10).read().decode()
+        return sum(
+            1
+            for line in body.splitlines()
+            if line.startswith("gunicorn_worker_request_duration_seconds_bucket")
+            and '# {span_id="' in line
+        )
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -252,8 +275,19 @@ def check_counts(servers: list[Server]) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (5; 3 with --quick)")
+    parser.add_argument("--seconds", type=int, help="seconds per wrk run (5; 3 with --quick)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="measure only the configurations whose name contains NAME (and their baselines); "
+        "repeatable, e.g. --only traced",
+    )
+    add_plot_argument(parser)
     args = parser.parse_args()
     rounds, seconds = (3, 3) if args.quick else (5, 5)
+    rounds, seconds = args.rounds or rounds, args.seconds or seconds
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package wrk)")
         return 0
@@ -328,6 +362,28 @@ def main() -> int:
                 counted=OURS_COUNT,
             ),
         ]
+        if importlib.util.find_spec("opentelemetry.sdk") is not None:
+            servers += [
+                Server(
+                    "traced: none", sys.executable, [], {}, app=TRACED_APP, baseline="traced: none"
+                ),
+                Server(
+                    "traced: ours, exemplars",
+                    sys.executable,
+                    ours,
+                    {},
+                    app=TRACED_APP,
+                    baseline="traced: none",
+                    counted=OURS_COUNT,
+                ),
+            ]
+        if args.only:
+            chosen = {s.name for s in servers if any(n in s.name for n in args.only)}
+            chosen |= {s.baseline for s in servers if s.name in chosen}
+            for server in servers:
+                if server.name not in chosen:
+                    server.stop()
+            servers = [s for s in servers if s.name in chosen]
         results: dict[str, list[float]] = {s.name: [] for s in servers}
         for server in servers:
             wrk(server, 1)  # warm up
@@ -336,6 +392,7 @@ def main() -> int:
                 results[server.name].append(wrk(server, seconds))
         time.sleep(1.5)  # the Redis mirror and the agents catch up (nothing in flight any more)
         notes = check_counts(servers)
+        exemplars = {s.name: s.exemplars() for s in servers if s.name == "traced: ours, exemplars"}
     finally:
         for server in servers:
             server.stop()
@@ -345,16 +402,22 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in results.items()}
     print(f"peer venv: {how}\n")
     print(
-        "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same worker) |"
+        "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same "
+        "worker) | paired: median of the rounds' ratios |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     misses = []
     for server in servers:
         values = results[server.name]
         ratio = medians[server.name] / medians[server.baseline]
+        # Each round measures a configuration right after its baseline: the
+        # ratio within a round is less exposed to the machine's load changing.
+        paired = statistics.median(
+            v / b for v, b in zip(values, results[server.baseline], strict=True)
+        )
         print(
             f"| {server.name} | {medians[server.name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
-            f"| {ratio:.1%} |"
+            f"| {ratio:.1%} | {paired:.1%} |"
         )
         if "ours" in server.name and server.name in notes:
             misses.append(
@@ -362,7 +425,9 @@ def main() -> int:
             )
         elif "ours" in server.name and ratio < TARGET:
             misses.append(f"{server.name}: {ratio:.1%} of no metrics < {TARGET:.0%}")
-    if medians["uvicorn: ours"] <= medians["uvicorn: instrumentator"]:
+    if {"uvicorn: ours", "uvicorn: instrumentator"} <= medians.keys() and (
+        medians["uvicorn: ours"] <= medians["uvicorn: instrumentator"]
+    ):
         misses.append("uvicorn: ours not faster than the instrumentator")
     print()
     if notes:
@@ -371,8 +436,35 @@ def main() -> int:
             print(f"- {name}: {note}")
     else:
         print("notes: every configuration's /metrics counted the requests it served")
+    for name, count in exemplars.items():
+        print(
+            f"- {name}: {count} duration buckets carry a trace id as exemplar on the agent's OpenMetrics"
+        )
+        if count == 0:
+            misses.append(f"{name}: no exemplar on /metrics (the request path takes none)")
+    plot_throughput(args.plot, servers, medians, seconds, rounds)
     print_targets(misses)
     return 0
+
+
+def plot_throughput(
+    directory: str, servers: list[Server], medians: dict[str, float], seconds: int, rounds: int
+) -> None:
+    def shade(name: str) -> str:  # ours red, no metrics blue, the peers grey
+        return "#d62728" if "ours" in name else "#1f77b4" if "none" in name else "#7f7f7f"
+
+    grouped_bars(
+        directory,
+        "gunicorn_throughput.png",
+        "Gunicorn throughput, 2 workers, hello world: median requests/s\n"
+        "(in brackets: of the same app and Gunicorn with no metrics)",
+        [f"{s.name}  ({medians[s.name] / medians[s.baseline]:.1%})" for s in servers],
+        {"median requests/s": [medians[s.name] for s in servers]},
+        "requests/s",
+        note=f"bench/bench_gunicorn.py: wrk -t1 -c{CONNECTIONS} -d{seconds}s, {rounds} interleaved "
+        "rounds, median; a shared 2-core machine",
+        group_colours=[shade(s.name) for s in servers],
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ Run
 ---
     python bench/bench_multiprocess.py           # full, well under 3 minutes
     python bench/bench_multiprocess.py --quick   # smaller sizes, well under 30 s
+    python bench/bench_multiprocess.py --plot DIR   # PNG figures into DIR (default docs/plots)
 
 The script always exits 0: targets are reported, not enforced.
 """
@@ -64,6 +65,7 @@ from prometheus_client.multiprocess import MultiProcessCollector as PcMultiProce
 import gunicorn_prometheus_exporter as gpe
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.native_values import NativeValue
+from plots import add_plot_argument, grouped_bars, lines
 from timing import best_ns, call_loop, print_table, print_targets
 
 OPS_TARGET_VS_SINGLE = 1.0  # ours no slower than prometheus_client single-process
@@ -81,6 +83,7 @@ class Config:
     workloads: tuple[tuple[int, int], ...]  # (processes, series per process)
     scrape_rounds: int  # minimum rounds of (pc, ours cold, ours) scrapes
     scrape_budget_s: float  # keep adding rounds until this much time is spent
+    sweep: tuple[int, ...] = ()  # series per process of 8 processes, for the figure
     note: str = ""
 
 
@@ -90,6 +93,7 @@ FULL = Config(
     workloads=((8, 1000), (32, 5000)),
     scrape_rounds=5,
     scrape_budget_s=3.0,
+    sweep=(100, 300, 1000, 3000, 10000),
 )
 QUICK = Config(
     ops=50_000,
@@ -97,6 +101,7 @@ QUICK = Config(
     workloads=((8, 1000), (16, 2000)),
     scrape_rounds=3,
     scrape_budget_s=1.0,
+    sweep=(100, 300, 1000, 3000),
     note="--quick: the 32 x 5000 workload is reduced to 16 x 2000.",
 )
 
@@ -256,7 +261,7 @@ def measure_ops(cfg: Config, pc_dir: str, native_dir: str) -> dict[tuple[str, st
         gpe.disable_native_values()
 
 
-def bench_ops(cfg: Config, pc_dir: str, native_dir: str) -> list[str]:
+def bench_ops(cfg: Config, pc_dir: str, native_dir: str, plot: str = "") -> list[str]:
     """Print the hot-path tables; return the targets missed."""
     t = measure_ops(cfg, pc_dir, native_dir)
     loop_ns = empty_loop_ns(cfg.ops, cfg.op_repeats)
@@ -293,6 +298,24 @@ def bench_ops(cfg: Config, pc_dir: str, native_dir: str) -> list[str]:
     print_table([*header, "ours vs single-process", "ours vs multiprocess"], rows)
     print()
     print_breakdown(t)
+    grouped_bars(
+        plot,
+        "increment_cost_files.png",
+        "Cost of one update through prometheus_client's API (ns per call, less is better)",
+        API_OPS,
+        {
+            label: [t[(backend, name)] for name in API_OPS]
+            for backend, label in (
+                ("single", "prometheus_client single-process"),
+                ("multi", "prometheus_client multiprocess (files)"),
+                ("ours", "ours (files)"),
+            )
+        },
+        "ns per call (log scale)",
+        log=True,
+        note=f"bench/bench_multiprocess.py: best of {cfg.op_repeats} x {cfg.ops:,} calls; "
+        "a shared 2-core machine",
+    )
     return misses
 
 
@@ -540,6 +563,43 @@ def bench_scrape(cfg: Config, root: str) -> list[str]:
 # --------------------------------------------------------------------------
 
 
+def bench_sweep(cfg: Config, root: str, plot: str) -> list[str]:
+    """Scrape time against series count (8 processes): a figure and its table."""
+    results = []
+    for series in cfg.sweep:
+        directory = tempfile.mkdtemp(prefix=f"sweep_8x{series}_", dir=root)
+        results.append(bench_scrape_workload(directory, 8, series, cfg))
+        shutil.rmtree(directory, ignore_errors=True)
+    print("## Scrape against series count: 8 processes, ms per scrape\n")
+    rows = [
+        [f"{8 * s:,}", f"{r.pc_ms:.1f}", f"{r.cold_ms:.2f}", f"{r.ours_ms:.2f}"]
+        for s, r in zip(cfg.sweep, results, strict=True)
+    ]
+    print_table(["series (all processes)", "pc ms", "ours cold ms", "ours ms"], rows)
+    print()
+    totals = [8 * s for s in cfg.sweep]
+    lines(
+        plot,
+        "scrape_files.png",
+        "Scrape of a multiprocess directory (8 processes), files",
+        {
+            "prometheus_client MultiProcessCollector + generate_latest": (
+                totals,
+                [r.pc_ms for r in results],
+            ),
+            "ours render_directory, cold (fresh reader)": (totals, [r.cold_ms for r in results]),
+            "ours render_directory (the agent's steady state)": (
+                totals,
+                [r.ours_ms for r in results],
+            ),
+        },
+        "series in the directory",
+        "ms per scrape",
+        note="bench/bench_multiprocess.py: best of interleaved rounds; a shared 2-core machine",
+    )
+    return [f"sweep {r.workload}: output not identical" for r in results if not r.identical]
+
+
 def run_section(name: str, section: Callable[[], list[str]]) -> list[str]:
     """Run a section; an error is reported as a miss, never as a failure."""
     try:
@@ -552,7 +612,9 @@ def run_section(name: str, section: Callable[[], list[str]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, ~30 s")
-    cfg = QUICK if parser.parse_args().quick else FULL
+    add_plot_argument(parser)
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
 
     quick = " (--quick)" if cfg is QUICK else ""
     print(f"# gunicorn_prometheus_exporter multiprocess benchmark{quick}\n")
@@ -561,8 +623,10 @@ def main() -> int:
     try:
         pc_dir = tempfile.mkdtemp(prefix="pc_values_", dir=root)
         native_dir = tempfile.mkdtemp(prefix="native_values_", dir=root)
-        misses = run_section("hot path", lambda: bench_ops(cfg, pc_dir, native_dir))
+        misses = run_section("hot path", lambda: bench_ops(cfg, pc_dir, native_dir, args.plot))
         misses += run_section("scrape", lambda: bench_scrape(cfg, root))
+        if args.plot:
+            misses += run_section("sweep", lambda: bench_sweep(cfg, root, args.plot))
     finally:
         pc_values.close_all_multiprocess_files()
         shutil.rmtree(root, ignore_errors=True)

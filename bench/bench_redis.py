@@ -45,6 +45,7 @@ Run
 ---
     python bench/bench_redis.py           # full, about a minute (+ peer venv creation once)
     python bench/bench_redis.py --quick   # fewer repeats, about 30 s
+    python bench/bench_redis.py --plot DIR   # PNG figures into DIR (default docs/plots)
 
 The script always exits 0: targets are reported, not enforced.
 """
@@ -64,6 +65,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from plots import add_plot_argument, grouped_bars, lines
 from timing import print_table, print_targets
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +94,7 @@ class Config:
     scrape_rounds: int  # minimum timed rounds of ours (steady, collect, cold)
     scrape_budget_s: float  # ours: keep adding rounds until this much time is spent
     peer_scrape_rounds: int  # timed peer scrapes (2-3 s each)
+    sweep: tuple[int, ...] = (100, 300, 1000, 3000)  # series per process, ours, for the figure
 
 
 FULL = Config(
@@ -299,7 +302,7 @@ def attempt(run: object) -> tuple[dict | None, str | None]:
 # --------------------------------------------------------------------------
 
 
-def bench_ops(cfg: Config, runner: Runner, info: dict) -> list[str]:
+def bench_ops(cfg: Config, runner: Runner, info: dict, plot: str = "") -> list[str]:
     ours, ours_err = attempt(
         lambda: runner.run("ops", "ours", 120, ops=cfg.ours_ops, repeats=cfg.ours_repeats)
     )
@@ -364,6 +367,22 @@ def bench_ops(cfg: Config, runner: Runner, info: dict) -> list[str]:
             misses.append(f"{name}: ours vs peer {ratio:,.0f}x < {OPS_TARGET:,.0f}x")
     print_table(["operation", f"peer {PEER_VERSION} ns", "ours ns", "ours vs peer"], rows)
     print()
+    if ours and peer:
+        grouped_bars(
+            plot,
+            "increment_cost_redis.png",
+            "Cost of one update with Redis storage on (ns per call, less is better)",
+            API_OPS,
+            {
+                f"peer gunicorn-prometheus-exporter {PEER_VERSION} (Redis)": [
+                    peer["ns"][n] for n in API_OPS
+                ],
+                "ours (Redis: files + the agent's mirror)": [ours["ns"][n] for n in API_OPS],
+            },
+            "ns per call (log scale)",
+            log=True,
+            note="bench/bench_redis.py: redis-server on loopback; a shared 2-core machine",
+        )
     return misses
 
 
@@ -615,10 +634,65 @@ def bench_scrape(cfg: Config, runner: Runner, info: dict) -> list[str]:
     for result in (ours, peer):
         if result:
             info.setdefault(result["impl"], result)
+    if peer:
+        info["peer_scrape"] = peer  # for the figure of the sweep
     return misses
 
 
 # --------------------------------------------------------------------------
+
+
+def bench_sweep(cfg: Config, runner: Runner, info: dict, plot: str) -> list[str]:
+    """Ours' Redis scrape against series count (8 processes): a figure and its table.
+    The peer's figure is its measurement at 8 x 1000 above (it takes seconds)."""
+    results = []
+    for series in cfg.sweep:
+        result = runner.run(
+            "scrape",
+            "ours",
+            240,
+            processes=PROCESSES,
+            series=series,
+            rounds=cfg.scrape_rounds,
+            budget_s=cfg.scrape_budget_s,
+        )
+        results.append((PROCESSES * series, result["ms"]))
+    print(f"## Redis scrape against series count: {PROCESSES} processes, ms per scrape\n")
+    print_table(
+        ["series (all processes)", "ours cold ms", "ours render() ms"],
+        [
+            [f"{n:,}", fmt_ms(ms["ours_cold_render"]), fmt_ms(ms["ours_render"])]
+            for n, ms in results
+        ],
+    )
+    print()
+    totals = [n for n, _ in results]
+    series = {
+        "ours RedisMultiProcessCollector.render(), cold": (
+            totals,
+            [ms["ours_cold_render"] for _, ms in results],
+        ),
+        "ours render() (the sidecar's steady state)": (
+            totals,
+            [ms["ours_render"] for _, ms in results],
+        ),
+    }
+    peer = info.get("peer_scrape")
+    if peer:
+        series[f"peer {PEER_VERSION} collect() + generate_latest"] = (
+            [PROCESSES * SERIES],
+            [peer["ms"]["peer_collect_generate_latest"]],
+        )
+    lines(
+        plot,
+        "scrape_redis.png",
+        f"Scrape of {PROCESSES} processes' series from Redis",
+        series,
+        "series in Redis",
+        "ms per scrape",
+        note="bench/bench_redis.py: redis-server on loopback; a shared 2-core machine",
+    )
+    return []
 
 
 def print_machine(peer_python: Path | None, peer_how: str) -> None:
@@ -655,7 +729,9 @@ def run_section(name: str, section: object) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, ~30 s")
-    cfg = QUICK if parser.parse_args().quick else FULL
+    add_plot_argument(parser)
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
     started = time.perf_counter()
 
     quick = " (--quick)" if cfg is QUICK else ""
@@ -678,9 +754,12 @@ def main() -> int:
     info: dict = {}
     with RedisServer() as server:
         runner = Runner(server, peer_python)
-        misses += run_section("hot path", lambda: bench_ops(cfg, runner, info))
+        misses += run_section("hot path", lambda: bench_ops(cfg, runner, info, args.plot))
         sys.stdout.flush()
         misses += run_section("scrape", lambda: bench_scrape(cfg, runner, info))
+        if args.plot:
+            sys.stdout.flush()
+            misses += run_section("sweep", lambda: bench_sweep(cfg, runner, info, args.plot))
     print(f"Elapsed: {time.perf_counter() - started:.0f} s.\n")
     print_targets(misses)
     return 0

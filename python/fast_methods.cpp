@@ -7,9 +7,16 @@
 // behaviour and error messages stay prometheus_client's own.
 #include "fast_methods.hpp"
 
+// (the std::string caster: without it nb::cast<std::string> here would be
+// another instantiation than the other files', an ODR violation)
+#include <nanobind/stl/string.h>
+
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "gpe/clock.hpp"
+#include "gpe/exemplar.hpp"
 #include "gpe/value_store.hpp"
 
 namespace nb = nanobind;
@@ -189,6 +196,18 @@ PyMethodDef kMethods[] = {
 };
 
 }  // namespace
+
+gpe::ExemplarLabels exemplar_labels(nb::handle labels) {
+    if (!nb::isinstance<nb::dict>(labels)) throw nb::type_error("exemplar labels must be a dict");
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (auto [name, value] : nb::borrow<nb::dict>(labels)) {
+        if (!nb::isinstance<nb::str>(name) || !nb::isinstance<nb::str>(value)) {
+            throw nb::type_error("exemplar label names and values must be strings");
+        }
+        pairs.emplace_back(nb::cast<std::string>(name), nb::cast<std::string>(value));
+    }
+    return gpe::ExemplarLabels(pairs);  // std::invalid_argument becomes ValueError
+}
 
 void init_fast_methods(nb::handle value_type) {
     statics.value_type = reinterpret_cast<PyTypeObject*>(value_type.ptr());

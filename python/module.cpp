@@ -10,6 +10,7 @@
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -19,6 +20,7 @@
 #include "convert.hpp"
 #include "fast_methods.hpp"
 #include "gpe/archive.hpp"
+#include "gpe/exemplar.hpp"
 #include "gpe/exposition.hpp"
 #include "gpe/multiprocess.hpp"
 #include "gpe/series_key.hpp"
@@ -61,6 +63,27 @@ void copy_deprecated_directory_variable() {
                      1) < 0) {
         throw nb::python_error();
     }
+}
+
+// prometheus_client's value method: `exemplar` is its Exemplar namedtuple.
+void set_exemplar(gpe::Value& self, nb::handle exemplar) {
+    const gpe::ExemplarLabels labels = exemplar_labels(exemplar.attr("labels"));
+    const nb::object timestamp = exemplar.attr("timestamp");
+    self.set_exemplar(labels, nb::cast<double>(exemplar.attr("value")),
+                      timestamp.is_none() ? std::nan("") : nb::cast<double>(timestamp));
+}
+
+nb::object get_exemplar(gpe::Value& self) {
+    const std::optional<gpe::ExemplarValue> exemplar = self.exemplar();
+    if (!exemplar) return nb::none();
+    nb::dict labels;
+    for (const auto& [name, value] : gpe::ExemplarLabels::decode(exemplar->labels)) {
+        labels[nb::str(name.data(), name.size())] = nb::str(value.data(), value.size());
+    }
+    const nb::object timestamp =
+        std::isnan(exemplar->timestamp) ? nb::none() : nb::cast(exemplar->timestamp);
+    return nb::module_::import_("prometheus_client.samples")
+        .attr("Exemplar")(labels, exemplar->value, timestamp);
 }
 
 }  // namespace
@@ -117,10 +140,12 @@ NB_MODULE(_native, m) {
             "value"_a, "timestamp"_a = nb::none())
         .def("get", &gpe::Value::get)
         .def("get_timestamp", &gpe::Value::timestamp)
-        .def(
-            "set_exemplar", [](gpe::Value&, nb::handle) {}, "exemplar"_a,
-            "Exemplars are not stored in multiprocess mode (as in prometheus_client).")
-        .def("get_exemplar", [](gpe::Value&) { return nb::none(); })
+        .def("set_exemplar", &set_exemplar, "exemplar"_a,
+             "Store a prometheus_client Exemplar (labels, value, timestamp) as this value's "
+             "latest, for the merged OpenMetrics view; ValueError for labels prometheus_client "
+             "refuses.")
+        .def("get_exemplar", &get_exemplar,
+             "This process's latest Exemplar of this value, or None.")
         .def_prop_ro("key", &gpe::Value::key)
         .def_prop_ro("file_prefix", &gpe::Value::prefix)
         .def_static(

@@ -6,6 +6,7 @@
 
 #include <system_error>
 
+#include "fast_methods.hpp"
 #include "gpe/process_stats.hpp"
 #include "gpe/worker_metrics.hpp"
 
@@ -75,6 +76,16 @@ gpe::RequestRecorder::CodeFactory code_factory(nb::object by_code, nb::list keep
     };
 }
 
+void record_request(Recorder& self, std::string_view method, int status, double duration,
+                    double request_bytes, double response_bytes, bool failed, nb::handle exemplar) {
+    if (exemplar.is_none()) {
+        self.recorder.record(method, status, duration, request_bytes, response_bytes, failed);
+        return;
+    }
+    const gpe::ExemplarLabels labels = exemplar_labels(exemplar);
+    self.recorder.record(method, status, duration, request_bytes, response_bytes, failed, &labels);
+}
+
 void bind_recorder(nb::module_& m) {
     nb::class_<Recorder>(m, "RequestRecorder", "Records a request in one native call.")
         .def(
@@ -94,14 +105,10 @@ void bind_recorder(nb::module_& m) {
         .def(
             "start", [](Recorder& self) { self.recorder.start(); },
             "A request started: in flight until its record().")
-        .def(
-            "record",
-            [](Recorder& self, std::string_view method, int status, double duration,
-               double request_bytes, double response_bytes, bool failed) {
-                self.recorder.record(method, status, duration, request_bytes, response_bytes,
-                                     failed);
-            },
-            "method"_a, "status"_a, "duration"_a, "request_bytes"_a, "response_bytes"_a, "failed"_a)
+        .def("record", &record_request, "method"_a, "status"_a, "duration"_a, "request_bytes"_a,
+             "response_bytes"_a, "failed"_a, "exemplar"_a = nb::none(),
+             "exemplar: labels (a dict of str, e.g. tracing.current_exemplar()) for the exemplar "
+             "of the duration bucket, or None.")
         .def_prop_ro("in_flight", [](const Recorder& self) { return self.recorder.in_flight(); });
 }
 

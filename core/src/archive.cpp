@@ -6,6 +6,7 @@
 #include <system_error>
 #include <vector>
 
+#include "gpe/exemplar.hpp"
 #include "gpe/mmap_file.hpp"
 #include "gpe/store_kind.hpp"
 #include "gpe/strings.hpp"
@@ -99,6 +100,8 @@ ArchiveReport mark_process_dead(const std::string& directory, std::string_view p
         }
         if (::unlink(path.c_str()) == 0) ++report.folded;
     }
+    std::string error;
+    if (!archive_exemplars(directory, pid, error)) diagnostics.warn(error);
     return report;
 }
 

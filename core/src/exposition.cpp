@@ -1,6 +1,7 @@
 #include "gpe/exposition.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <numeric>
 
@@ -50,6 +51,19 @@ void append_name(std::string& out, std::string_view name, bool allow_colon) {
         out += name;
     } else {
         append_escaped_name(out, name, allow_colon);
+    }
+}
+
+// prometheus_client's _compose_exemplar_string: ` # {labels} value timestamp`,
+// the timestamp as Python's str(float).
+void append_exemplar(std::string& out, const MergedExemplar& exemplar) {
+    out += " # ";
+    ExemplarLabels::render(exemplar.labels, out);
+    out.push_back(' ');
+    append_go_float(out, exemplar.value);
+    if (!std::isnan(exemplar.timestamp)) {
+        out.push_back(' ');
+        out += python_repr(exemplar.timestamp);
     }
 }
 
@@ -125,6 +139,9 @@ void render(MergeResult& result, Format format, std::string& out) {
             *target += result.label_sets->rendered(sample.labels);
             target->push_back(' ');
             append_go_float(*target, sample.value);
+            if (om && sample.exemplar >= 0) {
+                append_exemplar(*target, family.exemplars[static_cast<size_t>(sample.exemplar)]);
+            }
             target->push_back('\n');
         }
         for (const auto& [suffix, lines] : trailing) {

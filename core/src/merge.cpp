@@ -1,7 +1,9 @@
 #include "gpe/merge.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "gpe/float_format.hpp"
@@ -25,7 +27,15 @@ struct FamilyBuild {
     MetricType type;
     GaugeMode mode = GaugeMode::all;  // the last gauge store's, as prometheus_client
     std::vector<SourceSample> raw;
+    std::vector<const SourceExemplar*> exemplars;
 };
+
+// Whether `candidate` replaces `kept` as the most recent exemplar.
+bool more_recent(const ExemplarValue& candidate, const std::optional<ExemplarValue>& kept) {
+    if (!kept) return true;
+    if (std::isnan(kept->timestamp)) return !std::isnan(candidate.timestamp);
+    return candidate.timestamp > kept->timestamp;
+}
 
 struct EntryKey {
     uint32_t group, name, labels;
@@ -43,16 +53,25 @@ class OrderedSamples {
   public:
     // The value of an entry, inserted with `initial` if new.
     double& at(uint32_t group, uint32_t name, uint32_t labels, double initial) {
+        return entry(group, name, labels, initial).value;
+    }
+
+    MergedSample& entry(uint32_t group, uint32_t name, uint32_t labels, double initial) {
         auto [it, is_new] = index_.try_emplace(EntryKey{group, name, labels},
                                                static_cast<uint32_t>(entries_.size()));
         if (is_new) {
-            entries_.push_back(MergedSample{name, labels, initial});
+            entries_.push_back(MergedSample{name, labels, initial, -1});
             auto [g, new_group] =
                 group_index_.try_emplace(group, static_cast<uint32_t>(groups_.size()));
             if (new_group) groups_.emplace_back();
             groups_[g->second].push_back(it->second);
         }
-        return entries_[it->second].value;
+        return entries_[it->second];
+    }
+
+    MergedSample* find(uint32_t group, uint32_t name, uint32_t labels) {
+        auto it = index_.find(EntryKey{group, name, labels});
+        return it == index_.end() ? nullptr : &entries_[it->second];
     }
 
     std::vector<MergedSample> flatten() const {
@@ -89,10 +108,29 @@ class FamilyMerge {
         }
     }
 
+    // prometheus_client has exemplars on counters' _total and histogram buckets.
+    void add_exemplar(const SourceExemplar& e) {
+        const Key& k = *e.key;
+        if (family_.type == MetricType::counter && k.key.sample_name == family_.name + "_total") {
+            std::optional<ExemplarValue>& kept = counter_exemplars_[k.labels_id];
+            if (more_recent(e.exemplar, kept)) kept = e.exemplar;
+        } else if (family_.type == MetricType::histogram && k.has_le && k.le) {
+            std::optional<ExemplarValue>& kept = bucket_exemplars_[{k.without_le_id, *k.le}];
+            if (more_recent(e.exemplar, kept)) kept = e.exemplar;
+        }
+    }
+
     std::vector<MergedSample> finish(bool accumulate) {
         if (family_.type == MetricType::histogram) add_buckets(accumulate);
+        for (const auto& [labels, exemplar] : counter_exemplars_) {
+            const uint32_t total = names_.intern(family_.name + "_total");
+            if (MergedSample* sample = samples_.find(labels, total, labels))
+                attach(*sample, *exemplar);
+        }
         return samples_.flatten();
     }
+
+    std::vector<MergedExemplar> take_exemplars() { return std::move(exemplars_); }
 
   private:
     void add_gauge(const SourceSample& r) {
@@ -159,11 +197,21 @@ class FamilyMerge {
                 const std::string le = go_float(bound);
                 labels.back().second = le;
                 acc += value;
-                samples_.at(group, bucket_name, sets_.intern(labels), 0.0) =
-                    accumulate ? acc : value;
+                MergedSample& sample =
+                    samples_.entry(group, bucket_name, sets_.intern(labels), 0.0);
+                sample.value = accumulate ? acc : value;
+                if (auto it = bucket_exemplars_.find({group, bound});
+                    it != bucket_exemplars_.end()) {
+                    attach(sample, *it->second);
+                }
             }
             if (accumulate) samples_.at(group, count_name, group, 0.0) = acc;
         }
+    }
+
+    void attach(MergedSample& sample, const ExemplarValue& exemplar) {
+        sample.exemplar = static_cast<int32_t>(exemplars_.size());
+        exemplars_.push_back(MergedExemplar{exemplar.labels, exemplar.value, exemplar.timestamp});
     }
 
     Names& names_;
@@ -175,6 +223,9 @@ class FamilyMerge {
     // buckets[labels without le][upper bound] += value; groups in insertion order
     std::vector<std::pair<uint32_t, std::map<double, double>>> buckets_;
     std::unordered_map<uint32_t, size_t> bucket_index_;
+    std::unordered_map<uint32_t, std::optional<ExemplarValue>> counter_exemplars_;  // by labels
+    std::map<std::pair<uint32_t, double>, std::optional<ExemplarValue>> bucket_exemplars_;
+    std::vector<MergedExemplar> exemplars_;
 };
 
 }  // namespace
@@ -185,6 +236,7 @@ struct Merger::Impl {
     uint64_t epoch = next_epoch();
     StringMap<uint32_t> family_index;
     std::vector<FamilyBuild> families;
+    std::vector<SourceExemplar> exemplars;
     MergeResult result;
 
     void merge_family(FamilyBuild& family, bool accumulate);
@@ -194,6 +246,16 @@ Merger::Merger(SeriesCache& cache) : impl_(std::make_unique<Impl>(cache)) {}
 Merger::~Merger() = default;
 
 Diagnostics& Merger::diagnostics() { return impl_->result.diagnostics; }
+
+void Merger::add_exemplars(std::vector<SourceExemplar> exemplars) {
+    std::vector<SourceExemplar>& all = impl_->exemplars;
+    if (all.empty()) {
+        all = std::move(exemplars);
+    } else {
+        all.insert(all.end(), std::make_move_iterator(exemplars.begin()),
+                   std::make_move_iterator(exemplars.end()));
+    }
+}
 
 void Merger::add_source(Store store, const std::vector<SourceSample>& samples,
                         std::string_view origin) {
@@ -210,8 +272,8 @@ void Merger::add_source(Store store, const std::vector<SourceSample>& samples,
             auto [it, is_new] = m.family_index.try_emplace(
                 key.key.metric_name, static_cast<uint32_t>(m.families.size()));
             if (is_new) {
-                m.families.push_back(
-                    FamilyBuild{key.key.metric_name, key.key.help, store.type, GaugeMode::all, {}});
+                m.families.push_back(FamilyBuild{
+                    key.key.metric_name, key.key.help, store.type, GaugeMode::all, {}, {}});
             }
             key.family = it->second;
             key.epoch = m.epoch;
@@ -225,14 +287,21 @@ void Merger::add_source(Store store, const std::vector<SourceSample>& samples,
 void Merger::Impl::merge_family(FamilyBuild& family, bool accumulate) {
     FamilyMerge merge(cache, result.diagnostics, family);
     for (const SourceSample& r : family.raw) merge.add(r);
+    for (const SourceExemplar* e : family.exemplars) merge.add_exemplar(*e);
     std::vector<MergedSample> samples = merge.finish(accumulate);
     result.families.push_back(MergedFamily{std::move(family.name), std::move(family.help),
-                                           family.type, std::move(samples)});
+                                           family.type, std::move(samples),
+                                           merge.take_exemplars()});
 }
 
 MergeResult Merger::finish(bool accumulate) {
     Impl& m = *impl_;
     m.result.families.reserve(m.families.size());
+    for (const SourceExemplar& e : m.exemplars) {
+        // A series no store of this merge has (its values archived meanwhile): no sample to carry
+        // it.
+        if (e.key->epoch == m.epoch) m.families[e.key->family].exemplars.push_back(&e);
+    }
     for (FamilyBuild& family : m.families) m.merge_family(family, accumulate);
     m.result.names = &m.cache.names;
     m.result.label_sets = &m.cache.label_sets;

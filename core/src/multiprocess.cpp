@@ -11,6 +11,7 @@
 #include <system_error>
 #include <vector>
 
+#include "gpe/exemplar.hpp"
 #include "gpe/mmap_file.hpp"
 #include "gpe/source.hpp"
 
@@ -153,7 +154,36 @@ struct MultiprocessReader::Impl {
     MergeResult merge(const std::vector<std::string>& paths, bool accumulate);
     // Reads one file into `samples`; false (with a warning) if it is skipped.
     bool read_file(const std::string& path, const FileName& name, Diagnostics& diagnostics);
+    // Appends the exemplars of an exemplar file; a bad file or record is
+    // skipped with a warning.
+    void read_exemplars(const std::string& path, std::vector<SourceExemplar>& out,
+                        Diagnostics& diagnostics);
 };
+
+void MultiprocessReader::Impl::read_exemplars(const std::string& path,
+                                              std::vector<SourceExemplar>& out,
+                                              Diagnostics& diagnostics) {
+    size_t skipped = 0;
+    try {
+        read_exemplar_file(path, [&](std::string_view key, ExemplarValue&& exemplar) {
+            try {
+                ExemplarLabels::decode(exemplar.labels);  // rendered later: must be sound now
+                out.push_back(SourceExemplar{cache.lookup(split_exemplar_key(key).second),
+                                             std::move(exemplar)});
+            } catch (const std::invalid_argument&) {
+                ++skipped;
+            }
+        });
+    } catch (const std::system_error& e) {
+        if (e.code().value() != ENOENT) diagnostics.warn(concat("skipped ", path, ": ", e.what()));
+    } catch (const FormatError& e) {
+        diagnostics.warn(concat("skipped corrupt file ", path, ": ", e.what()));
+    }
+    if (skipped > 0) {
+        diagnostics.warn(
+            concat("skipped ", std::to_string(skipped), " corrupt exemplar(s) in ", path));
+    }
+}
 
 bool MultiprocessReader::Impl::read_file(const std::string& path, const FileName& name,
                                          Diagnostics& diagnostics) {
@@ -207,7 +237,12 @@ MergeResult MultiprocessReader::Impl::merge(const std::vector<std::string>& path
     ++scrapes;
     Merger merger(cache);
     size_t series = 0;
+    std::vector<SourceExemplar> exemplars;
     for (const auto& path : paths) {
+        if (is_exemplar_file(path)) {
+            read_exemplars(path, exemplars, merger.diagnostics());
+            continue;
+        }
         const FileName name = parse_file_name(path);
         if (!name.valid) {
             merger.diagnostics().warn(concat(
@@ -221,7 +256,8 @@ MergeResult MultiprocessReader::Impl::merge(const std::vector<std::string>& path
         merger.add_source(name.kind, samples, path);
     }
     std::erase_if(files, [this](const auto& item) { return item.second.last_used != scrapes; });
-    last_series = series;
+    last_series = series + exemplars.size();
+    merger.add_exemplars(std::move(exemplars));
     return merger.finish(accumulate);
 }
 

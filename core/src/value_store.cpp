@@ -201,6 +201,29 @@ std::shared_ptr<MmapFile> ValueStore::open_locked(std::string_view prefix, std::
     }
 }
 
+std::shared_ptr<ExemplarFile> ValueStore::open_exemplars_locked(std::string_view name) {
+    const std::string path =
+        concat(resolve_directory(), "/", kExemplarFilePrefix, "_", name, ".db");
+    for (const auto& weak : identities_) {
+        const auto identity = weak.lock();
+        if (!identity) continue;
+        if (identity->exemplars_ && identity->exemplars_->path() == path) {
+            return identity->exemplars_;
+        }
+        for (const auto& file : identity->retired_exemplars_) {
+            if (file->path() == path && file->is_file_at_path()) return file;
+        }
+    }
+    try {
+        return std::make_shared<ExemplarFile>(path);
+    } catch (const FormatError& e) {
+        const std::string aside = path + ".corrupt";
+        std::rename(path.c_str(), aside.c_str());
+        if (warn_) warn_("set aside corrupt file " + path + " as " + aside + ": " + e.what());
+        return std::make_shared<ExemplarFile>(path);
+    }
+}
+
 const std::shared_ptr<ProcessIdentity>& ProcessIdentity::pid() {
     return ValueStore::instance().pid_identity_;
 }
@@ -245,6 +268,7 @@ void ProcessIdentity::retire_files_locked(bool forget_destroyed) {
         }
     }
     files_.clear();
+    if (exemplars_) retired_exemplars_.push_back(std::move(exemplars_));
     if (forget_destroyed) {
         std::erase_if(created_, [](const Created& created) { return created.value == nullptr; });
         for (size_t i = 0; i < created_.size(); ++i) created_[i].value->index_ = i;
@@ -252,13 +276,17 @@ void ProcessIdentity::retire_files_locked(bool forget_destroyed) {
     generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
+void ProcessIdentity::forget_parent_files_locked() {
+    if (!follows_pid_ || pid_ == ::getpid()) return;
+    pid_ = ::getpid();
+    files_.clear();
+    retired_.clear();
+    exemplars_.reset();
+    retired_exemplars_.clear();
+}
+
 MmapFile& ProcessIdentity::file_for(std::string_view prefix) {
-    if (follows_pid_ && pid_ != ::getpid()) {
-        // First use in a forked child: the parent's files are not ours.
-        pid_ = ::getpid();
-        files_.clear();
-        retired_.clear();
-    }
+    forget_parent_files_locked();
     if (auto it = files_.find(prefix); it != files_.end()) return *it->second;
     const std::string name = follows_pid_ ? std::to_string(pid_) : name_;
     auto file = ValueStore::instance().open_locked(prefix, name);
@@ -306,6 +334,35 @@ double* ProcessIdentity::bind(std::string_view prefix, std::string_view key, dou
     return slot;
 }
 
+ExemplarSlot ProcessIdentity::exemplar_slot(std::string_view prefix, std::string_view key,
+                                            size_t label_bytes, bool create,
+                                            uint64_t& generation_out) {
+    ExemplarSlot slot;
+    {
+        std::lock_guard lock(ValueStore::instance().mutex_);
+        generation_out = generation_.load(std::memory_order_acquire);
+        if (follows_pid_ && pid_ != ::getpid()) {
+            bind_all_locked();  // as bind(): the first update in a forked child
+            forget_parent_files_locked();
+        }
+        try {
+            if (!exemplars_ && create) {
+                exemplars_ = ValueStore::instance().open_exemplars_locked(
+                    follows_pid_ ? std::to_string(pid_) : name_);
+            }
+            const std::string record_key = exemplar_key(prefix, key);
+            if (exemplars_) {
+                slot = create ? exemplars_->slot(record_key, label_bytes)
+                              : exemplars_->find(record_key);
+            }
+        } catch (const std::system_error& e) {
+            ValueStore::instance().storage_failed_locked(e);
+        }
+    }
+    ValueStore::instance().deliver_reports();
+    return slot;
+}
+
 size_t ProcessIdentity::add(Value* value) {
     std::lock_guard lock(ValueStore::instance().mutex_);
     created_.push_back(Created{value->prefix(), value->key(), value});
@@ -343,6 +400,34 @@ void Value::rebind() {
     double* s = identity_->bind(prefix_, key_, memory_, generation);
     slot_.store(s, std::memory_order_relaxed);
     generation_.store(generation, std::memory_order_release);
+}
+
+}  // namespace gpe
+
+namespace gpe {
+
+bool Value::set_exemplar(const ExemplarLabels& labels, double value, double timestamp) {
+    const size_t bytes = labels.encoded().size();
+    ExemplarSlot slot(exemplar_.load(std::memory_order_acquire));
+    if (!slot || exemplar_generation_.load(std::memory_order_acquire) != identity_->generation() ||
+        slot.capacity() < bytes) {
+        uint64_t generation = 0;
+        slot = identity_->exemplar_slot(prefix_, key_, bytes, /*create=*/true, generation);
+        if (!slot) return false;
+        exemplar_.store(slot.record(), std::memory_order_relaxed);
+        exemplar_generation_.store(generation, std::memory_order_release);
+    }
+    return slot.store(labels.encoded(), value, timestamp);
+}
+
+std::optional<ExemplarValue> Value::exemplar() {
+    ExemplarSlot slot(exemplar_.load(std::memory_order_acquire));
+    if (!slot || exemplar_generation_.load(std::memory_order_acquire) != identity_->generation()) {
+        uint64_t generation = 0;
+        slot = identity_->exemplar_slot(prefix_, key_, 0, /*create=*/false, generation);
+    }
+    if (!slot) return std::nullopt;
+    return slot.load();
 }
 
 }  // namespace gpe

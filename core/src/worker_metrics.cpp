@@ -12,12 +12,15 @@
 
 namespace gpe {
 
-void HistogramValues::observe(double amount) const {
+void HistogramValues::observe(double amount, const ExemplarLabels* exemplar) const {
     sum->inc(amount);
     // prometheus_client: the first bucket whose bound is >= amount (none for NaN).
     const auto it = std::lower_bound(bounds.begin(), bounds.end(), amount);
-    if (it != bounds.end() && amount <= *it)
-        buckets[static_cast<size_t>(it - bounds.begin())]->inc(1.0);
+    if (it == bounds.end() || !(amount <= *it)) return;
+    Value* bucket = buckets[static_cast<size_t>(it - bounds.begin())];
+    bucket->inc(1.0);
+    if (exemplar != nullptr && !exemplar->empty())
+        bucket->set_exemplar(*exemplar, amount, unix_time());
 }
 
 RequestRecorder::RequestRecorder(std::vector<Method> methods, HistogramValues request_size,
@@ -97,12 +100,13 @@ void RequestRecorder::end_request() {
 }
 
 void RequestRecorder::record(std::string_view method_name, int status, double duration_seconds,
-                             double request_bytes, double response_bytes, bool failed) {
+                             double request_bytes, double response_bytes, bool failed,
+                             const ExemplarLabels* exemplar) {
     const size_t index = method_index(method_name);
     const Method& m = methods_[index];
     requests_counter(index, status)->inc(1.0);
     if (failed || status >= 500) m.failed->inc(1.0);
-    m.duration.observe(duration_seconds);
+    m.duration.observe(duration_seconds, exemplar);
     if (request_size_.sum) request_size_.observe(request_bytes);
     if (response_size_.sum) response_size_.observe(response_bytes);
     end_request();

@@ -23,6 +23,7 @@ namespace gpe {
 namespace {
 
 using testing::TempDir;
+using Pairs = std::vector<std::pair<std::string, std::string>>;
 
 // Values of one recorder: a request counter per status class for each of
 // two methods, failures, durations; in flight and busy.
@@ -75,6 +76,25 @@ TEST_F(RecorderTest, InFlightAndBusyFollowStartAndRecord) {
     recorder.record("GET", 200, 0.1, 0, 0, false);
     EXPECT_EQ(in_flight->get(), 0);
     EXPECT_EQ(recorder.in_flight(), 0);
+}
+
+TEST_F(RecorderTest, TheExemplarGoesOnTheDurationBucketObserved) {
+    auto table = methods();
+    Value* bucket = table[0].duration.buckets[0];
+    RequestRecorder recorder(std::move(table), {}, {});
+    recorder.record("GET", 200, 0.25, 0, 0, false);  // no exemplar given
+    EXPECT_FALSE(bucket->exemplar().has_value());
+    const ExemplarLabels trace(Pairs{{"trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"}});
+    recorder.record("GET", 200, 0.5, 0, 0, false, &trace);
+    const auto stored = bucket->exemplar();
+    ASSERT_TRUE(stored.has_value());
+    EXPECT_EQ(stored->labels, trace.encoded());
+    EXPECT_EQ(stored->value, 0.5);
+    EXPECT_EQ(bucket->get(), 2);
+    // Above every bound: no bucket observes it, the last exemplar stays.
+    const ExemplarLabels other(Pairs{{"trace_id", "00000000000000000000000000000001"}});
+    recorder.record("GET", 200, 5.0, 0, 0, false, &other);
+    EXPECT_EQ(bucket->exemplar()->labels, trace.encoded());
 }
 
 TEST_F(RecorderTest, BusyEndsExactAfterConcurrentRequests) {

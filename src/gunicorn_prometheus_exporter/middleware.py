@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from .outcome import Outcome, request_bytes
+from .tracing import current_exemplar
 
 # How a worker class's requests reach us:
 #   "hooks": Gunicorn's own WSGI workers (they call the request hooks and
@@ -150,6 +151,7 @@ class ASGIRecorder:
         async def recording_send(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start":
                 outcome.status = int(message.get("status", 0))
+                outcome.exemplar = current_exemplar()  # sent by the app, inside its spans
             elif message.get("type") == "http.response.body":
                 outcome.sent += len(message.get("body", b""))
             await send(message)

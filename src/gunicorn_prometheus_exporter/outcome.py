@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from .tracing import current_exemplar
+
 
 def _status_code(status: object) -> int:
     """The status code in ``status``: an int, or a status line such as
@@ -66,11 +68,15 @@ def record(
     received: float,
     sent: float,
     failed: bool,
+    exemplar: dict[str, str] | None = None,
 ) -> None:
     """One native call records a request (ending the one ``recorder.start()``
     began). No status: the app raised before answering, the server answers
-    500 and the request failed."""
-    recorder.record(method, status or 500, seconds, received, float(sent), failed or not status)
+    500 and the request failed. ``exemplar``: the labels of the duration's
+    exemplar (the request's trace), or None."""
+    recorder.record(
+        method, status or 500, seconds, received, float(sent), failed or not status, exemplar
+    )
 
 
 class Outcome:
@@ -78,6 +84,7 @@ class Outcome:
 
     __slots__ = (
         "done",
+        "exemplar",
         "expected",
         "method",
         "recorder",
@@ -98,9 +105,12 @@ class Outcome:
         self.expected: int | None = None  # the Content-Length the app announced
         self.sent = 0
         self.done = False
+        self.exemplar: dict[str, str] | None = None
 
     def started(self, status_line: str, headers: Any) -> None:
         """The app started its response (WSGI's start_response)."""
+        # Called by the app, inside its spans: the trace of the request.
+        self.exemplar = current_exemplar()
         self.status = _status_code(status_line)
         announced = str(_header(headers, "content-length") or "").strip()
         self.expected = int(announced) if announced.isascii() and announced.isdigit() else None
@@ -122,6 +132,7 @@ class Outcome:
             self.request_bytes,
             self.sent,
             failed,
+            self.exemplar if self.exemplar is not None else current_exemplar(),
         )
 
 

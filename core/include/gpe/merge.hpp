@@ -12,6 +12,7 @@
 
 #include "gpe/detail/series_cache.hpp"
 #include "gpe/diagnostics.hpp"
+#include "gpe/exemplar.hpp"
 #include "gpe/series_key.hpp"
 #include "gpe/store_kind.hpp"
 
@@ -21,6 +22,14 @@ struct MergedSample {
     uint32_t name;    // id in MergeResult::names
     uint32_t labels;  // id in MergeResult::label_sets
     double value;
+    int32_t exemplar;  // index in MergedFamily::exemplars, or -1
+};
+
+// The most recent exemplar of a sample across processes.
+struct MergedExemplar {
+    std::string labels;  // ExemplarLabels::encoded()
+    double value;
+    double timestamp;  // NaN: none
 };
 
 struct MergedFamily {
@@ -28,6 +37,13 @@ struct MergedFamily {
     std::string help;
     MetricType type;
     std::vector<MergedSample> samples;
+    std::vector<MergedExemplar> exemplars;
+};
+
+// An exemplar of one process's value (an exemplar file's record).
+struct SourceExemplar {
+    SeriesCache::Key* key;
+    ExemplarValue exemplar;
 };
 
 struct MergeResult {
@@ -55,6 +71,11 @@ class Merger {
     // The samples of one process's store, as in a file named {type}_{pid}.db
     // or gauge_{mode}_{pid}.db.
     void add_source(Store store, const std::vector<SourceSample>& samples, std::string_view origin);
+
+    // Exemplars of the values of any store added (before or after them):
+    // counters' _total samples and histogram buckets keep the most recent
+    // one of each sample; others are ignored, as prometheus_client has none.
+    void add_exemplars(std::vector<SourceExemplar> exemplars);
 
     Diagnostics& diagnostics();
 

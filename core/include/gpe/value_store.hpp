@@ -11,12 +11,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <vector>
 
+#include "gpe/exemplar.hpp"
 #include "gpe/mmap_file.hpp"
 #include "gpe/strings.hpp"
 
@@ -74,6 +76,13 @@ class ProcessIdentity {
     size_t add(Value* value);  // returns the value's index
     void remove(size_t index);
 
+    // The exemplar record of `key` in file `prefix` in this group's exemplar
+    // file (exemplars_{name}.db), with room for `label_bytes`: created if
+    // `create`, else only found. Empty when there is none or no room (a full
+    // filesystem: reported as a storage failure, the exemplar is dropped).
+    ExemplarSlot exemplar_slot(std::string_view prefix, std::string_view key, size_t label_bytes,
+                               bool create, uint64_t& generation_out);
+
   private:
     friend class ValueStore;
     // All with the store's mutex held.
@@ -82,6 +91,9 @@ class ProcessIdentity {
     void bind_all_locked();
     void retire_files_locked(bool forget_destroyed);
     void after_fork_in_child();
+    // The default group in a forked child, before its first file: the
+    // parent's files are not ours.
+    void forget_parent_files_locked();
 
     const bool follows_pid_;
     std::string name_;
@@ -92,6 +104,8 @@ class ProcessIdentity {
     // (writes to them are harmless), taken back while their path still names
     // them; the pid group drops them at the next fork.
     std::vector<std::shared_ptr<MmapFile>> retired_;
+    std::shared_ptr<ExemplarFile> exemplars_;                       // opened at the first exemplar
+    std::vector<std::shared_ptr<ExemplarFile>> retired_exemplars_;  // as retired_
     struct Created {
         std::string prefix;
         std::string key;
@@ -139,6 +153,9 @@ class ValueStore {
     // one that still is the file at `path` (switching back and forth between
     // names or directories then keeps one mapping per file).
     std::shared_ptr<MmapFile> find_ours_locked(const std::string& path) const;
+    // With mutex_ held: the exemplar file of group name `name`, ours if a
+    // group has it open already.
+    std::shared_ptr<ExemplarFile> open_exemplars_locked(std::string_view name);
     std::string resolve_directory() const;
     void add_identity_locked(const std::shared_ptr<ProcessIdentity>& identity);
     // With mutex_ held: a value could not be stored; reported by
@@ -192,6 +209,14 @@ class Value {
     // A mostrecent gauge: set() carries a timestamp, inc() is not allowed.
     bool most_recent() const { return most_recent_; }
 
+    // Stores the latest exemplar of this value, for the merged view of the
+    // directory (timestamp NaN: none). False when it was not stored: no room
+    // in the directory (a storage failure), or another thread stored this
+    // value's exemplar at the same moment (theirs is as recent).
+    bool set_exemplar(const ExemplarLabels& labels, double value, double timestamp);
+    // This process's latest exemplar of this value, if any.
+    std::optional<ExemplarValue> exemplar();
+
   private:
     double* slot() {
         if (generation_.load(std::memory_order_acquire) != identity_->generation()) rebind();
@@ -210,7 +235,9 @@ class Value {
     size_t index_ = 0;  // in the group's list of created values
     std::atomic<double*> slot_{nullptr};
     std::atomic<uint64_t> generation_{0};
-    double memory_[2] = {0.0, 0.0};  // the slot when no file can hold it
+    double memory_[2] = {0.0, 0.0};         // the slot when no file can hold it
+    std::atomic<char*> exemplar_{nullptr};  // the record in the exemplar file
+    std::atomic<uint64_t> exemplar_generation_{0};
 };
 
 }  // namespace gpe

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpe/exemplar.hpp"
 #include "gpe/value_store.hpp"
 
 namespace gpe {
@@ -24,7 +25,8 @@ struct HistogramValues {
     std::vector<Value*> buckets;  // one per bound
     Value* sum = nullptr;
 
-    void observe(double amount) const;
+    // `exemplar` (optional) becomes the exemplar of the bucket observed.
+    void observe(double amount, const ExemplarLabels* exemplar = nullptr) const;
 };
 
 // The in-flight and busy gauges of this process (either may be null): busy
@@ -62,8 +64,10 @@ class RequestRecorder {
     void start();
     // A request ended, after its start() (the in-flight count never goes
     // below 0). `failed`: the application raised, or the status is 5xx.
+    // `exemplar` (optional, e.g. the trace of the request) goes on the
+    // duration bucket.
     void record(std::string_view method, int status, double duration_seconds, double request_bytes,
-                double response_bytes, bool failed);
+                double response_bytes, bool failed, const ExemplarLabels* exemplar = nullptr);
 
     static int status_class(int status);
     // The label of `status` with exact codes: "100".."599", else "other".
