@@ -87,6 +87,15 @@ redis::Options read_redis(const Sources& in) {
     } catch (const std::invalid_argument& e) {
         throw SettingError(std::string("REDIS_SENTINELS / REDIS_SENTINEL_MASTER: ") + e.what());
     }
+    try {
+        // With a URL its server is the seed (REDIS_CLUSTER); the node list is
+        // one of the variables the URL wins over.
+        const std::string nodes =
+            in.text("--redis-url").empty() ? in.text("REDIS_CLUSTER_NODES") : "";
+        redis::apply_cluster_settings(o, in.on("REDIS_CLUSTER"), nodes);
+    } catch (const std::invalid_argument& e) {
+        throw SettingError(std::string("REDIS_CLUSTER / REDIS_CLUSTER_NODES: ") + e.what());
+    }
     o.socket_timeout = in.seconds("REDIS_SOCKET_TIMEOUT");
     o.connect_timeout = in.seconds("REDIS_CONNECT_TIMEOUT");
     o.max_reply_bytes = static_cast<std::size_t>(in.number("REDIS_MAX_REPLY_BYTES"));
