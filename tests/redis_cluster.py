@@ -97,7 +97,9 @@ class RedisCluster:
 
     def __init__(self, primaries: int = 3) -> None:
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-            raise RuntimeError("redis-server and redis-cli are needed (Debian package redis-server)")
+            raise RuntimeError(
+                "redis-server and redis-cli are needed (Debian package redis-server)"
+            )
         self.dir = Path(tempfile.mkdtemp(prefix="gpe-cluster-"))
         self.nodes: list[ClusterNode] = []
         try:

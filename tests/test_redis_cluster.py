@@ -64,7 +64,9 @@ def agent_refuses(**variables: str) -> str:
 
 
 def test_redis_cluster_makes_the_server_a_seed(monkeypatch) -> None:
-    config = cluster_env(monkeypatch, REDIS_CLUSTER="true", REDIS_HOST="10.1.2.3", REDIS_PORT="7000")
+    config = cluster_env(
+        monkeypatch, REDIS_CLUSTER="true", REDIS_HOST="10.1.2.3", REDIS_PORT="7000"
+    )
     kw = config.redis_client_kwargs()
     assert kw["cluster"] is True
     assert repr(RedisClient(**kw)) == "RedisClient(cluster of 10.1.2.3:7000/0)"

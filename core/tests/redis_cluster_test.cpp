@@ -290,7 +290,6 @@ TEST_F(RedisClusterTest, ATransactionRunsOnItsSlotsPrimary) {
 TEST_F(RedisClusterTest, AMigratedSlotIsFollowedThroughMoved) {
     Client client(options());
     ASSERT_EQ(client.command({"SET", "{moving}a", "1"}).str, "OK");  // the map is known
-    const uint64_t epoch = client.connection_epoch();
     const int slot = key_slot("moving");
     const int to = other_primary(slot);
     migrate(slot, to, {"{moving}a"}, true);
@@ -300,7 +299,6 @@ TEST_F(RedisClusterTest, AMigratedSlotIsFollowedThroughMoved) {
     EXPECT_EQ(replies[0].str, "1");
     EXPECT_EQ(replies[1].str, "OK");
     EXPECT_EQ(RedisCluster::command(to, {"GET", "{moving}b"}).str, "2");
-    EXPECT_GE(client.connection_epoch(), epoch);
 }
 
 TEST_F(RedisClusterTest, AKeyMidMigrationIsFollowedThroughAsk) {

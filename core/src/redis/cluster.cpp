@@ -382,10 +382,9 @@ void Cluster::set_map(SlotMap map) {
     });
 }
 
-void Cluster::run_round(const std::vector<Command>& commands, const std::vector<RoutingUnit>& units,
-                        Round& round, std::vector<Reply>& replies) {
-    // The units by node, each node's in their order.
-    std::vector<std::pair<Address, std::vector<size_t>>> by_node;
+std::vector<std::pair<Address, std::vector<size_t>>> Cluster::by_node(
+    const std::vector<RoutingUnit>& units, Round& round, std::vector<Reply>& replies) {
+    std::vector<std::pair<Address, std::vector<size_t>>> out;
     for (const size_t u : round.todo) {
         const Address* target =
             round.asking[u] ? &*round.asking[u] : map_.primary_of(units[u].slot);
@@ -399,12 +398,44 @@ void Cluster::run_round(const std::vector<Command>& commands, const std::vector<
             stale_ = true;
             continue;
         }
-        auto it = std::find_if(by_node.begin(), by_node.end(),
+        auto it = std::find_if(out.begin(), out.end(),
                                [&](const auto& entry) { return entry.first == *target; });
-        if (it == by_node.end()) it = by_node.insert(by_node.end(), {*target, {}});
+        if (it == out.end()) it = out.insert(out.end(), {*target, {}});
         it->second.push_back(u);
     }
-    for (const auto& [node, list] : by_node) {
+    return out;
+}
+
+void Cluster::take_replies(size_t u, const RoutingUnit& unit, std::vector<Reply>& got, size_t& at,
+                           Round& round, std::vector<Reply>& replies) {
+    if (round.asking[u]) {
+        ++at;  // ASKING's OK
+        round.asking[u].reset();
+        round.asked[u] = true;
+    }
+    std::optional<Address> ask;
+    bool again = false;
+    for (size_t i = unit.begin; i < unit.end; ++i, ++at) {
+        replies[i] = std::move(got[at]);
+        if (!replies[i].is_error() || again || ask) continue;
+        // In a transaction the queued command's redirection is the one to follow.
+        const std::string& said = replies[i].str;
+        if (said.starts_with("MOVED ")) {
+            stale_ = again = true;
+        } else if (said.starts_with("ASK ") && !round.asked[u]) {
+            ask = redirect_target(said);
+        } else if (said.starts_with("TRYAGAIN") || said.starts_with("CLUSTERDOWN")) {
+            again = round.wait = true;
+            stale_ = stale_ || said.starts_with("CLUSTERDOWN");
+        }
+    }
+    if (ask) round.asking[u] = ask;
+    if (again || ask) round.retry.push_back(u);
+}
+
+void Cluster::run_round(const std::vector<Command>& commands, const std::vector<RoutingUnit>& units,
+                        Round& round, std::vector<Reply>& replies) {
+    for (const auto& [node, list] : by_node(units, round, replies)) {
         std::vector<Command> batch;
         for (const size_t u : list) {
             if (round.asking[u]) batch.push_back({"ASKING"});
@@ -425,30 +456,7 @@ void Cluster::run_round(const std::vector<Command>& commands, const std::vector<
             continue;
         }
         size_t at = 0;
-        for (const size_t u : list) {
-            if (round.asking[u]) {
-                ++at;  // ASKING's OK
-                round.asking[u].reset();
-                round.asked[u] = true;
-            }
-            std::optional<Address> ask;
-            bool again = false;
-            for (size_t i = units[u].begin; i < units[u].end; ++i, ++at) {
-                replies[i] = std::move(got[at]);
-                if (!replies[i].is_error() || again || ask) continue;
-                const std::string& said = replies[i].str;
-                if (said.starts_with("MOVED ")) {
-                    stale_ = again = true;
-                } else if (said.starts_with("ASK ") && !round.asked[u]) {
-                    ask = redirect_target(said);
-                } else if (said.starts_with("TRYAGAIN") || said.starts_with("CLUSTERDOWN")) {
-                    again = round.wait = true;
-                    stale_ = stale_ || said.starts_with("CLUSTERDOWN");
-                }
-            }
-            if (ask) round.asking[u] = ask;
-            if (again || ask) round.retry.push_back(u);
-        }
+        for (const size_t u : list) take_replies(u, units[u], got, at, round, replies);
     }
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "gpe/redis/connection.hpp"
@@ -102,6 +103,13 @@ class Cluster {
     SlotMap ask_map(const Address& node);
     void set_map(SlotMap map);
     bool is_primary(const Address& node) const;
+    // The units of round.todo by target node, in order; a unit of a slot no
+    // primary serves is answered CLUSTERDOWN and left to retry.
+    std::vector<std::pair<Address, std::vector<size_t>>> by_node(
+        const std::vector<RoutingUnit>& units, Round& round, std::vector<Reply>& replies);
+    // Unit u's replies from a node's `got` at `at`; redirected units to retry.
+    void take_replies(size_t u, const RoutingUnit& unit, std::vector<Reply>& got, size_t& at,
+                      Round& round, std::vector<Reply>& replies);
     void run_round(const std::vector<Command>& commands, const std::vector<RoutingUnit>& units,
                    Round& round, std::vector<Reply>& replies);
 
