@@ -6,7 +6,9 @@ that a failover takes seconds.
 ``RedisCluster`` starts the nodes and waits until every node says
 ``cluster_state:ok`` and every replica is in sync; ``kill_primary(key)``
 SIGKILLs the primary serving a key and ``wait_failover()`` waits until its
-replica serves its slots. For one server see redis_server.py.
+replica serves its slots. ``tls=True``: TLS only, between the nodes too
+(``tls-cluster``), with a test CA (redis_server.make_tls_files). For one
+server see redis_server.py.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn_prometheus_exporter import _native
 from gunicorn_runner import redis_command, wait_for
-from redis_server import free_port
+from redis_server import free_port, make_tls_files
 
 NODE_TIMEOUT_MS = 1000
 
@@ -38,11 +41,21 @@ def free_cluster_port() -> int:
         return port
 
 
+def _text(reply: Any) -> Any:
+    """A reply with bulk strings as str, as redis_command gives them."""
+    if isinstance(reply, bytes):
+        return reply.decode(errors="replace")
+    if isinstance(reply, list):
+        return [_text(r) for r in reply]
+    return reply
+
+
 class ClusterNode:
     """One redis-server in cluster mode, without persistence."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, tls: dict[str, str] | None = None) -> None:
         self.port = free_cluster_port()
+        self.tls = tls
         self.args = [
             "redis-server",
             "--bind",
@@ -66,13 +79,42 @@ class ClusterNode:
             "--logfile",
             f"{name}.log",
         ]
+        if tls:
+            self.args[self.args.index("--port") + 1] = "0"
+            self.args += [
+                "--tls-port",
+                str(self.port),
+                "--tls-cluster",
+                "yes",
+                "--tls-replication",
+                "yes",
+                "--tls-cert-file",
+                tls["server.crt"],
+                "--tls-key-file",
+                tls["server.key"],
+                "--tls-ca-cert-file",
+                tls["ca.crt"],
+                # What a node shows the others (its server certificate is for serving only).
+                "--tls-client-cert-file",
+                tls["client.crt"],
+                "--tls-client-key-file",
+                tls["client.key"],
+                "--tls-auth-clients",
+                "optional",
+            ]
         self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for(lambda: self.command("PING") == "PONG", 10, message=f"redis-server {name}")
 
     def command(self, *args: str) -> Any:
-        return redis_command(self.port, *args)
+        if not self.tls:
+            return redis_command(self.port, *args)
+        # One node, no routing: the native client's plain TLS connection.
+        node = _native.RedisClient(
+            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=self.tls["ca.crt"]
+        )
+        return _text(node.execute(list(args)))
 
     @property
     def alive(self) -> bool:
@@ -95,18 +137,20 @@ class ClusterNode:
 class RedisCluster:
     """``primaries`` primaries with one replica each."""
 
-    def __init__(self, primaries: int = 3) -> None:
+    def __init__(self, primaries: int = 3, tls: bool = False) -> None:
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             raise RuntimeError(
                 "redis-server and redis-cli are needed (Debian package redis-server)"
             )
         self.dir = Path(tempfile.mkdtemp(prefix="gpe-cluster-"))
+        self.tls = make_tls_files(self.dir) if tls else None
         self.nodes: list[ClusterNode] = []
         try:
             for i in range(primaries * 2):
-                self.nodes.append(ClusterNode(self.dir, f"node-{i}"))
+                self.nodes.append(ClusterNode(self.dir, f"node-{i}", self.tls))
+            cli_tls = ["--tls", "--cacert", self.tls["ca.crt"]] if self.tls else []
             subprocess.run(
-                ["redis-cli", "--cluster", "create"]
+                ["redis-cli", *cli_tls, "--cluster", "create"]
                 + [f"127.0.0.1:{n.port}" for n in self.nodes]
                 + ["--cluster-replicas", "1", "--cluster-yes"],
                 check=True,
@@ -128,7 +172,10 @@ class RedisCluster:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def env(self) -> dict[str, str]:
-        return {"REDIS_ENABLED": "true", "REDIS_CLUSTER_NODES": self.seeds}
+        env = {"REDIS_ENABLED": "true", "REDIS_CLUSTER_NODES": self.seeds}
+        if self.tls:
+            env.update(REDIS_SSL="true", REDIS_SSL_CA_CERTS=self.tls["ca.crt"])
+        return env
 
     def owner(self, key: str) -> int:
         """The port of the primary serving ``key``'s slot, as a live node says."""

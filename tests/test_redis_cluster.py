@@ -169,3 +169,19 @@ def test_writes_continue_when_a_primary_is_killed() -> None:
         cluster.wait_failover()
         assert cluster.owner("victim") != killed
         assert redis_command(cluster.owner("victim"), "GET", "{victim}total") == "24"
+
+
+def test_a_tls_cluster_is_reached_at_its_tls_ports() -> None:
+    with RedisCluster(tls=True) as cluster:
+        client = RedisClient(
+            cluster_nodes=cluster.seeds, ssl=True, ssl_ca_certs=cluster.tls["ca.crt"]
+        )
+        keys = [f"tls:{i}" for i in range(60)]
+        assert client.pipeline_execute([("SET", k, k) for k in keys]) == ["OK"] * len(keys)
+        assert {cluster.owner(k) for k in keys} == cluster.primary_ports()
+        for node in cluster.nodes[:3]:
+            assert node.command("ROLE")[0] in ("master", "slave")
+        assert client.pipeline_execute([("GET", k) for k in keys]) == [k.encode() for k in keys]
+        plain = RedisClient(cluster_nodes=cluster.seeds, socket_timeout=0.5)
+        with pytest.raises(Exception, match="no Redis Cluster node gave the slot map"):
+            plain.ping()

@@ -148,13 +148,16 @@ class RedisCluster {
             create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
         }
         create.insert(create.end(), {"--cluster-replicas", "1", "--cluster-yes"});
-        if (run_program(create) != 0) throw std::runtime_error("redis-cli --cluster create failed");
-        wait_ready();
+        try {
+            if (run_program(create) != 0)
+                throw std::runtime_error("redis-cli --cluster create failed");
+            wait_ready();
+        } catch (...) {
+            clean_up();  // no destructor runs for a constructor that throws
+            throw;
+        }
     }
-    ~RedisCluster() {
-        nodes_.clear();
-        run_program({"rm", "-rf", dir_});
-    }
+    ~RedisCluster() { clean_up(); }
     RedisCluster(const RedisCluster&) = delete;
     RedisCluster& operator=(const RedisCluster&) = delete;
 
@@ -208,6 +211,11 @@ class RedisCluster {
     }
 
   private:
+    void clean_up() {
+        nodes_.clear();
+        run_program({"rm", "-rf", dir_});
+    }
+
     std::vector<int> live_ports() const {
         std::vector<int> out;
         for (int port : ports())
