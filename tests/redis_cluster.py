@@ -6,7 +6,7 @@ that a failover takes seconds.
 ``RedisCluster`` starts the nodes and waits until every node says
 ``cluster_state:ok`` and every replica is in sync; ``kill_primary(key)``
 SIGKILLs the primary serving a key and ``wait_failover()`` waits until its
-replica serves its slots. ``tls=True``: TLS only, between the nodes too
+replica serves its slots. ``password``: requirepass (and masterauth) on every node. ``tls=True``: TLS only, between the nodes too
 (``tls-cluster``), with a test CA (redis_server.make_tls_files). For one
 server see redis_server.py.
 """
@@ -53,9 +53,16 @@ def _text(reply: Any) -> Any:
 class ClusterNode:
     """One redis-server in cluster mode, without persistence."""
 
-    def __init__(self, directory: Path, name: str, tls: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        tls: dict[str, str] | None = None,
+        password: str | None = None,
+    ) -> None:
         self.port = free_cluster_port()
         self.tls = tls
+        self.password = password
         self.args = [
             "redis-server",
             "--bind",
@@ -79,6 +86,8 @@ class ClusterNode:
             "--logfile",
             f"{name}.log",
         ]
+        if password:  # the replicas authenticate to their primary too
+            self.args += ["--requirepass", password, "--masterauth", password]
         if tls:
             self.args[self.args.index("--port") + 1] = "0"
             self.args += [
@@ -109,10 +118,14 @@ class ClusterNode:
 
     def command(self, *args: str) -> Any:
         if not self.tls:
-            return redis_command(self.port, *args)
+            return redis_command(self.port, *args, password=self.password)
         # One node, no routing: the native client's plain TLS connection.
         node = _native.RedisClient(
-            host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=self.tls["ca.crt"]
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password or "",
+            ssl=True,
+            ssl_ca_certs=self.tls["ca.crt"],
         )
         return _text(node.execute(list(args)))
 
@@ -137,7 +150,7 @@ class ClusterNode:
 class RedisCluster:
     """``primaries`` primaries with one replica each."""
 
-    def __init__(self, primaries: int = 3, tls: bool = False) -> None:
+    def __init__(self, primaries: int = 3, tls: bool = False, password: str | None = None) -> None:
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             raise RuntimeError(
                 "redis-server and redis-cli are needed (Debian package redis-server)"
@@ -147,8 +160,10 @@ class RedisCluster:
         self.nodes: list[ClusterNode] = []
         try:
             for i in range(primaries * 2):
-                self.nodes.append(ClusterNode(self.dir, f"node-{i}", self.tls))
+                self.nodes.append(ClusterNode(self.dir, f"node-{i}", self.tls, password))
             cli_tls = ["--tls", "--cacert", self.tls["ca.crt"]] if self.tls else []
+            if password:
+                cli_tls += ["-a", password, "--no-auth-warning"]
             subprocess.run(
                 ["redis-cli", *cli_tls, "--cluster", "create"]
                 + [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -175,6 +190,8 @@ class RedisCluster:
         env = {"REDIS_ENABLED": "true", "REDIS_CLUSTER_NODES": self.seeds}
         if self.tls:
             env.update(REDIS_SSL="true", REDIS_SSL_CA_CERTS=self.tls["ca.crt"])
+        if self.password:
+            env["REDIS_PASSWORD"] = self.password
         return env
 
     def owner(self, key: str) -> int:

@@ -233,6 +233,13 @@ std::vector<RoutingUnit> split_units(const std::vector<Command>& commands) {
     return units;
 }
 
+void SlotMap::assign(int slot, const Address& node) {
+    if (slot < 0 || slot >= kSlotCount) return;
+    auto it = std::find(primaries.begin(), primaries.end(), node);
+    if (it == primaries.end()) it = primaries.insert(primaries.end(), node);
+    owner[static_cast<size_t>(slot)] = static_cast<int>(it - primaries.begin());
+}
+
 const Address* SlotMap::primary_of(int slot) const {
     if (slot < 0) return primaries.empty() ? nullptr : &primaries.front();
     const int index = owner[static_cast<size_t>(slot)];
@@ -283,7 +290,10 @@ SlotMap slot_map_from_slots(const Reply& reply, const Address& asked) {
 struct Cluster::Round {
     std::vector<size_t> todo;                    // units to send, in order
     std::vector<std::optional<Address>> asking;  // per unit: ASK target to send it to next
-    std::vector<bool> asked;                     // per unit: was sent with ASKING once
+    // Slots a node answered MOVED for, and the node it named: fresher than
+    // the map of a node that has not heard of the move yet.
+    std::vector<std::pair<int, Address>> moved;
+    std::vector<bool> asked;  // per unit: was sent with ASKING once
     std::vector<size_t> retry;
     bool wait = false;
     std::optional<Error> lost;
@@ -422,6 +432,7 @@ void Cluster::take_replies(size_t u, const RoutingUnit& unit, std::vector<Reply>
         const std::string& said = replies[i].str;
         if (said.starts_with("MOVED ")) {
             stale_ = again = true;
+            if (auto to = redirect_target(said)) round.moved.emplace_back(unit.slot, *to);
         } else if (said.starts_with("ASK ") && !round.asked[u]) {
             ask = redirect_target(said);
         } else if (said.starts_with("TRYAGAIN") || said.starts_with("CLUSTERDOWN")) {
@@ -478,6 +489,8 @@ std::vector<Reply> Cluster::pipeline(const std::vector<Command>& commands) {
         round.lost.reset();
         try {
             if (stale_) discover();
+            for (const auto& [slot, node] : round.moved) map_.assign(slot, node);
+            round.moved.clear();
             run_round(commands, units, round, replies);
         } catch (const Error& e) {
             if (!retryable(e)) throw;  // a wrong password, not a cluster: no retry helps

@@ -49,8 +49,10 @@ struct SlotMap {
     std::vector<Address> primaries;
     std::vector<int> owner = std::vector<int>(kSlotCount, -1);  // into primaries; -1: none
 
-    // nullptr when no primary serves the slot.
+    // nullptr when no primary serves the slot; for -1 (keyless) the first primary.
     const Address* primary_of(int slot) const;
+    // `node` serves `slot` (a MOVED answer said so).
+    void assign(int slot, const Address& node);
 };
 
 // The map in a reply to CLUSTER SHARDS or CLUSTER SLOTS asked of the node at
@@ -72,7 +74,8 @@ class Cluster {
 
     // Connection::pipeline across the cluster: each command (a MULTI ... EXEC
     // batch as one) runs on the primary of its keys' slot, keyless ones on
-    // any primary; replies in the commands' order. MOVED refreshes the map
+    // one primary (so SCRIPT LOAD loads on that one only: prefer EVAL, which
+    // every node caches); replies in the commands' order. MOVED refreshes the map
     // and retries, ASK retries once with ASKING on the node named; a lost
     // connection, CLUSTERDOWN and TRYAGAIN are retried after a rediscovery
     // with waits of 0.1 s doubling, within the socket timeout. Throws
