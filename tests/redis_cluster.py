@@ -157,6 +157,7 @@ class RedisCluster:
             )
         self.dir = Path(tempfile.mkdtemp(prefix="gpe-cluster-"))
         self.tls = make_tls_files(self.dir) if tls else None
+        self.password = password
         self.nodes: list[ClusterNode] = []
         try:
             for i in range(primaries * 2):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +21,11 @@ from gunicorn_prometheus_exporter.backend import (
 )
 from gunicorn_prometheus_exporter.backend.core.client import RedisClient
 from gunicorn_prometheus_exporter.config import ExporterConfig
-from gunicorn_runner import agent_binary, clean_env, redis_command
+from gunicorn_runner import Agent, Gunicorn, agent_binary, clean_env, redis_command, value
 from redis_cluster import RedisCluster
 from redis_server import free_port
 
+REQUESTS = "gunicorn_worker_requests_total"
 VARIABLES = (
     "PROMETHEUS_REDIS_URL",
     "REDIS_HOST",
@@ -202,3 +204,79 @@ def test_a_tls_cluster_with_a_password_is_reached_at_its_tls_ports() -> None:
         )
         with pytest.raises(RedisAuthenticationError, match="authentication failed"):
             wrong.ping()
+
+
+# ------------------------------------------------------------- end to end --
+
+
+def replica_of(cluster: RedisCluster, primary: int) -> int:
+    """The port of the replica of the primary at ``primary``."""
+    info = redis_command(primary, "INFO", "replication")
+    line = next(x for x in info.splitlines() if x.startswith("slave0:"))
+    return int(dict(f.split("=") for f in line.split(":", 1)[1].split(","))["port"])
+
+
+def test_two_instances_and_a_sidecar_count_exactly_across_a_failover(tmp_path: Path) -> None:
+    """Two Gunicorn instances mirror into the cluster, a sidecar serves the
+    fleet; the primary holding one instance's node is SIGKILLed after its
+    replica was cut off, so that writes it acknowledged are really lost: the
+    mirror's resend on the new primary restores them, nothing is doubled."""
+    with RedisCluster() as c:
+        common = {
+            **c.env(),
+            "REDIS_FLUSH_INTERVAL": "0.2",
+            "REDIS_CONNECT_TIMEOUT": "1",
+            "REDIS_SOCKET_TIMEOUT": "3",
+        }
+        sidecar_env = {k: v for k, v in common.items() if k != "REDIS_ENABLED"}
+
+        def instance(name: str) -> dict[str, str]:
+            directory = str(tmp_path / name)
+            return {**common, "REDIS_INSTANCE_ID": name, "PROMETHEUS_MULTIPROC_DIR": directory}
+
+        with (
+            Agent(tmp_path, ["--source", "redis"], env=sidecar_env, name="sidecar") as sidecar,
+            Gunicorn(tmp_path, env=instance("hostA"), wait_ready=False, name="a") as a,
+            Gunicorn(tmp_path, env=instance("hostB"), wait_ready=False, name="b") as b,
+        ):
+            a.wait_serving()
+            b.wait_serving()
+
+            def shows(ok: int, missing: int, timeout: float = 30) -> None:
+                def exact(samples) -> bool:
+                    return (
+                        value(samples, REQUESTS, status="2xx") == ok
+                        and value(samples, REQUESTS, status="4xx") == missing
+                    )
+
+                sidecar.wait_metrics(exact, timeout, what=f"{ok} 2xx and {missing} 4xx")
+
+            for g, n in ((a, 3), (b, 4)):
+                for _ in range(n):
+                    assert g.status("/") == 200
+            shows(7, 0)
+
+            registry = c.owner("{fleet}")
+            nodes = redis_command(registry, "ZRANGE", "gunicorn:{fleet}:nodes", "0", "-1")
+            node_a = next(n for n in nodes if "hostA" in n)
+            victim = c.owner("{" + node_a + "}")
+            replica = replica_of(c, victim)
+            redis_command(replica, "CONFIG", "SET", "masterauth", "not-the-password")
+            redis_command(victim, "CLIENT", "KILL", "TYPE", "replica")
+            for _ in range(3):
+                assert a.status("/missing") == 404
+            shows(7, 3)
+            info = redis_command(replica, "INFO", "replication")
+            assert "master_link_status:down" in info  # the 4xx counts were never replicated
+
+            assert c.kill_primary("{" + node_a + "}") == victim
+            c.wait_failover()
+            assert c.owner("{" + node_a + "}") == replica
+            for g in (a, b):
+                for _ in range(2):
+                    assert g.status("/") == 200
+            shows(11, 3, timeout=60)
+            time.sleep(1.5)  # passes go on: nothing counted twice
+            shows(11, 3, timeout=5)
+            for g in (a, b):
+                assert "metrics agent exited" not in g.log(), g.log()
