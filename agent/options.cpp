@@ -154,6 +154,12 @@ Config resolve(const std::vector<std::string>& args, const Environment& env) {
     c.prefix = in.text("--redis-prefix");
     c.instance = in.text("--redis-instance");
     c.layout = *redis::parse_layout(in.text("--redis-layout"));
+    if (c.mirror && c.layout == redis::Layout::series && c.redis && c.redis->cluster.enabled()) {
+        // Its transactions write keys of many slots, and it is found by SCAN.
+        throw SettingError(
+            "REDIS_LAYOUT=series cannot be mirrored to a Redis Cluster (one pass writes keys of "
+            "many hash slots in one transaction): use REDIS_LAYOUT=instance");
+    }
     c.ttl = in.on("REDIS_TTL_DISABLED") ? 0 : static_cast<int>(in.number("--redis-ttl"));
     c.interval = in.seconds("--flush-interval");
     c.parent = static_cast<pid_t>(in.number("--parent-pid"));

@@ -54,10 +54,10 @@ def cluster_env(monkeypatch, **variables: str) -> ExporterConfig:
     return ExporterConfig()
 
 
-def agent_refuses(**variables: str) -> str:
+def agent_refuses(*args: str, **variables: str) -> str:
     """The agent's message when it refuses these settings at start."""
     agent = subprocess.run(
-        [str(agent_binary()), "--source", "redis", "--port", str(free_port())],
+        [str(agent_binary()), *(args or ("--source", "redis")), "--port", str(free_port())],
         env=clean_env(**variables),
         capture_output=True,
         text=True,
@@ -124,6 +124,17 @@ def test_bad_settings_name_the_cause_in_python_and_the_agent(monkeypatch, variab
         RedisClient(**cluster_env(monkeypatch, **variables).redis_client_kwargs())
     assert words in str(error.value)
     assert words in agent_refuses(**variables)
+
+
+def test_the_series_layout_is_not_mirrored_to_a_cluster(tmp_path: Path) -> None:
+    message = agent_refuses(
+        "--directory",
+        str(tmp_path),
+        REDIS_ENABLED="true",
+        REDIS_CLUSTER="true",
+        REDIS_LAYOUT="series",
+    )
+    assert "REDIS_LAYOUT=series cannot be mirrored to a Redis Cluster" in message
 
 
 # ---------------------------------------------------------- a real cluster --
