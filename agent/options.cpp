@@ -87,6 +87,15 @@ redis::Options read_redis(const Sources& in) {
     } catch (const std::invalid_argument& e) {
         throw SettingError(std::string("REDIS_SENTINELS / REDIS_SENTINEL_MASTER: ") + e.what());
     }
+    try {
+        // With a URL its server is the seed (REDIS_CLUSTER); the node list is
+        // one of the variables the URL wins over.
+        const std::string nodes =
+            in.text("--redis-url").empty() ? in.text("REDIS_CLUSTER_NODES") : "";
+        redis::apply_cluster_settings(o, in.on("REDIS_CLUSTER"), nodes);
+    } catch (const std::invalid_argument& e) {
+        throw SettingError(std::string("REDIS_CLUSTER / REDIS_CLUSTER_NODES: ") + e.what());
+    }
     o.socket_timeout = in.seconds("REDIS_SOCKET_TIMEOUT");
     o.connect_timeout = in.seconds("REDIS_CONNECT_TIMEOUT");
     o.max_reply_bytes = static_cast<std::size_t>(in.number("REDIS_MAX_REPLY_BYTES"));
@@ -145,6 +154,12 @@ Config resolve(const std::vector<std::string>& args, const Environment& env) {
     c.prefix = in.text("--redis-prefix");
     c.instance = in.text("--redis-instance");
     c.layout = *redis::parse_layout(in.text("--redis-layout"));
+    if (c.mirror && c.layout == redis::Layout::series && c.redis && c.redis->cluster.enabled()) {
+        // Its transactions write keys of many slots, and it is found by SCAN.
+        throw SettingError(
+            "REDIS_LAYOUT=series cannot be mirrored to a Redis Cluster (one pass writes keys of "
+            "many hash slots in one transaction): use REDIS_LAYOUT=instance");
+    }
     c.ttl = in.on("REDIS_TTL_DISABLED") ? 0 : static_cast<int>(in.number("--redis-ttl"));
     c.interval = in.seconds("--flush-interval");
     c.parent = static_cast<pid_t>(in.number("--parent-pid"));

@@ -155,6 +155,8 @@ void bind_url(nb::module_& m) {
                 out["sentinel_master"] = o.sentinel.master;
                 out["sentinel_password"] = o.sentinel.password;
             }
+            if (o.cluster.enabled())
+                out["cluster_nodes"] = redis::format_sentinels(o.cluster.nodes);
             return out;
         },
         "url"_a);
@@ -174,7 +176,8 @@ void bind_client(nb::module_& m) {
                const std::string& ssl_ca_path, const std::string& ssl_certfile,
                const std::string& ssl_keyfile, bool ssl_verify, double socket_timeout,
                double socket_connect_timeout, size_t max_reply_bytes, const std::string& sentinels,
-               const std::string& sentinel_master, const std::string& sentinel_password) {
+               const std::string& sentinel_master, const std::string& sentinel_password,
+               bool cluster, const std::string& cluster_nodes) {
                 if (max_reply_bytes < redis::kMinMaxReplyBytes ||
                     max_reply_bytes > redis::kMaxMaxReplyBytes) {
                     throw nb::value_error(("max_reply_bytes=" + std::to_string(max_reply_bytes) +
@@ -199,6 +202,7 @@ void bind_client(nb::module_& m) {
                 o.sentinel.master = sentinel_master;
                 o.sentinel.password = sentinel_password;
                 redis::check_sentinel(o.sentinel);
+                redis::apply_cluster_settings(o, cluster, cluster_nodes);
                 new (self) redis::Client(std::move(o));
             },
             // Options' defaults, which a test holds to the settings table.
@@ -209,7 +213,8 @@ void bind_client(nb::module_& m) {
             "socket_timeout"_a = kDefaults.socket_timeout,
             "socket_connect_timeout"_a = kDefaults.connect_timeout,
             "max_reply_bytes"_a = kDefaults.max_reply_bytes, "sentinels"_a = "",
-            "sentinel_master"_a = "", "sentinel_password"_a = "")
+            "sentinel_master"_a = "", "sentinel_password"_a = "", "cluster"_a = false,
+            "cluster_nodes"_a = "")
         .def(
             "execute",
             [](redis::Client& self, nb::handle args) {

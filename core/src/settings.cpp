@@ -74,6 +74,11 @@ std::string sentinel_list(std::string_view raw) {
     return redis::format_sentinels(redis::parse_sentinels(raw));
 }
 
+// REDIS_CLUSTER_NODES: the same, port 6379 if left out.
+std::string cluster_node_list(std::string_view raw) {
+    return redis::format_sentinels(redis::parse_cluster_nodes(raw));
+}
+
 using K = Kind;
 constexpr std::string_view kSource = "Source", kHttp = "HTTP", kRedis = "Redis",
                            kProcess = "Process", kPython = "Python";
@@ -96,7 +101,7 @@ const std::array kTable = {
     Setting{"", "--value-only-files", K::kBool, "false", "files as prometheus_client 0.17 and older writes them (no timestamps)", kHttp},
     Setting{"", "--mirror", K::kBool, "false", "mirror the directory to Redis (as REDIS_ENABLED)", kRedis},
     Setting{"REDIS_ENABLED", "", K::kBool, "false", "Redis on: the agent mirrors the directory to Redis", kRedis},
-    Setting{"PROMETHEUS_REDIS_URL", "--redis-url", K::kText, "", "redis://, rediss://, unix:// or redis+sentinel://; wins over REDIS_HOST and the others", kRedis, 0, 0, nullptr, "URL"},
+    Setting{"PROMETHEUS_REDIS_URL", "--redis-url", K::kText, "", "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://; wins over REDIS_HOST and the others", kRedis, 0, 0, nullptr, "URL"},
     Setting{"REDIS_HOST", "", K::kText, "localhost", "server host", kRedis},
     Setting{"REDIS_PORT", "", K::kInteger, "6379", "server port", kRedis, 1, 65535},
     Setting{"REDIS_DB", "", K::kInteger, "0", "database number", kRedis, 0, 1 << 20},
@@ -114,6 +119,8 @@ const std::array kTable = {
     Setting{"REDIS_SENTINELS", "", K::kText, "", "Redis Sentinel addresses, host:port,host:port (port 26379 if left out): the master is asked of them at every connect; host, port and socket are then not used", kRedis, 0, 0, sentinel_list},
     Setting{"REDIS_SENTINEL_MASTER", "", K::kText, "", "the master's name at the sentinels (needed with REDIS_SENTINELS)", kRedis},
     Setting{"REDIS_SENTINEL_PASSWORD", "", K::kText, "", "AUTH password of the sentinels (REDIS_PASSWORD is the master's)", kRedis},
+    Setting{"REDIS_CLUSTER", "", K::kBool, "false", "Redis Cluster: REDIS_HOST:REDIS_PORT (or the URL's server) is a seed node, the others are discovered", kRedis},
+    Setting{"REDIS_CLUSTER_NODES", "", K::kText, "", "Redis Cluster seed nodes, host:port,host:port (port 6379 if left out); implies REDIS_CLUSTER", kRedis, 0, 0, cluster_node_list},
     Setting{"REDIS_KEY_PREFIX", "--redis-prefix", K::kText, "gunicorn", "key prefix (may contain :)", kRedis, 0, 0, no_glob, "PREFIX"},
     Setting{"REDIS_INSTANCE_ID", "--redis-instance", K::kText, "", "this instance in keys (default: the hostname)", kRedis, 0, 0, nullptr, "ID"},
     Setting{"REDIS_LAYOUT", "--redis-layout", K::kText, "instance", "what a mirror writes: instance (one hash per instance, a fleet archive) or series (the 0.2.x keys, one per series and process)", kRedis, 0, 0, instance_or_series, "LAYOUT"},

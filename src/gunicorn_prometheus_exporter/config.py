@@ -248,6 +248,16 @@ class ExporterConfig:
         return str(read_setting("REDIS_SENTINEL_PASSWORD"))
 
     @property
+    def redis_cluster(self) -> bool:
+        """Redis Cluster: the configured server is a seed node."""
+        return bool(read_setting("REDIS_CLUSTER"))
+
+    @property
+    def redis_cluster_nodes(self) -> str:
+        """Redis Cluster seed nodes, "host:port,host:port"; empty: REDIS_CLUSTER decides."""
+        return str(read_setting("REDIS_CLUSTER_NODES"))
+
+    @property
     def redis_instance_id(self) -> str:
         """Identifies this host or pod in Redis keys; the hostname by default."""
         return str(read_setting("REDIS_INSTANCE_ID")) or socket.gethostname()
@@ -277,7 +287,8 @@ class ExporterConfig:
                 parsed["sentinel_password"] = (
                     parsed["sentinel_password"] or self.redis_sentinel_password
                 )
-            return {**parsed, **common}
+            # As the agent: REDIS_CLUSTER makes the URL's server a seed node.
+            return {**parsed, "cluster": self.redis_cluster, **common}
         return {
             "host": self.redis_host,
             "port": self.redis_port,
@@ -294,6 +305,8 @@ class ExporterConfig:
             "sentinels": self.redis_sentinels,
             "sentinel_master": self.redis_sentinel_master,
             "sentinel_password": self.redis_sentinel_password,
+            "cluster": self.redis_cluster,
+            "cluster_nodes": self.redis_cluster_nodes,
             **common,
         }
 

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "gpe/clock.hpp"
+#include "gpe/redis/cluster.hpp"
 #include "gpe/redis/sentinel.hpp"
 
 namespace gpe::redis {
@@ -15,11 +16,12 @@ constexpr double kMaxBackoff = 30.0;
 
 }  // namespace
 
-Client::Client(Options options) : options_(std::move(options)) {}
+Client::Client(Options options) : options_(std::move(options)) {
+    if (options_.cluster.enabled()) cluster_ = std::make_unique<Cluster>(options_);
+}
 Client::~Client() = default;
 
-Connection& Client::connection() {
-    if (connection_) return *connection_;
+void Client::refuse_during_backoff() const {
     const auto now = Clock::now();
     if (now < next_attempt_) {
         const double wait = std::chrono::duration<double>(next_attempt_ - now).count();
@@ -28,20 +30,44 @@ Connection& Client::connection() {
         throw Error(last_kind_,
                     last_error_ + "; next attempt in " + std::to_string(wait).substr(0, 4) + " s");
     }
+}
+
+void Client::start_backoff(const Error& error) {
+    backoff_ =
+        std::chrono::duration<double>(std::clamp(backoff_.count() * 2, kFirstBackoff, kMaxBackoff));
+    next_attempt_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(backoff_);
+    last_error_ = error.what();
+    last_kind_ = error.kind();
+}
+
+Connection& Client::connection() {
+    if (connection_) return *connection_;
+    refuse_during_backoff();
     try {
         connection_ = options_.sentinel.enabled() ? connect_to_master(options_)
                                                   : std::make_unique<Connection>(options_);
     } catch (const Error& e) {
-        backoff_ = std::chrono::duration<double>(
-            std::clamp(backoff_.count() * 2, kFirstBackoff, kMaxBackoff));
-        next_attempt_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(backoff_);
-        last_error_ = e.what();
-        last_kind_ = e.kind();
+        start_backoff(e);
         throw;
     }
     backoff_ = std::chrono::duration<double>(0.0);
     ++epoch_;
     return *connection_;
+}
+
+std::vector<Reply> Client::on_cluster(const std::function<std::vector<Reply>()>& run) {
+    refuse_during_backoff();
+    try {
+        std::vector<Reply> replies = run();
+        backoff_ = std::chrono::duration<double>(0.0);
+        return replies;
+    } catch (const Error& e) {
+        // The cluster already retried within the socket timeout; a bug of the
+        // caller (keys of two slots) is no reason to wait.
+        if (e.kind() != Error::Kind::kProtocol && e.kind() != Error::Kind::kServer)
+            start_backoff(e);
+        throw;
+    }
 }
 
 bool Client::demoted(std::string_view error) const {
@@ -61,6 +87,7 @@ void Client::disconnect_after(const Error& error) {
 
 std::vector<Reply> Client::pipeline(const std::vector<Command>& commands) {
     std::lock_guard lock(*mutex_);
+    if (cluster_) return on_cluster([&] { return cluster_->pipeline(commands); });
     std::vector<Reply> replies;
     try {
         replies = connection().pipeline(commands);
@@ -78,6 +105,11 @@ std::vector<Reply> Client::pipeline(const std::vector<Command>& commands) {
 }
 
 Reply Client::command(const Command& command) {
+    if (cluster_) {
+        Reply reply = std::move(pipeline({command}).front());
+        if (reply.is_error()) throw Error(Error::Kind::kServer, reply.str);
+        return reply;
+    }
     std::lock_guard lock(*mutex_);
     try {
         return connection().command(command);
@@ -85,6 +117,23 @@ Reply Client::command(const Command& command) {
         disconnect_after(e);
         throw;
     }
+}
+
+std::vector<Address> Client::primaries() {
+    std::lock_guard lock(*mutex_);
+    if (!cluster_) return {};
+    std::vector<Address> out;
+    on_cluster([&] {
+        out = cluster_->primaries();
+        return std::vector<Reply>();
+    });
+    return out;
+}
+
+std::vector<Reply> Client::pipeline_on(const Address& node, const std::vector<Command>& commands) {
+    if (!cluster_) return pipeline(commands);
+    std::lock_guard lock(*mutex_);
+    return on_cluster([&] { return cluster_->pipeline_on(node, commands); });
 }
 
 void Client::ping() { command({"PING"}); }
@@ -109,7 +158,7 @@ double Client::server_time() {
 
 uint64_t Client::connection_epoch() const {
     std::lock_guard lock(*mutex_);
-    return epoch_;
+    return epoch_ + (cluster_ ? cluster_->connections_made() : 0);
 }
 
 void Client::reset_after_fork() {
@@ -121,6 +170,7 @@ void Client::reset_after_fork() {
         connection_->abandon();
         connection_.reset();
     }
+    if (cluster_) cluster_->abandon();
     epoch_ += 1;
 }
 

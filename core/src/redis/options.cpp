@@ -1,5 +1,6 @@
 #include "gpe/redis/options.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 #include <string>
@@ -49,20 +50,25 @@ int parse_int(std::string_view text, std::string_view what, const UrlContext& ur
 }
 
 constexpr std::string_view kSentinelSuffix = "+sentinel";
+constexpr std::string_view kClusterSuffix = "+cluster";
 
-// "redis", "rediss", "unix", "redis+sentinel" or "rediss+sentinel".
+// "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
+// "redis+cluster" or "rediss+cluster".
 std::string_view parse_scheme(std::string_view url) {
     const size_t scheme_end = url.find("://");
     if (scheme_end == std::string_view::npos) {
         throw std::invalid_argument(
-            "Redis URL must start with redis://, rediss://, unix:// or redis+sentinel:// (got no "
-            "scheme)");
+            "Redis URL must start with redis://, rediss://, unix://, redis+sentinel:// or "
+            "redis+cluster:// (got no scheme)");
     }
     const std::string_view scheme = url.substr(0, scheme_end);
-    if (scheme != "redis" && scheme != "rediss" && scheme != "unix" && scheme != "redis+sentinel" &&
-        scheme != "rediss+sentinel") {
-        throw std::invalid_argument("unsupported Redis URL scheme '" + std::string(scheme) +
-                                    "' (use redis://, rediss://, unix:// or redis+sentinel://)");
+    constexpr std::string_view kKnown[] = {"redis",          "rediss",          "unix",
+                                           "redis+sentinel", "rediss+sentinel", "redis+cluster",
+                                           "rediss+cluster"};
+    if (std::find(std::begin(kKnown), std::end(kKnown), scheme) == std::end(kKnown)) {
+        throw std::invalid_argument(
+            "unsupported Redis URL scheme '" + std::string(scheme) +
+            "' (use redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)");
     }
     return scheme;
 }
@@ -132,14 +138,18 @@ void parse_server(std::string_view rest, Options& options, const UrlContext& url
     parse_host_port(hostport, options, url);
 }
 
-std::vector<Address> parse_address_list(std::string_view list, const UrlContext& where) {
+// "host[:port],host[:port]...": `what` names an item in messages, ports
+// default to `default_port`.
+std::vector<Address> parse_address_list(std::string_view list, const UrlContext& where,
+                                        std::string_view what, int default_port) {
     std::vector<Address> out;
     while (true) {
         const size_t comma = list.find(',');
         const std::string_view item = list.substr(0, comma);
-        if (item.empty()) throw std::invalid_argument("empty sentinel address " + where.where);
+        if (item.empty())
+            throw std::invalid_argument("empty " + std::string(what) + " address " + where.where);
         Options address;
-        address.port = kDefaultSentinelPort;
+        address.port = default_port;
         parse_host_port(item, address, where);
         out.push_back(Address{address.host, address.port});
         if (comma == std::string_view::npos) return out;
@@ -150,7 +160,8 @@ std::vector<Address> parse_address_list(std::string_view list, const UrlContext&
 // host[:port][,host[:port]...]/master[/db]
 void parse_sentinel_target(std::string_view rest, Options& options, const UrlContext& url) {
     const size_t slash = rest.find('/');
-    options.sentinel.sentinels = parse_address_list(rest.substr(0, slash), url);
+    options.sentinel.sentinels =
+        parse_address_list(rest.substr(0, slash), url, "sentinel", kDefaultSentinelPort);
     std::string_view path =
         slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
     const size_t db = path.find('/');
@@ -161,6 +172,16 @@ void parse_sentinel_target(std::string_view rest, Options& options, const UrlCon
     }
     if (db != std::string_view::npos && db + 1 < path.size()) {
         options.db = parse_int(path.substr(db + 1), "database", url);
+    }
+}
+
+// host[:port][,host[:port]...][/0]
+void parse_cluster_target(std::string_view rest, Options& options, const UrlContext& url) {
+    const size_t slash = rest.find('/');
+    options.cluster.nodes =
+        parse_address_list(rest.substr(0, slash), url, "cluster node", kDefaultPort);
+    if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+        options.db = parse_int(rest.substr(slash + 1), "database", url);
     }
 }
 
@@ -215,15 +236,30 @@ Options parse_url(std::string_view url) {
         parse_socket_path(rest, options);
     } else if (scheme.ends_with(kSentinelSuffix)) {
         parse_sentinel_target(rest, options, context);
+    } else if (scheme.ends_with(kClusterSuffix)) {
+        parse_cluster_target(rest, options, context);
     } else {
         parse_server(rest, options, context);
     }
     parse_query(query, options, context);
+    if (options.cluster.enabled()) {
+        try {
+            check_cluster(options);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(e.what() + (" " + context.where));
+        }
+    }
     return options;
 }
 
 std::vector<Address> parse_sentinels(std::string_view list) {
-    return parse_address_list(list, UrlContext{"in the sentinel list", true});
+    return parse_address_list(list, UrlContext{"in the sentinel list", true}, "sentinel",
+                              kDefaultSentinelPort);
+}
+
+std::vector<Address> parse_cluster_nodes(std::string_view list) {
+    return parse_address_list(list, UrlContext{"in the cluster node list", true}, "cluster node",
+                              kDefaultPort);
 }
 
 std::string format_sentinels(const std::vector<Address>& sentinels) {
@@ -243,6 +279,32 @@ void check_sentinel(const SentinelOptions& sentinel) {
         throw std::invalid_argument("a sentinel master name given without sentinels");
 }
 
+void apply_cluster_settings(Options& options, bool cluster, std::string_view nodes) {
+    if (!nodes.empty()) {
+        options.cluster.nodes = parse_cluster_nodes(nodes);
+    } else if (cluster && !options.cluster.enabled()) {
+        if (!options.unix_socket.empty())
+            throw std::invalid_argument(
+                "Redis Cluster is reached over TCP: a Unix socket cannot be a cluster node");
+        options.cluster.nodes = {Address{options.host, options.port}};
+    }
+    check_cluster(options);
+}
+
+void check_cluster(const Options& options) {
+    if (!options.cluster.enabled()) return;
+    if (options.sentinel.enabled())
+        throw std::invalid_argument(
+            "Redis Cluster and Redis Sentinel cannot be used together (a cluster fails over by "
+            "itself): set cluster nodes or sentinels, not both");
+    if (!options.unix_socket.empty())
+        throw std::invalid_argument(
+            "Redis Cluster is reached over TCP: a Unix socket cannot be a cluster node");
+    if (options.db != 0)
+        throw std::invalid_argument("Redis Cluster has only database 0 (database " +
+                                    std::to_string(options.db) + " was asked for)");
+}
+
 std::string format_seconds(double seconds) {
     std::string text = std::to_string(seconds);
     text.erase(text.find_last_not_of('0') + 1);
@@ -252,8 +314,9 @@ std::string format_seconds(double seconds) {
 
 std::string describe(const Options& options) {
     std::string out =
-        options.sentinel.enabled() ? "master '" + options.sentinel.master + "' of sentinels " +
-                                         format_sentinels(options.sentinel.sentinels)
+        options.cluster.enabled()    ? "cluster of " + format_sentinels(options.cluster.nodes)
+        : options.sentinel.enabled() ? "master '" + options.sentinel.master + "' of sentinels " +
+                                           format_sentinels(options.sentinel.sentinels)
         : options.unix_socket.empty() ? options.host + ":" + std::to_string(options.port)
                                       : "unix:" + options.unix_socket;
     out += "/" + std::to_string(options.db);

@@ -1,5 +1,6 @@
 // How to reach Redis: the seed's REDIS_* settings or a PROMETHEUS_REDIS_URL,
-// directly or through Redis Sentinel (REDIS_SENTINELS, redis+sentinel://).
+// directly, through Redis Sentinel (REDIS_SENTINELS, redis+sentinel://) or as
+// a Redis Cluster (REDIS_CLUSTER, REDIS_CLUSTER_NODES, redis+cluster://).
 #pragma once
 
 #include <cstddef>
@@ -27,6 +28,7 @@ struct TlsOptions {
 };
 
 inline constexpr int kDefaultSentinelPort = 26379;
+inline constexpr int kDefaultPort = 6379;
 
 struct Address {
     std::string host;
@@ -41,6 +43,14 @@ struct SentinelOptions {
     std::string master;    // the name the sentinels monitor it by
     std::string password;  // the sentinels' requirepass; empty: none
     bool enabled() const { return !sentinels.empty(); }
+};
+
+// Set (seed nodes): Redis Cluster. The seeds are asked for the slot map
+// (cluster.hpp) and host/port/unix_socket are not used; any node will do as a
+// seed, every node is then reached at the address the cluster announces.
+struct ClusterOptions {
+    std::vector<Address> nodes;
+    bool enabled() const { return !nodes.empty(); }
 };
 
 struct Options {
@@ -62,16 +72,18 @@ struct Options {
     // one element per queued command).
     size_t max_reply_bytes = kDefaultMaxReplyBytes;
     SentinelOptions sentinel;
+    ClusterOptions cluster;
 };
 
 // Parses redis://[[user]:password@]host[:port][/db],
 // rediss://... (TLS), unix://[[user]:password@]/path[?db=N] and
 // redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
 // (rediss+sentinel:// with TLS; the credentials are the master's, port 26379
-// by default). Query parameters db, password, username, ssl_ca_certs,
-// ssl_certfile, ssl_keyfile, ssl_cert_reqs=none and sentinel_password are
-// understood. Throws
-// std::invalid_argument naming what is wrong (never the password).
+// by default) and redis+cluster://[[user]:password@]host[:port][,host[:port]...][/0]
+// (rediss+cluster:// with TLS; seed nodes, port 6379 by default, database 0 only). Query parameters
+// db, password, username, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs=none and
+// sentinel_password are understood. Throws std::invalid_argument naming what is wrong (never the
+// password).
 Options parse_url(std::string_view url);
 
 // "host:port,host:port" (REDIS_SENTINELS): at least one address, IPv6 in
@@ -79,9 +91,22 @@ Options parse_url(std::string_view url);
 std::vector<Address> parse_sentinels(std::string_view list);
 std::string format_sentinels(const std::vector<Address>& sentinels);
 
+// "host:port,host:port" (REDIS_CLUSTER_NODES): as parse_sentinels, port 6379
+// if left out. Throws std::invalid_argument.
+std::vector<Address> parse_cluster_nodes(std::string_view list);
+
 // Throws std::invalid_argument when sentinels are given without the master's
 // name, or the name without sentinels.
 void check_sentinel(const SentinelOptions& sentinel);
+
+// REDIS_CLUSTER and REDIS_CLUSTER_NODES on `options`: the nodes listed are
+// the seeds, or else with `cluster` the server `options` names (host:port).
+// Then check_cluster. Throws std::invalid_argument.
+void apply_cluster_settings(Options& options, bool cluster, std::string_view nodes);
+
+// Throws std::invalid_argument when cluster seeds are given with sentinels,
+// a Unix socket or a database other than 0 (a cluster has only database 0).
+void check_cluster(const Options& options);
 
 // "host:port/db" or "unix:/path/db", with TLS and user noted; no secrets.
 std::string describe(const Options& options);
