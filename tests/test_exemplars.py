@@ -253,8 +253,8 @@ def test_the_archive_keeps_exemplars_and_newer_ones_win(
 
 
 def test_exemplar_labels_are_limited_as_in_prometheus_client(mp_dir: Path) -> None:
-    counter = Counter("limited", "Limited", ["k"])
-    histogram = Histogram("limited_h", "Limited")
+    counter = Counter("limited", "Limited", ["k"], registry=None)
+    histogram = Histogram("limited_h", "Limited", registry=None)
     fits = {"a" * 60: "ü" * 68}  # 128 code points, 196 bytes
     counter.labels("x").inc(exemplar=fits)
     with pytest.raises(ValueError, match="exceeding the limit of 128"):
@@ -273,7 +273,7 @@ def test_exemplar_labels_are_limited_as_in_prometheus_client(mp_dir: Path) -> No
 
 
 def test_exemplars_that_outgrow_their_record(mp_dir: Path) -> None:
-    counter = Counter("growing", "Growing")
+    counter = Counter("growing", "Growing", registry=None)
     for labels in ({"t": "1"}, {"t": "2" * 120}, {"t": "3"}, {"u": "4" * 100, "t": "x"}):
         counter.inc(exemplar=labels)
         assert counter._value.get_exemplar().labels == labels
@@ -286,7 +286,7 @@ def test_exemplars_that_outgrow_their_record(mp_dir: Path) -> None:
 
 
 def test_no_exemplar_without_one(mp_dir: Path) -> None:
-    counter = Counter("plain", "Plain")
+    counter = Counter("plain", "Plain", registry=None)
     counter.inc(exemplar={})  # falsy: prometheus_client stores none either
     counter.inc()
     assert counter._value.get_exemplar() is None
@@ -294,7 +294,7 @@ def test_no_exemplar_without_one(mp_dir: Path) -> None:
 
 
 def test_exemplar_timestamps_are_the_observation_time(mp_dir: Path) -> None:
-    histogram = Histogram("timed", "Timed", buckets=(1,))
+    histogram = Histogram("timed", "Timed", buckets=(1,), registry=None)
     before = time.time()
     histogram.observe(0.5, exemplar={"trace_id": "a" * 32})
     exemplar = histogram._buckets[0].get_exemplar()
@@ -305,7 +305,7 @@ def test_exemplar_timestamps_are_the_observation_time(mp_dir: Path) -> None:
 def test_a_corrupt_exemplar_file_never_fails_a_scrape(
     mp_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    counter = Counter("sturdy", "Sturdy")
+    counter = Counter("sturdy", "Sturdy", registry=None)
     counter.inc(exemplar={"trace_id": "b" * 32})
     (mp_dir / "exemplars_999998.db").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage-here!!!")
     (mp_dir / "exemplars_999999.db").write_bytes(b"")
@@ -319,7 +319,7 @@ def test_a_corrupt_exemplar_file_never_fails_a_scrape(
 
 
 def test_prometheus_client_reads_a_directory_with_exemplars(mp_dir: Path) -> None:
-    histogram = Histogram("seen", "Seen", ["m"])
+    histogram = Histogram("seen", "Seen", ["m"], registry=None)
     for i in range(50):
         histogram.labels(METHODS[i % 3]).observe(i / 8, exemplar={"trace_id": f"{i:032x}"})
     ours = exporter.render_directory(str(mp_dir))

@@ -116,3 +116,50 @@ def test_request_duration_carries_the_request_trace(traced: Gunicorn) -> None:
         )
 
     wait_for(bucket_with_trace, message="the request's trace id on its duration bucket")
+
+
+ASGI_APP = textwrap.dedent(
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from gunicorn_prometheus_exporter.tracing import current_exemplar
+
+    trace.set_tracer_provider(TracerProvider())
+    tracer = trace.get_tracer("exemplar-test")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        with tracer.start_as_current_span("handle"):
+            trace_id = current_exemplar()["trace_id"]
+            start = {"type": "http.response.start", "status": 200, "headers": []}
+            await send(start)
+            await send({"type": "http.response.body", "body": trace_id.encode()})
+    """
+)
+
+
+def test_uvicorn_request_duration_carries_the_request_trace(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn_worker")
+    (tmp_path / "traced_asgi.py").write_text(ASGI_APP)
+    with Gunicorn(
+        tmp_path,
+        workers=2,
+        worker_class="uvicorn_worker.UvicornWorker",
+        app="traced_asgi:app",
+        chdir=tmp_path,
+    ) as g:
+        status, _, body = g.get("/")
+        assert status == 200
+        trace_id = body.decode()
+        assert re.fullmatch("[0-9a-f]{32}", trace_id)
+
+        def bucket_with_trace() -> bool:
+            return any(
+                line.startswith("gunicorn_worker_request_duration_seconds_bucket")
+                and f'trace_id="{trace_id}"' in line
+                for line in g.scrape(headers=OPENMETRICS).splitlines()
+            )
+
+        wait_for(bucket_with_trace, message="the ASGI request's trace id on its duration bucket")

@@ -25,6 +25,9 @@ from gunicorn_runner import Agent, Gunicorn, agent_binary, clean_env, redis_comm
 from redis_cluster import RedisCluster
 from redis_server import free_port
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 REQUESTS = "gunicorn_worker_requests_total"
 VARIABLES = (
     "PROMETHEUS_REDIS_URL",
