@@ -17,6 +17,9 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
+
 LEGACY = "gunicorn-prometheus-exporter==0.2.4"
 
 # Run in the 0.2.4 environment: its collector's merge, as JSON samples.
@@ -25,8 +28,6 @@ import json, sys
 import redis
 from gunicorn_prometheus_exporter.backend.core.collector import RedisMultiProcessCollector
 
-# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
-pytestmark = pytest.mark.interpreter_independent
 client = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
 out = []
 for metric in RedisMultiProcessCollector.merge_from_redis(client, "gunicorn"):

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <system_error>
@@ -19,22 +20,30 @@ namespace {
 
 constexpr std::string_view kNodeFile = "/.gpe-node";
 
+// Fields (set or deleted) per write script: a pass that sends much (the
+// first, a resend) goes as several scripts, so that none holds Redis for
+// long (a few ms for 1,000 fields on a loaded machine).
+constexpr size_t kFieldsPerScript = 1000;
+
 // KEYS: view, marker, alive. ARGV: the marker expected ("" when not
 // checked), the new marker, the retired word, the alive and the data
-// deadlines (Unix ms; "" without a TTL), how many fields are set, then the
-// fields and values to set, then the fields to delete. Answers {status,
-// marker found}: "ok", "retired" (nothing written: the node was folded) or
-// "wrongtype".
+// deadlines (Unix ms; "" without a TTL), how many fields are set, "1" when
+// this script continues the one before it (the marker must be the one it
+// wrote), then the fields and values to set, then the fields to delete.
+// Answers {status, marker found}: "ok", "retired" (nothing written: the node
+// was folded), "broken" (nothing written: the marker is not the one the
+// script before wrote) or "wrongtype".
 constexpr const char* kWriteScript = R"lua(
 local marker = redis.pcall('GET', KEYS[2])
 if type(marker) ~= 'string' then marker = false end
 local word = ARGV[3] .. ':'
 if marker and string.sub(marker, 1, #word) == word then return {'retired', marker} end
+if ARGV[7] == '1' and marker ~= ARGV[1] then return {'broken', marker} end
 local t = redis.call('TYPE', KEYS[1])
 t = type(t) == 'table' and t.ok or t
 if t ~= 'hash' and t ~= 'none' then return {'wrongtype', t} end
-local last = 6 + 2 * tonumber(ARGV[6])
-for i = 7, last, 400 do
+local last = 7 + 2 * tonumber(ARGV[6])
+for i = 8, last, 400 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(last, i + 399)))
 end
 for i = last + 1, #ARGV, 400 do
@@ -130,14 +139,22 @@ struct ViewMirror::State {
     std::string buffer;
 };
 
+// A write script's part of a batch: where its part of `set` and `removed`
+// ends, and the marker it writes.
+struct ViewMirror::Chunk {
+    size_t set_end;
+    size_t removed_end;
+    std::string marker;
+};
+
 struct ViewMirror::Batch {
     bool resend = false;
     bool refresh = false;
     StringMap<Merged> merged;
     std::vector<std::pair<std::string, std::string>> set;  // field, value text
     std::vector<std::string> removed;
-    std::string marker;
-    Command write;
+    std::vector<Chunk> chunks;  // one write script each, in order
+    std::vector<Command> writes;
 };
 
 ViewMirror::ViewMirror(std::shared_ptr<Client> client, MirrorOptions options)
@@ -202,23 +219,78 @@ void ViewMirror::build(Batch& batch) {
     for (const auto& item : s.sent) {
         if (!batch.merged.contains(item.first)) batch.removed.push_back(item.first);
     }
-    batch.marker = concat(s.node, ":", std::to_string(++s.marker_seq));
+    std::string expected = batch.resend ? "" : s.marker_written;
+    size_t set_at = 0;
+    size_t removed_at = 0;
+    do {
+        const size_t set_end = std::min(batch.set.size(), set_at + kFieldsPerScript);
+        const size_t removed_end =
+            std::min(batch.removed.size(), removed_at + kFieldsPerScript - (set_end - set_at));
+        Chunk chunk{set_end, removed_end, concat(s.node, ":", std::to_string(++s.marker_seq))};
+        batch.writes.push_back(write_command(batch, set_at, removed_at, chunk, expected));
+        expected = chunk.marker;
+        batch.chunks.push_back(std::move(chunk));
+        set_at = set_end;
+        removed_at = removed_end;
+    } while (set_at < batch.set.size() || removed_at < batch.removed.size());
+}
+
+Command ViewMirror::write_command(const Batch& batch, size_t set_at, size_t removed_at,
+                                  const Chunk& chunk, const std::string& expected) const {
+    const State& s = *state_;
     const bool expires = s.deadline.enabled();
     const long long alive_at = expires ? std::stoll(s.deadline.text()) : 0;
-    batch.write = {"EVAL", kWriteScript, "3", node::node_key(options_.prefix, s.node, node::kView),
-                   node::node_key(options_.prefix, s.node, node::kMarker),
-                   node::node_key(options_.prefix, s.node, node::kAlive),
-                   batch.resend ? "" : s.marker_written, batch.marker, std::string(node::kRetired),
-                   expires ? std::to_string(alive_at) : "",
-                   // The data outlives the node by a TTL: time for any agent
-                   // to fold it after its deadline passed.
-                   expires ? std::to_string(alive_at + options_.ttl_seconds * 1000LL) : "",
-                   std::to_string(batch.set.size())};
-    for (auto& [field, text] : batch.set) {
-        batch.write.push_back(field);
-        batch.write.push_back(text);
+    Command write{"EVAL", kWriteScript, "3", node::node_key(options_.prefix, s.node, node::kView),
+                  node::node_key(options_.prefix, s.node, node::kMarker),
+                  node::node_key(options_.prefix, s.node, node::kAlive), expected, chunk.marker,
+                  std::string(node::kRetired), expires ? std::to_string(alive_at) : "",
+                  // The data outlives the node by a TTL: time for any agent
+                  // to fold it after its deadline passed.
+                  expires ? std::to_string(alive_at + options_.ttl_seconds * 1000LL) : "",
+                  std::to_string(chunk.set_end - set_at), set_at || removed_at ? "1" : ""};
+    for (size_t i = set_at; i < chunk.set_end; ++i) {
+        write.push_back(batch.set[i].first);
+        write.push_back(batch.set[i].second);
     }
-    for (const std::string& field : batch.removed) batch.write.push_back(field);
+    for (size_t i = removed_at; i < chunk.removed_end; ++i) write.push_back(batch.removed[i]);
+    return write;
+}
+
+ViewMirror::Written ViewMirror::apply(Batch& batch, const std::vector<Reply>& replies) {
+    State& s = *state_;
+    bool lost = false;
+    size_t set_at = 0;
+    size_t removed_at = 0;
+    for (size_t i = 0; i < batch.chunks.size(); ++i) {
+        const Reply& answer = replies[i];
+        if (answer.is_error() || answer.type != Reply::Type::kArray ||
+            answer.elements.size() != 2) {
+            throw Error(Error::Kind::kServer,
+                        "mirror write failed: " + (answer.is_error() ? answer.str : "bad reply"));
+        }
+        const std::string& status = answer.elements[0].str;
+        if (status == "wrongtype") {
+            throw Error(Error::Kind::kServer,
+                        concat("mirror write refused: ", batch.writes[i][3], " is a ",
+                               answer.elements[1].str, ", not a hash"));
+        }
+        // The parts before went through: they are in the view (or in what
+        // was folded of it), so `sent` has them.
+        if (status == "retired") return Written::kRetired;
+        if (status == "broken") return Written::kLost;
+        const Reply& found = answer.elements[1];
+        if (i == 0) {
+            lost = !batch.resend && !s.marker_written.empty() &&
+                   !(found.type == Reply::Type::kString && found.str == s.marker_written);
+        }
+        const Chunk& chunk = batch.chunks[i];
+        s.marker_written = chunk.marker;
+        for (; set_at < chunk.set_end; ++set_at)
+            s.sent[batch.set[set_at].first] = std::move(batch.set[set_at].second);
+        for (; removed_at < chunk.removed_end; ++removed_at)
+            s.sent.erase(batch.removed[removed_at]);
+    }
+    return lost ? Written::kLost : Written::kAll;
 }
 
 PassReport ViewMirror::pass(Diagnostics& diagnostics) {
@@ -232,42 +304,27 @@ PassReport ViewMirror::pass(Diagnostics& diagnostics) {
     merge_directory(batch, diagnostics);
     build(batch);
 
-    std::vector<Command> commands{batch.write};
+    std::vector<Command> commands = batch.writes;
     if (batch.refresh || batch.resend) {
         commands.push_back({"ZADD", node::fleet_key(options_.prefix, node::kNodes),
                             s.deadline.enabled() ? s.deadline.text() : "+inf", s.node});
     }
     const std::vector<Reply> replies = client_->pipeline(commands);  // throws on failure
-    const Reply& answer = replies.front();
-    if (answer.is_error() || answer.type != Reply::Type::kArray || answer.elements.size() != 2) {
-        throw Error(Error::Kind::kServer,
-                    "mirror write failed: " + (answer.is_error() ? answer.str : "bad reply"));
-    }
-    const std::string& status = answer.elements[0].str;
-    if (status == "wrongtype") {
-        throw Error(Error::Kind::kServer, concat("mirror write refused: ", batch.write[3], " is a ",
-                                                 answer.elements[1].str, ", not a hash"));
-    }
-    if (status == "retired") {
+    const PassReport report{batch.set.size(), batch.removed.size(), commands.size(), batch.refresh};
+    const Written written = apply(batch, replies);
+    if (written == Written::kRetired) {
         start_new_node(diagnostics);
         return pass(diagnostics);
     }
-    const Reply& found = answer.elements[1];
-    const bool lost = !batch.resend && !s.marker_written.empty() &&
-                      !(found.type == Reply::Type::kString && found.str == s.marker_written);
-    s.marker_written = batch.marker;
-    for (auto& [field, text] : batch.set) s.sent[field] = std::move(text);
-    for (const std::string& field : batch.removed) s.sent.erase(field);
-    if (replies.size() > 1 && replies[1].is_error())
-        diagnostics.warn(concat("mirror could not register its node: ", replies[1].str));
+    if (replies.size() > batch.chunks.size() && replies.back().is_error())
+        diagnostics.warn(concat("mirror could not register its node: ", replies.back().str));
 
-    const PassReport report{batch.set.size(), batch.removed.size(), commands.size(), batch.refresh};
     const bool reconnected = client_->connection_epoch() != epoch_before;
-    if (lost) {
+    if (written == Written::kLost) {
         diagnostics.warn(concat("Redis lost keys of this instance (its node ", s.node,
                                 "; FLUSHALL, eviction or a failover?): sending everything again"));
     }
-    if (lost || (reconnected && !batch.resend)) {
+    if (written == Written::kLost || (reconnected && !batch.resend)) {
         s.epoch_sent = UINT64_MAX;
         PassReport again = pass(diagnostics);
         again.commands += report.commands;

@@ -3,8 +3,9 @@
 // (counters, histograms, summaries and sum gauges added up over its
 // processes and its archive; min/max/mostrecent gauges reduced; all/liveall
 // gauges kept per process) and sends the fields of that merge that changed,
-// in one server-side script: a reader never sees half a pass, and a scrape
-// of the fleet reads one hash per instance.
+// in one server-side script (a large pass, such as the first, in scripts of
+// 1,000 fields: a reader may see such a pass half done), and a scrape of the
+// fleet reads one hash per instance.
 //
 // The node's id is kept in the directory ({directory}/.gpe-node): another
 // process taking the mirror over, or a restarted agent, continues the same
@@ -16,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gpe/redis/mirror.hpp"
 
@@ -37,9 +39,16 @@ class ViewMirror final : public Publisher {
   private:
     struct State;
     struct Batch;
+    struct Chunk;
     void load_node();
     void merge_directory(Batch& batch, Diagnostics& diagnostics);
+    // What changed, as write scripts of at most kFieldsPerScript fields.
     void build(Batch& batch);
+    Command write_command(const Batch& batch, size_t set_at, size_t removed_at, const Chunk& chunk,
+                          const std::string& expected) const;
+    enum class Written { kAll, kRetired, kLost };
+    // The scripts' answers: what got through is in `sent`.
+    Written apply(Batch& batch, const std::vector<Reply>& replies);
     // The node was retired: go on as a new one, with what was sent as the base.
     void start_new_node(Diagnostics& diagnostics);
 
