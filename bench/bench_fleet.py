@@ -129,8 +129,12 @@ def run_worker(python: str, env: dict[str, str], phase: str, **options: object) 
         args += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(HERE), timeout=900)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no stderr"])[-1]  # the exception
-        raise RuntimeError(f"{phase} failed (status {done.returncode}): {last}")
+        lines = done.stderr.strip().splitlines() or ["no stderr"]
+        # the exception, and what failed workers said before it
+        said = [line for line in lines[:-1] if " failed: " in line][-3:]
+        raise RuntimeError(
+            f"{phase} failed (status {done.returncode}): " + "; ".join([*said, lines[-1]])
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -84,8 +84,14 @@ def child_status(body: Callable[[int], None], worker: int) -> int:
 
 
 def reap(pids: list[int]) -> int:
-    """Wait for the workers; how many failed."""
-    return sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in pids)
+    """Wait for the workers; how many failed (a signal's end is said on stderr)."""
+    failed = 0
+    for pid in pids:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if code < 0:
+            print(f"worker {pid} failed: killed by signal {-code}", file=sys.stderr)
+        failed += code != 0
+    return failed
 
 
 # --------------------------------------------------------------------------

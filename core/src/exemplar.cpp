@@ -219,7 +219,10 @@ void ExemplarLabels::render(std::string_view encoded, std::string& out) {
     out.push_back('}');
 }
 
-size_t ExemplarSlot::capacity() const { return read_u32(record_ + 28); }
+// The capacity is the high half of the word a store rewrites: read as that word.
+size_t ExemplarSlot::capacity() const {
+    return static_cast<size_t>(load_word(record_ + 24, std::memory_order_relaxed) >> 32);
+}
 
 bool ExemplarSlot::store(std::string_view labels, double value, double timestamp) const {
     if (labels.size() > capacity()) return false;
@@ -228,15 +231,17 @@ bool ExemplarSlot::store(std::string_view labels, double value, double timestamp
     if ((s & 1) != 0 || !sequence.compare_exchange_strong(s, s + 1, std::memory_order_acquire)) {
         return false;
     }
-    std::atomic_thread_fence(std::memory_order_release);  // odd before the data
-    store_word(record_ + 8, std::bit_cast<uint64_t>(value), std::memory_order_relaxed);
-    store_word(record_ + 16, std::bit_cast<uint64_t>(timestamp), std::memory_order_relaxed);
-    const uint64_t lengths = labels.size() | (uint64_t{read_u32(record_ + 28)} << 32);
-    store_word(record_ + 24, lengths, std::memory_order_relaxed);
+    // A sequence lock without fences (ThreadSanitizer models no fences):
+    // every data word is stored with release and loaded with acquire, so a
+    // reader that sees any new word also sees the odd sequence before it.
+    store_word(record_ + 8, std::bit_cast<uint64_t>(value), std::memory_order_release);
+    store_word(record_ + 16, std::bit_cast<uint64_t>(timestamp), std::memory_order_release);
+    const uint64_t lengths = labels.size() | (uint64_t{capacity()} << 32);
+    store_word(record_ + 24, lengths, std::memory_order_release);
     for (size_t i = 0; i < labels.size(); i += 8) {
         uint64_t word = 0;
         std::memcpy(&word, labels.data() + i, std::min<size_t>(8, labels.size() - i));
-        store_word(record_ + kSlotHeader + i, word, std::memory_order_relaxed);
+        store_word(record_ + kSlotHeader + i, word, std::memory_order_release);
     }
     sequence.store(s + 2, std::memory_order_release);
     return true;
@@ -249,17 +254,16 @@ std::optional<ExemplarValue> ExemplarSlot::load() const {
         if (before == 0) return std::nullopt;  // never written
         if ((before & 1) != 0) continue;
         ExemplarValue out;
-        out.value = std::bit_cast<double>(load_word(record_ + 8, std::memory_order_relaxed));
-        out.timestamp = std::bit_cast<double>(load_word(record_ + 16, std::memory_order_relaxed));
+        out.value = std::bit_cast<double>(load_word(record_ + 8, std::memory_order_acquire));
+        out.timestamp = std::bit_cast<double>(load_word(record_ + 16, std::memory_order_acquire));
         const size_t len = std::min<size_t>(
-            load_word(record_ + 24, std::memory_order_relaxed) & 0xFFFFFFFF, capacity);
+            load_word(record_ + 24, std::memory_order_acquire) & 0xFFFFFFFF, capacity);
         out.labels.resize(pad8(len));
         for (size_t i = 0; i < len; i += 8) {
-            const uint64_t word = load_word(record_ + kSlotHeader + i, std::memory_order_relaxed);
+            const uint64_t word = load_word(record_ + kSlotHeader + i, std::memory_order_acquire);
             std::memcpy(out.labels.data() + i, &word, 8);
         }
         out.labels.resize(len);
-        std::atomic_thread_fence(std::memory_order_acquire);
         if (load_word(record_, std::memory_order_relaxed) == before) return out;
     }
     return std::nullopt;  // a writer kept it busy: skip it this time

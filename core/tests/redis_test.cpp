@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <set>
 #include <thread>
@@ -235,6 +236,41 @@ TEST(RedisClient, PipelinesAndReportsErrorsByKind) {
         EXPECT_EQ(e.kind(), Error::Kind::kServer);
     }
     EXPECT_NO_THROW(client.ping());  // the connection survived the error reply
+}
+
+// A child forked while a thread of the parent is in the middle of a command
+// (a Gunicorn worker forked during a mirror pass) lets the parent's
+// connection go without freeing its half-changed state, and talks to Redis
+// on a connection of its own.
+TEST(RedisClient, AChildForkedMidCommandStartsAfresh) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = std::make_shared<Client>(local(server.port()));
+    std::vector<Command> batch;
+    for (int i = 0; i < 300; ++i)
+        batch.push_back({"HSET", "big", std::to_string(i), std::string(1000, 'v')});
+    batch.push_back({"HGETALL", "big"});
+    std::atomic<bool> stop{false};
+    std::thread busy([&] {
+        while (!stop) client->pipeline(batch);
+    });
+    int failures = 0;
+    for (int i = 0; i < 200; ++i) {
+        const pid_t child = ::fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            client->reset_after_fork();
+            const Reply pong = client->command({"PING"});
+            ::_exit(pong.str == "PONG" ? 0 : 3);
+        }
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        failures += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    stop = true;
+    busy.join();
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(client->command({"HLEN", "big"}).integer, 300);  // the parent's connection goes on
 }
 
 TEST(RedisClient, WrongPasswordIsAnAuthenticationError) {

@@ -1,5 +1,7 @@
 #include "gpe/redis/client.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 
@@ -164,13 +166,29 @@ uint64_t Client::connection_epoch() const {
 void Client::reset_after_fork() {
     // The mutex may be held by a thread of the parent that does not exist
     // here: it can never be unlocked, so leave it (leaked) and use a new one.
+    const bool in_use = !mutex_->try_lock();
+    if (!in_use) mutex_->unlock();
     (void)mutex_.release();
     mutex_ = std::make_unique<std::mutex>();
-    if (connection_) {
-        connection_->abandon();
-        connection_.reset();
+    if (in_use) {
+        // That thread was in the middle of a command: the connections' objects
+        // may be half changed, and freeing them could corrupt the heap. They
+        // are let go (leaked, once per such fork); only the socket is closed.
+        if (connection_) {
+            if (const int fd = connection_->socket_fd(); fd >= 0) ::close(fd);
+            (void)connection_.release();
+        }
+        if (cluster_) {
+            (void)cluster_.release();
+            cluster_ = std::make_unique<Cluster>(options_);
+        }
+    } else {
+        if (connection_) {
+            connection_->abandon();
+            connection_.reset();
+        }
+        if (cluster_) cluster_->abandon();
     }
-    if (cluster_) cluster_->abandon();
     epoch_ += 1;
 }
 

@@ -301,6 +301,8 @@ Reply Connection::command(const Command& command) {
     return reply;
 }
 
+int Connection::socket_fd() const { return impl_->fd.get(); }
+
 void Connection::abandon() {
     // Free the TLS state without SSL_shutdown, close our copy of the socket.
     impl_->transport.reset();

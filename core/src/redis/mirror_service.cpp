@@ -137,6 +137,16 @@ void MirrorService::after_fork_in_child() {
     // be joined or destroyed (that would terminate), so it is leaked on
     // purpose, as is a mutex it may have held.
     (void)thread_.release();
+    // The thread was in a pass if it held the mutex: the mirror's state may
+    // be half changed, and destroying it could corrupt the heap. It is let go
+    // (leaked) for a fresh one, which sends everything should this child lead.
+    const bool mid_pass = !mutex_->try_lock();
+    if (!mid_pass) mutex_->unlock();
+    if (mid_pass) {
+        MirrorOptions options = mirror_->options();  // set once, never changed by a pass
+        (void)mirror_.release();
+        mirror_ = make_publisher(client_, std::move(options));
+    }
     (void)mutex_.release();
     mutex_ = std::make_unique<std::mutex>();
     (void)wake_.release();

@@ -393,20 +393,11 @@ struct Reader::Impl {
         for (const ViewSource& source : fleet.sources()) {
             for (auto& samples : by_store) samples.clear();
             for (const ViewSample& sample : source.samples) {
-                SeriesCache::Key* key = nullptr;
-                try {
-                    key = cache.lookup(sample.json);
-                } catch (const std::exception& e) {
-                    merger.diagnostics().warn(
-                        concat("skipped a series of ", source.origin, ": ", e.what()));
-                    continue;
-                }
-                const bool gauge = sample.store.type == MetricType::gauge;
-                const uint32_t pid_labels = gauge && !sample.process.empty()
-                                                ? cache.labels_with_pid(*key, sample.process)
-                                                : kNoLabels;
-                by_store[store_index(sample.store)].push_back(
-                    SourceSample{key, pid_labels, sample.value, sample.timestamp});
+                // One lookup by the field (series and process) in steady scrapes.
+                const Resolved* resolution = resolve(sample, merger.diagnostics(), source.origin);
+                if (resolution == nullptr) continue;
+                by_store[store_index(sample.store)].push_back(SourceSample{
+                    resolution->key, resolution->pid_labels, sample.value, sample.timestamp});
             }
             for (size_t i = 0; i < kStores.size(); ++i) {
                 if (by_store[i].empty()) continue;

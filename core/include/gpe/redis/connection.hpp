@@ -38,6 +38,9 @@ class Connection {
     // In a forked child: let go of the parent's socket without a word to the
     // server (the parent still uses it).
     void abandon();
+    // The socket's descriptor (-1 when closed), for a forked child that may
+    // not touch the rest of a connection the parent was using.
+    int socket_fd() const;
 
   private:
     struct Impl;
