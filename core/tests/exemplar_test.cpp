@@ -52,7 +52,10 @@ TEST(ExemplarLabels, AreLimitedTo128CodePointsAsInPrometheusClient) {
     EXPECT_THROW(ExemplarLabels(Pairs{{"", "x"}}), std::invalid_argument);
     EXPECT_THROW(ExemplarLabels(Pairs{{"__reserved", "x"}}), std::invalid_argument);
     EXPECT_THROW(ExemplarLabels(Pairs{{"t", "\xff"}}), std::invalid_argument);
-    EXPECT_THROW(ExemplarLabels::decode(std::string("\x05\x00ab", 4)), std::invalid_argument);
+    EXPECT_THROW(ExemplarLabels::decode(std::string("\x05\x00"
+                                                    "ab",
+                                                    4)),
+                 std::invalid_argument);
 }
 
 TEST(ExemplarFile, LooksEmptyToPrometheusClientAndKeepsItsRecords) {
