@@ -14,12 +14,16 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.backend import RedisClient, RedisMultiProcessCollector
 from gunicorn_runner import Agent, Gunicorn, value, wait_for
 from redis_support import samples_of
+
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = pytest.mark.interpreter_independent
 
 PREFIX = "gunicorn"
 

@@ -28,7 +28,8 @@ from redis_support import (
 
 # These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
 # tests/test_redis_fleet.py tests the instance layout.
-pytestmark = pytest.mark.usefixtures("series_layout")
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = [pytest.mark.usefixtures("series_layout"), pytest.mark.interpreter_independent]
 
 SAME_PID = "1234"
 

@@ -32,7 +32,8 @@ from redis_support import in_child, samples_of, series_keys, setup_and_lead
 
 # These tests are of the 0.2.x series layout's keys (REDIS_LAYOUT=series);
 # tests/test_redis_fleet.py tests the instance layout.
-pytestmark = pytest.mark.usefixtures("series_layout")
+# Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
+pytestmark = [pytest.mark.usefixtures("series_layout"), pytest.mark.interpreter_independent]
 
 
 class OwnedServer(RedisServer):
