@@ -886,10 +886,15 @@ def temp_dirs(n: int):
 # --------------------------------------------------------------------------
 
 
+# GPE_HYPOTHESIS_SCALE scales every test's number of examples: .ci/run runs
+# all of them on its main CPython and a quarter on the other versions.
+SCALE = float(os.environ.get("GPE_HYPOTHESIS_SCALE", "1"))
+
+
 def examples(n: int, *, shrink: bool = True) -> settings:
     phases = list(Phase) if shrink else [Phase.explicit, Phase.reuse, Phase.generate]
     return settings(
-        max_examples=n,
+        max_examples=max(5, round(n * SCALE)),
         phases=phases,
         deadline=None,
         suppress_health_check=[
