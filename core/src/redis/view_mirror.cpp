@@ -271,7 +271,8 @@ ViewMirror::Written ViewMirror::apply(Batch& batch, const std::vector<Reply>& re
         const std::string& status = answer.elements[0].str;
         if (status == "wrongtype") {
             throw Error(Error::Kind::kServer,
-                        concat("mirror write refused: ", batch.writes[i][3], " is a ",
+                        concat("mirror write refused: ",
+                               node::node_key(options_.prefix, s.node, node::kView), " is a ",
                                answer.elements[1].str, ", not a hash"));
         }
         // The parts before went through: they are in the view (or in what
@@ -304,7 +305,8 @@ PassReport ViewMirror::pass(Diagnostics& diagnostics) {
     merge_directory(batch, diagnostics);
     build(batch);
 
-    std::vector<Command> commands = batch.writes;
+    // (moved: a first pass's scripts carry every field)
+    std::vector<Command> commands = std::move(batch.writes);
     if (batch.refresh || batch.resend) {
         commands.push_back({"ZADD", node::fleet_key(options_.prefix, node::kNodes),
                             s.deadline.enabled() ? s.deadline.text() : "+inf", s.node});
