@@ -433,6 +433,17 @@ class Agent:
             raise AssertionError(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
         return parse(scrape_text(self.port))
 
+    def wait_requests(self, ok: int, missing: int, timeout: float = 30) -> None:
+        """Until the agent shows exactly `ok` 2xx and `missing` 4xx requests."""
+
+        def exact(samples: list[Sample]) -> bool:
+            return (
+                value(samples, "gunicorn_worker_requests_total", status="2xx") == ok
+                and value(samples, "gunicorn_worker_requests_total", status="4xx") == missing
+            )
+
+        self.wait_metrics(exact, timeout, what=f"{ok} 2xx and {missing} 4xx")
+
     def wait_metrics(
         self, predicate: Callable[[list[Sample]], Any], timeout: float = 5.0, what: str = "metrics"
     ) -> list[Sample]:
