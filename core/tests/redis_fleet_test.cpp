@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <limits>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "gpe/exposition.hpp"
 #include "gpe/float_format.hpp"
@@ -184,6 +186,30 @@ TEST(RedisView, ANodeFoldedIntoTheArchiveKeepsItsCounts) {
     const FleetReport again = fold_node(*client, "gunicorn", "a@x", false, 8);
     EXPECT_EQ(again.chunks, 0u);
     EXPECT_EQ(render(client), out);
+}
+
+// The reader takes live nodes a few per round trip (view_reader.cpp): a
+// fleet of several batches, one node retired among them, adds up exactly.
+TEST(RedisView, AFleetOfManyBatchesIsReadWhole) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    constexpr int kInstances = 21;
+    std::vector<TempDir> dirs(kInstances);
+    std::vector<std::unique_ptr<ViewMirror>> mirrors;
+    Diagnostics diagnostics;
+    for (int i = 0; i < kInstances; ++i) {
+        put(dirs[i], "counter_1.db", "reqs", "reqs_total", i + 1);
+        put(dirs[i], "gauge_livesum_1.db", "busy", "busy", 1);
+        mirrors.push_back(
+            std::make_unique<ViewMirror>(client, options(dirs[i], "i" + std::to_string(i))));
+        mirrors.back()->pass(diagnostics);
+    }
+    mirrors[10]->retire(diagnostics);  // its count stays, its gauge goes
+    const std::string out = render(client);
+    EXPECT_TRUE(shows(out, "reqs_total 231.0")) << out;  // 1 + 2 + ... + 21
+    EXPECT_TRUE(shows(out, "busy 20.0")) << out;
+    EXPECT_TRUE(diagnostics.warnings.empty());
 }
 
 TEST(RedisView, RacingFoldersFoldEveryChunkOnce) {

@@ -1,5 +1,8 @@
 #include "gpe/redis/view_reader.hpp"
 
+#include <algorithm>
+#include <cstddef>
+
 #include "gpe/redis/fleet.hpp"
 #include "gpe/redis/layout.hpp"
 #include "gpe/strings.hpp"
@@ -9,6 +12,12 @@ namespace gpe::redis {
 namespace {
 
 constexpr int kMaxAttempts = 3;
+
+// Live nodes read per round trip: the views of a large fleet in one pipeline
+// pile up in the server's output buffer (tens of MB at 200 instances), and
+// each HGETALL grows it further; a few at a time keep both the server's and
+// our buffers small, for one round trip per batch.
+constexpr size_t kNodesPerBatch = 8;
 
 // Scripts, not MULTI: a read is one moment, also when Redis is out of
 // memory (it refuses every command queued in a transaction then), and on a
@@ -141,15 +150,27 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
     // is not "retired" was read after the view, so no retire (which renames
     // the view) came between them. A retired node is read again whole, in
     // one script.
-    const std::vector<Command> batch = live_reads(prefix, nodes);
-    if (!batch.empty()) replies_.push_back(client.pipeline(batch));
-    commands_ += batch.size();
+    std::vector<const Reply*> live;  // view, marker of each node
+    live.reserve(2 * nodes.elements.size());
+    const std::vector<Command> reads = live_reads(prefix, nodes);
+    for (size_t first = 0; first < reads.size(); first += 2 * kNodesPerBatch) {
+        const auto end = reads.begin() + static_cast<std::ptrdiff_t>(
+                                             std::min(reads.size(), first + 2 * kNodesPerBatch));
+        replies_.push_back(
+            client.pipeline({reads.begin() + static_cast<std::ptrdiff_t>(first), end}));
+        for (const Reply& reply : replies_.back()) live.push_back(&reply);
+    }
+    commands_ += reads.size();
     std::vector<size_t> retired;  // indexes into nodes.elements
     for (size_t i = 0; i < nodes.elements.size(); ++i) {
-        if (taken_of(replies_[0][2 * i + 1]) >= 0) retired.push_back(i);
+        if (taken_of(*live[2 * i + 1]) >= 0) retired.push_back(i);
     }
     const std::vector<Command> whole = whole_reads(prefix, nodes, retired);
-    if (!whole.empty()) replies_.push_back(client.pipeline(whole));
+    const Reply* whole_replies = nullptr;
+    if (!whole.empty()) {
+        replies_.push_back(client.pipeline(whole));
+        whole_replies = replies_.back().data();
+    }
     commands_ += whole.size();
 
     static const Reply kNone{Reply::Type::kArray, {}, 0, {}};
@@ -157,7 +178,7 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
     std::vector<std::string> asked;  // chunk ids whose fold is asked for
     for (size_t i = 0, r = 0; i < nodes.elements.size(); ++i) {
         if (r < retired.size() && retired[r] == i) {
-            const Reply& exec = checked(replies_[1][r++], "reading a node");
+            const Reply& exec = checked(whole_replies[r++], "reading a node");
             if (exec.type != Reply::Type::kArray || exec.elements.size() != 4) continue;
             NodeState state{&nodes.elements[i].str,     &exec.elements[0],
                             &exec.elements[1],          &exec.elements[2],
@@ -169,7 +190,7 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
             states.push_back(std::move(state));
             continue;
         }
-        const Reply& view = replies_[0][2 * i];  // an error is named by add_fields
+        const Reply& view = *live[2 * i];  // an error is named by add_fields
         states.push_back(NodeState{&nodes.elements[i].str, &view, &kNone, &kNone, -1, {}});
     }
 
