@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "demo"
 CONFIG = "python:gunicorn_prometheus_exporter.gunicorn_config"
@@ -40,12 +42,6 @@ def agent_binary() -> Path:
     from gunicorn_prometheus_exporter import agent
 
     return Path(agent.BINARY)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(

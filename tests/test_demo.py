@@ -17,23 +17,13 @@ from pathlib import Path
 import pytest
 
 from gunicorn_runner import ROOT, alive, children, clean_env, cmdline, is_agent, wait_for
+from ports import free_ports
 
 # Of servers and binaries, not of the interpreter: once, on the main run's CPython (see pyproject.toml).
 pytestmark = pytest.mark.interpreter_independent
 
 DEMO = ROOT / "demo" / "run_demo.py"
 HOST = "127.0.0.1"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def listening(port: int) -> bool:
