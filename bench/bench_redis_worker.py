@@ -69,6 +69,7 @@ def redis_cli(*args: str) -> str:
         check=True,
         capture_output=True,
         text=True,
+        errors="replace",  # SLOWLOG shows binary arguments (packed values)
     ).stdout
 
 

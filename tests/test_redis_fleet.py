@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import signal
+import struct
 import threading
 import time
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_one_hash_per_instance(tmp_path: Path, rclient: RedisClient) -> None:
     assert a.mirror.pass_now() and b.mirror.pass_now()
     nodes = {a.node(), b.node()}
     expected = {f"{PREFIX}:{{fleet}}:nodes"} | {
-        f"{PREFIX}:{{{n}}}:{what}" for n in nodes for what in ("view", "marker", "alive")
+        f"{PREFIX}:{{{n}}}:{what}" for n in nodes for what in ("view", "values", "marker", "alive")
     }
     assert keys(rclient) == expected
     # merged over the processes: one field per series
@@ -326,14 +327,22 @@ def redis_command_nodes(redis) -> list[str]:
 
 def test_view_fields_are_documented_json(tmp_path: Path, rclient: RedisClient) -> None:
     """A view field is {store}:{series key}, or {store}:{process}:{series key}
-    for the per-process gauges; values are the text Python's float() reads."""
+    for the per-process gauges, holding its slot in the values string: after
+    a 16-byte header ("gpeview1" and a version), 16 bytes per slot, value and
+    timestamp as little-endian doubles."""
     a = Instance(tmp_path, "hostA", rclient)
     a.count(5, 2.0)
     assert a.mirror.pass_now()
     view = rclient.hgetall(f"{PREFIX}:{{{a.node()}}}:view")
-    fields = {k.decode(): v.decode() for k, v in view.items()}
-    assert fields[f"counter:{counter_key('jobs')}"] == "2"
-    assert fields[f"gauge_all:5@hostA:{gauge_key('rss')}"] == "105"
+    packed = rclient.get(f"{PREFIX}:{{{a.node()}}}:values")
+    assert packed[:8] == b"gpeview1"
+
+    def value(slot: bytes) -> float:
+        return struct.unpack_from("<dd", packed, 16 + 16 * int(slot))[0]
+
+    fields = {k.decode(): value(v) for k, v in view.items()}
+    assert fields[f"counter:{counter_key('jobs')}"] == 2.0
+    assert fields[f"gauge_all:5@hostA:{gauge_key('rss')}"] == 105.0
     for field in fields:
         json.loads(field[field.index("[") :])
     assert f"gauge_all:{gauge_key('rss')}" not in fields  # never without its process

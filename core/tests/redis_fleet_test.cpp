@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "fake_redis.hpp"
 #include "gpe/exposition.hpp"
 #include "gpe/float_format.hpp"
 #include "gpe/mmap_file.hpp"
@@ -251,6 +252,189 @@ TEST(RedisView, RacingFoldersFoldEveryChunkOnce) {
               3 * kNodes);
 }
 
+// RESP of a reply, for the proxy below.
+std::string resp(const Reply& reply) {
+    switch (reply.type) {
+        case Reply::Type::kString:
+            return concat("$", std::to_string(reply.str.size()), "\r\n", reply.str, "\r\n");
+        case Reply::Type::kStatus:
+            return concat("+", reply.str, "\r\n");
+        case Reply::Type::kError:
+            return concat("-", reply.str, "\r\n");
+        case Reply::Type::kInteger:
+            return concat(":", std::to_string(reply.integer), "\r\n");
+        case Reply::Type::kNil:
+            return "$-1\r\n";
+        case Reply::Type::kArray:
+            break;
+    }
+    std::string out = concat("*", std::to_string(reply.elements.size()), "\r\n");
+    for (const Reply& element : reply.elements) out += resp(element);
+    return out;
+}
+
+// A proxy to a real server that runs `between` right after it answered the
+// first `times` commands on a key ending in `after`: a writer's step lands
+// exactly between two of the reader's commands.
+struct InterleavingProxy {
+    InterleavingProxy(const RedisServer& server, std::string after, std::function<void()> between,
+                      int times = 1)
+        : upstream(connect(server)),
+          fake([this, times, after = std::move(after), between = std::move(between)](
+                   gpe::testing::FakeRedis& proxy, int fd, const std::vector<std::string>& argv) {
+              const Reply reply = upstream->command(Command(argv.begin(), argv.end()));
+              if (!proxy.send_all(fd, resp(reply))) return false;
+              if (fired < times && argv.size() > 1 && argv[1].ends_with(after)) {
+                  ++fired;
+                  between();
+              }
+              return true;
+          }) {}
+    std::shared_ptr<Client> reader_client() const {
+        Options o = upstream->options();
+        o.port = fake.port();
+        return std::make_shared<Client>(o);
+    }
+    std::shared_ptr<Client> upstream;
+    int fired = 0;
+    gpe::testing::FakeRedis fake;
+};
+
+// The view read was of other series than the values read after it (the
+// mirror wrote between them, a freed slot taken by a new series): read
+// again; when that happens twice, in one script.
+TEST(RedisView, SeriesChangedBetweenTwoReadsAreReadAgain) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "x", "x_total", 1);
+    ViewMirror mirror(client, options(dir, "a"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    int step = 0;
+    InterleavingProxy proxy(
+        server, ":view",
+        [&] {
+            // x goes, y takes its slot; then y goes, z takes it.
+            const std::string gone = step == 0 ? "counter_1.db" : "counter_2.db";
+            ::unlink(dir.file(gone).c_str());
+            ++step;
+            put(dir, "counter_" + std::to_string(step + 1) + ".db", step == 1 ? "y" : "z",
+                step == 1 ? "y_total" : "z_total", 7 * step);
+            mirror.pass(diagnostics);
+        },
+        2);
+    Reader reader(proxy.reader_client(), "gunicorn");
+    Diagnostics read;
+    const std::string out = reader.render(Format::kText, read);
+    EXPECT_EQ(proxy.fired, 2);
+    EXPECT_TRUE(shows(out, "z_total 14.0")) << out;
+    EXPECT_EQ(out.find("x_total"), std::string::npos) << out;
+    EXPECT_EQ(out.find("y_total"), std::string::npos) << out;
+}
+
+// A chunk was taken between the reads of a retired node's `folding` and
+// its `chunk`: its series would be in both; read again.
+TEST(RedisView, AChunkTakenBetweenTwoReadsIsCountedOnce) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    {
+        MmapFile f(dir.file("counter_1.db"));
+        for (int i = 0; i < 1200; ++i)  // three chunks
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
+    }
+    ViewMirror mirror(client, options(dir, "a"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string node = mirror.node();
+    fold_node(*client, "gunicorn", node, false, 0);  // retired, nothing folded yet
+    InterleavingProxy proxy(server, ":folding",
+                            [&] { fold_node(*client, "gunicorn", node, false, 1); });
+    Reader reader(proxy.reader_client(), "gunicorn");
+    Diagnostics read;
+    const std::string out = reader.render(Format::kText, read);
+    EXPECT_EQ(proxy.fired, 1);
+    EXPECT_TRUE(shows(out, "reqs_total{i=\"0\"} 1.0")) << out.substr(0, 300);
+    EXPECT_EQ(out.find("} 2.0"), std::string::npos) << out.substr(0, 300);
+}
+
+// A scrape is exact while one node's series keep changing and another node
+// is folded chunk by chunk, all at once (the two tests before place a write
+// between two reads exactly; this one races them).
+TEST(RedisView, ScrapesStayExactWhileSeriesChangeAndANodeFolds) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    constexpr int kSeries = 1200;
+    TempDir a, b;
+    for (TempDir* dir : {&a, &b}) {
+        MmapFile f(dir->file("counter_1.db"));
+        for (int i = 0; i < kSeries; ++i)
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] =
+                dir == &a ? 1 : 2;
+    }
+    Diagnostics diagnostics;
+    ViewMirror mb(client, options(b, "b"));
+    mb.pass(diagnostics);
+    const std::string node_b = mb.node();
+    std::atomic<bool> done = false, started = false;
+    std::atomic<int> failures = 0;
+    std::thread churn([&] {
+        try {
+            ViewMirror ma(std::make_shared<Client>(client->options()), options(a, "a"));
+            Diagnostics own;
+            for (int pass = 0; !done; ++pass) {
+                ::unlink(a.file("counter_2.db").c_str());
+                const std::string k = std::to_string(pass);
+                put(a, "counter_2.db", "churn" + k, "churn" + k + "_total", pass);
+                ma.pass(own);
+                started = true;
+            }
+        } catch (const std::exception&) {
+            ++failures;
+        }
+    });
+    std::thread folder([&] {
+        try {
+            Client own(client->options());
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            while (fold_node(own, "gunicorn", node_b, false, 1).folded == 0)
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        } catch (const std::exception&) {
+            ++failures;
+        }
+    });
+    while (!started && failures == 0) std::this_thread::yield();
+    Reader reader(client, "gunicorn");
+    int exact = 0, scrapes = 0;
+    for (; scrapes < 150; ++scrapes) {
+        Diagnostics read;
+        const std::string out = reader.render(Format::kText, read);
+        int threes = 0;
+        for (size_t at = out.find("\nreqs_total{"); at != std::string::npos;
+             at = out.find("\nreqs_total{", at + 1))
+            threes += out.compare(out.find('\n', at + 1) - 4, 4, " 3.0") == 0;
+        // The one churning series, with its own value (churnK_total K.0).
+        const size_t churn_at = out.find("\nchurn");
+        const size_t name_end = out.find("_total ", churn_at);
+        const bool churn_exact =
+            churn_at != std::string::npos && name_end != std::string::npos &&
+            out.compare(name_end + 7, out.find('\n', name_end) - name_end - 7,
+                        out.substr(churn_at + 6, name_end - churn_at - 6) + ".0") == 0;
+        exact += threes == kSeries && churn_exact;
+    }
+    done = true;
+    churn.join();
+    folder.join();
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(exact, scrapes);
+    const std::string out = render(client);
+    EXPECT_TRUE(shows(out, "reqs_total{i=\"1199\"} 3.0")) << out.substr(0, 400);
+}
+
 TEST(RedisView, AMirrorTakenForGoneGoesOnAsANewNode) {
     REQUIRE_REDIS();
     RedisServer server;
@@ -299,6 +483,106 @@ TEST(RedisView, AKeyOfAnotherTypeIsNamed) {
     reader.render(Format::kText, read);  // the scrape goes on, naming the key
     ASSERT_FALSE(read.warnings.empty());
     EXPECT_NE(read.warnings.front().find("WRONGTYPE"), std::string::npos);
+}
+
+// The values string: a header whose version changes only when series come
+// or go, then 16 bytes per slot; a freed slot is taken by the next series.
+TEST(RedisView, ValuesAreOneStringOfSlots) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "a", "a_total", 1);
+    put(dir, "counter_1.db", "b", "b_total", 2);
+    ViewMirror mirror(client, options(dir, "host"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string values_key = node::node_key("gunicorn", mirror.node(), node::kValues);
+    const std::string view = node::node_key("gunicorn", mirror.node(), node::kView);
+    auto values = [&] { return client->command({"GET", values_key}).str; };
+    std::string bytes = values();
+    ASSERT_EQ(bytes.size(), node::slot_offset(2));
+    EXPECT_EQ(bytes.substr(0, 8), node::kValuesMagic);
+    const std::string field_b = node::view_field(Store{MetricType::counter}, "",
+                                                 encode_series_key("b", "b_total", {}, {}, "help"));
+    const std::string slot_b = client->command({"HGET", view, field_b}).str;
+    ASSERT_TRUE(node::parse_slot(slot_b));
+    EXPECT_EQ(node::read_slot(bytes, *node::parse_slot(slot_b)), std::make_pair(2.0, 0.0));
+
+    Reader reader(client, "gunicorn");  // one reader: its series are kept between scrapes
+    Diagnostics read;
+    EXPECT_TRUE(shows(reader.render(Format::kText, read), "b_total 2.0"));
+    put(dir, "counter_1.db", "b", "b_total", 5);
+    EXPECT_EQ(mirror.pass(diagnostics).written, 1u);
+    std::string after = values();
+    EXPECT_EQ(after.substr(0, 16), bytes.substr(0, 16));  // the same series: the same header
+    EXPECT_TRUE(shows(reader.render(Format::kText, read), "b_total 5.0"));
+
+    // `a` goes, `c` comes: a new header, and `c` takes the slot `a` left.
+    ASSERT_EQ(::unlink(dir.file("counter_1.db").c_str()), 0);
+    put(dir, "counter_2.db", "b", "b_total", 5);
+    put(dir, "counter_2.db", "c", "c_total", 9);
+    const PassReport report = mirror.pass(diagnostics);
+    EXPECT_EQ(report.deleted, 1u);
+    after = values();
+    EXPECT_NE(after.substr(0, 16), bytes.substr(0, 16));
+    EXPECT_EQ(after.size(), bytes.size());
+    EXPECT_EQ(client->command({"HLEN", view}).integer, 2);
+    const std::string out = reader.render(Format::kText, read);
+    EXPECT_TRUE(shows(out, "c_total 9.0")) << out;
+    EXPECT_TRUE(shows(out, "b_total 5.0")) << out;
+    EXPECT_EQ(out.find("a_total"), std::string::npos) << out;
+    EXPECT_TRUE(read.warnings.empty()) << read.warnings.front();
+}
+
+// Redis lost the values but not the view (eviction of one key): the mirror's
+// next write finds no header and sends everything again.
+TEST(RedisView, LostValuesAreSentAgain) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "a", "a_total", 1);
+    put(dir, "counter_1.db", "b", "b_total", 2);
+    ViewMirror mirror(client, options(dir, "host"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    client->command({"DEL", node::node_key("gunicorn", mirror.node(), node::kValues)});
+    put(dir, "counter_1.db", "a", "a_total", 3);
+    mirror.pass(diagnostics);
+    ASSERT_FALSE(diagnostics.warnings.empty());
+    EXPECT_NE(diagnostics.warnings.back().find("Redis lost keys"), std::string::npos);
+    const std::string out = render(client);
+    EXPECT_TRUE(shows(out, "a_total 3.0")) << out;
+    EXPECT_TRUE(shows(out, "b_total 2.0")) << out;
+}
+
+TEST(RedisView, ValuesOfAnotherTypeAreNamed) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    put(dir, "counter_1.db", "reqs", "reqs_total", 5);
+    ViewMirror mirror(client, options(dir, "h"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string values = node::node_key("gunicorn", mirror.node(), node::kValues);
+    client->command({"DEL", values});
+    client->command({"HSET", values, "x", "1"});
+    put(dir, "counter_1.db", "reqs", "reqs_total", 6);
+    try {
+        mirror.pass(diagnostics);
+        FAIL() << "a hash where the values belong was written over";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(values + " is a hash, not a string"),
+                  std::string::npos)
+            << e.what();
+    }
+    Reader reader(client, "gunicorn");
+    Diagnostics read;
+    reader.render(Format::kText, read);
+    ASSERT_FALSE(read.warnings.empty());
+    EXPECT_NE(read.warnings.front().find("WRONGTYPE"), std::string::npos) << read.warnings.front();
 }
 
 }  // namespace

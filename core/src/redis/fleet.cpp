@@ -11,16 +11,19 @@ using namespace std::string_view_literals;
 
 constexpr const char* kDayMs = "86400000";
 
-// KEYS: view, marker, alive, folding. ARGV: only if expired ("1"), the
-// retired marker word. Answers "alive", "retired" (before) or "ok".
+// KEYS: view, marker, alive, folding, values, folding values. ARGV: only
+// if expired ("1"), the retired marker word. Answers "alive", "retired"
+// (before) or "ok".
 constexpr const char* kRetireScript = R"lua(
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 'alive' end
 local marker = redis.pcall('GET', KEYS[2])
 local word = ARGV[2] .. ':'
 if type(marker) == 'string' and string.sub(marker, 1, #word) == word then return 'retired' end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RENAME', KEYS[1], KEYS[4])
-  redis.call('PERSIST', KEYS[4])
+for _, pair in ipairs({{1, 4}, {5, 6}}) do
+  if redis.call('EXISTS', KEYS[pair[1]]) == 1 then
+    redis.call('RENAME', KEYS[pair[1]], KEYS[pair[2]])
+    redis.call('PERSIST', KEYS[pair[2]])
+  end
 end
 -- Kept until the fold is done (then a day): it counts the chunks taken.
 redis.call('SET', KEYS[2], word .. '0')
@@ -28,15 +31,34 @@ redis.call('DEL', KEYS[3])
 return 'ok'
 )lua";
 
-// KEYS: folding, chunk, marker. ARGV: node, fields per chunk, the retired
-// word, the chunk id field. Answers the chunk (field, value, ..., with its
-// id among them), or nothing when `folding` is empty.
+// KEYS: folding, chunk, marker, folding values. ARGV: node, fields per
+// chunk, the retired word, the chunk id field. Moves up to that many
+// fields of `folding` into `chunk`, each with its slot's value as
+// view_value text ("v", or "v t" when it has a timestamp; a field whose
+// slot is missing is dropped; without values, fields hold the text). Answers the chunk (field,
+// value, ..., with its id among them), or nothing when `folding` is empty.
 constexpr const char* kTakeScript = R"lua(
 if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return redis.call('HGETALL', KEYS[2]) end
 local word = ARGV[3] .. ':'
 local marker = redis.call('GET', KEYS[3]) or (word .. '0')
 local taken = tonumber(string.sub(marker, #word + 1)) or 0
 local limit = tonumber(ARGV[2])
+local values = redis.call('GET', KEYS[4]) or ''
+local function fmt(x)
+  if x ~= x then return 'nan' elseif x == math.huge then return 'inf'
+  elseif x == -math.huge then return '-inf' end
+  if math.floor(x) == x and math.abs(x) < 1e15 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+local function text(slot)
+  -- A node mirrored before the values key existed held the text itself.
+  if string.sub(values, 1, 8) ~= 'gpeview1' then return slot end
+  local at = 16 + 16 * (tonumber(slot) or -1)
+  if at < 16 or at + 16 > #values then return nil end
+  local v, t = struct.unpack('<d<d', values, at + 1)
+  if t ~= 0 then return fmt(v) .. ' ' .. fmt(t) end
+  return fmt(v)
+end
 local pairs_, names = {}, {}
 local cursor = '0'
 repeat
@@ -46,8 +68,11 @@ repeat
   for i = 1, #items, 2 do
     if #names < limit then
       names[#names + 1] = items[i]
-      pairs_[#pairs_ + 1] = items[i]
-      pairs_[#pairs_ + 1] = items[i + 1]
+      local value = text(items[i + 1])
+      if value then
+        pairs_[#pairs_ + 1] = items[i]
+        pairs_[#pairs_ + 1] = value
+      end
     end
   end
 until cursor == '0' or #names >= limit
@@ -114,14 +139,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 86400000)
 return 1
 )lua";
 
-// KEYS: chunk, folding, marker. ARGV: chunk id ("" for none), id field,
-// how long the marker stays once the fold is done (ms). Answers 1 when
-// the node is folded completely.
+// KEYS: chunk, folding, marker, folding values. ARGV: chunk id ("" for
+// none), id field, how long the marker stays once the fold is done (ms).
+// Answers 1 when the node is folded completely.
 constexpr const char* kDoneScript = R"lua(
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[4])
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
   return 1
 end
@@ -145,12 +171,14 @@ Reply run(Client& client, const Command& command) {
 }
 
 struct NodeKeys {
-    std::string view, marker, alive, folding, chunk;
+    std::string view, values, marker, alive, folding, folding_values, chunk;
     NodeKeys(const std::string& prefix, const std::string& node)
         : view(node::node_key(prefix, node, node::kView)),
+          values(node::node_key(prefix, node, node::kValues)),
           marker(node::node_key(prefix, node, node::kMarker)),
           alive(node::node_key(prefix, node, node::kAlive)),
           folding(node::node_key(prefix, node, node::kFolding)),
+          folding_values(node::node_key(prefix, node, node::kFoldingValues)),
           chunk(node::node_key(prefix, node, node::kChunk)) {}
 };
 
@@ -158,9 +186,10 @@ struct NodeKeys {
 // was empty.
 std::string fold_chunk(Client& client, const std::string& prefix, const std::string& node,
                        const NodeKeys& keys) {
-    const Reply taken = run(client, {"EVAL", kTakeScript, "3", keys.folding, keys.chunk,
-                                     keys.marker, node, std::to_string(kChunkFields),
-                                     std::string(node::kRetired), std::string(node::kChunkId)});
+    const Reply taken =
+        run(client, {"EVAL", kTakeScript, "4", keys.folding, keys.chunk, keys.marker,
+                     keys.folding_values, node, std::to_string(kChunkFields),
+                     std::string(node::kRetired), std::string(node::kChunkId)});
     if (taken.type != Reply::Type::kArray || taken.elements.empty()) return "";
     Command apply{"EVAL",
                   kApplyScript,
@@ -200,9 +229,9 @@ FleetReport fold_node(Client& client, const std::string& prefix, const std::stri
                       bool only_if_expired, size_t max_chunks) {
     FleetReport report;
     const NodeKeys keys(prefix, node);
-    const Reply retired =
-        run(client, {"EVAL", kRetireScript, "4", keys.view, keys.marker, keys.alive, keys.folding,
-                     only_if_expired ? "1" : "0", std::string(node::kRetired)});
+    const Reply retired = run(client, {"EVAL", kRetireScript, "6", keys.view, keys.marker,
+                                       keys.alive, keys.folding, keys.values, keys.folding_values,
+                                       only_if_expired ? "1" : "0", std::string(node::kRetired)});
     if (retired.str == "alive") return report;
     if (retired.str == "ok") report.retired = 1;
     for (size_t n = 0;; ++n) {
@@ -212,8 +241,9 @@ FleetReport fold_node(Client& client, const std::string& prefix, const std::stri
         }
         const std::string id = fold_chunk(client, prefix, node, keys);
         if (!id.empty()) ++report.chunks;
-        const Reply done = run(client, {"EVAL", kDoneScript, "3", keys.chunk, keys.folding,
-                                        keys.marker, id, std::string(node::kChunkId), kDayMs});
+        const Reply done =
+            run(client, {"EVAL", kDoneScript, "4", keys.chunk, keys.folding, keys.marker,
+                         keys.folding_values, id, std::string(node::kChunkId), kDayMs});
         if (done.integer == 1) break;
         if (id.empty()) {  // nothing taken, yet not done: a chunk of another folder
             report.more = true;

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -161,6 +162,42 @@ std::optional<std::pair<double, double>> parse_view_value(std::string_view text)
     const auto timestamp = parse_value(text.substr(space + 1));
     if (!timestamp) return std::nullopt;
     return std::pair{*value, *timestamp};
+}
+
+namespace {
+
+void put_double(std::string& out, double value) {
+    uint64_t bits = std::bit_cast<uint64_t>(value);
+    for (int i = 0; i < 8; ++i, bits >>= 8) out.push_back(static_cast<char>(bits & 0xff));
+}
+
+double get_double(std::string_view bytes) {
+    uint64_t bits = 0;
+    for (int i = 7; i >= 0; --i) bits = (bits << 8) | static_cast<unsigned char>(bytes[i]);
+    return std::bit_cast<double>(bits);
+}
+
+}  // namespace
+
+std::string values_slot(double value, double timestamp) {
+    std::string out;
+    out.reserve(kSlotBytes);
+    put_double(out, value);
+    put_double(out, timestamp);
+    return out;
+}
+
+std::optional<std::pair<double, double>> read_slot(std::string_view values, uint32_t slot) {
+    const size_t at = slot_offset(slot);
+    if (values.size() < at + kSlotBytes) return std::nullopt;
+    return std::pair{get_double(values.substr(at, 8)), get_double(values.substr(at + 8, 8))};
+}
+
+std::optional<uint32_t> parse_slot(std::string_view text) {
+    uint32_t slot = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), slot);
+    if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+    return slot;
 }
 
 }  // namespace node

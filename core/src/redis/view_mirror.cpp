@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <fstream>
 #include <system_error>
+#include <vector>
 
 #include "gpe/mmap_file.hpp"
 #include "gpe/multiprocess.hpp"
@@ -25,41 +27,64 @@ constexpr std::string_view kNodeFile = "/.gpe-node";
 // long (a few ms for 1,000 fields on a loaded machine).
 constexpr size_t kFieldsPerScript = 1000;
 
-// KEYS: view, marker, alive. ARGV: the marker expected ("" when not
-// checked), the new marker, the retired word, the alive and the data
-// deadlines (Unix ms; "" without a TTL), how many fields are set, "1" when
-// this script continues the one before it (the marker must be the one it
-// wrote), then the fields and values to set, then the fields to delete.
+// KEYS: view, values, marker, alive. ARGV: the marker expected ("" on a
+// resend), the new marker, the retired word, the alive and the data
+// deadlines (Unix ms; "" without a TTL), "1" when this script continues the
+// one before it (the marker must be the one it wrote), the values header
+// ("" when the slots did not change), the values magic, how many fields are
+// deleted and how many set, then those fields, then field and slot of each
+// set, then offset and bytes of each run of slots to write. Deletes go
+// first: a slot freed here may be taken by a field set here or later.
 // Answers {status, marker found}: "ok", "retired" (nothing written: the node
 // was folded), "broken" (nothing written: the marker is not the one the
-// script before wrote) or "wrongtype".
+// script before wrote, or the values lost their header) or {"wrongtype",
+// the type, the key}.
 constexpr const char* kWriteScript = R"lua(
-local marker = redis.pcall('GET', KEYS[2])
+local marker = redis.pcall('GET', KEYS[3])
 if type(marker) ~= 'string' then marker = false end
 local word = ARGV[3] .. ':'
 if marker and string.sub(marker, 1, #word) == word then return {'retired', marker} end
-if ARGV[7] == '1' and marker ~= ARGV[1] then return {'broken', marker} end
-local t = redis.call('TYPE', KEYS[1])
-t = type(t) == 'table' and t.ok or t
-if t ~= 'hash' and t ~= 'none' then return {'wrongtype', t} end
-local last = 7 + 2 * tonumber(ARGV[6])
-for i = 8, last, 400 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(last, i + 399)))
+if ARGV[6] == '1' and marker ~= ARGV[1] then return {'broken', marker} end
+for i, want in ipairs({'hash', 'string'}) do
+  local t = redis.call('TYPE', KEYS[i])
+  t = type(t) == 'table' and t.ok or t
+  if t ~= want and t ~= 'none' then return {'wrongtype', t, KEYS[i]} end
 end
-for i = last + 1, #ARGV, 400 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(#ARGV, i + 399)))
+if ARGV[1] ~= '' and redis.call('GETRANGE', KEYS[2], 0, #ARGV[8] - 1) ~= ARGV[8] then
+  return {'broken', marker}
+end
+local dels, sets = tonumber(ARGV[9]), tonumber(ARGV[10])
+local first_set = 11 + dels
+for i = 11, first_set - 1, 400 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(first_set - 1, i + 399)))
+end
+local runs = first_set + 2 * sets
+for i = first_set, runs - 1, 400 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(runs - 1, i + 399)))
+end
+local size = redis.call('STRLEN', KEYS[2])
+if ARGV[7] ~= '' then redis.call('SETRANGE', KEYS[2], 0, ARGV[7]) end
+for i = runs, #ARGV, 2 do redis.call('SETRANGE', KEYS[2], tonumber(ARGV[i]), ARGV[i + 1]) end
+-- SETRANGE grows a string greedily (to twice what it needs): set again
+-- whole, it takes half the memory.
+if redis.call('STRLEN', KEYS[2]) > size then
+  redis.call('SET', KEYS[2], redis.call('GET', KEYS[2]))
 end
 if ARGV[5] ~= '' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-  redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[5])
-  redis.call('SET', KEYS[3], '1', 'PXAT', ARGV[4])
+  for i = 1, 2 do redis.call('PEXPIREAT', KEYS[i], ARGV[5]) end
+  redis.call('SET', KEYS[3], ARGV[2], 'PXAT', ARGV[5])
+  redis.call('SET', KEYS[4], '1', 'PXAT', ARGV[4])
 else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[2])
-  redis.call('SET', KEYS[3], '1')
+  for i = 1, 2 do redis.call('PERSIST', KEYS[i]) end
+  redis.call('SET', KEYS[3], ARGV[2])
+  redis.call('SET', KEYS[4], '1')
 end
 return {'ok', marker}
 )lua";
+
+// A slot number read from Redis beyond this many slots per field is not
+// ours (a foreign writer): taking it would grow the values string.
+constexpr size_t kSlackSlots = 1024;
 
 // How one instance merges a store over its processes: as the fleet would
 // (store_kind's fold rules), live modes as the mode they are the live half
@@ -127,16 +152,40 @@ bool write_token(const std::string& path, const std::string& token, bool replace
 
 }  // namespace
 
+// A field of the view as this mirror last wrote it.
+struct SentField {
+    uint32_t slot;
+    std::string bytes;  // what its slot holds ("" when not known: re-learnt)
+    double value = 0;   // the value in it (for the base of a new node)
+};
+
 struct ViewMirror::State {
     explicit State(int ttl_seconds) : deadline(ttl_seconds) {}
     std::string node;
-    StringMap<std::string> sent;  // field -> the value text the view holds
-    StringMap<double> base;       // field -> subtracted (a node continued)
-    std::string marker_written;   // value of the last write that got through
+    StringMap<SentField> sent;  // field -> its slot, and what the slot holds
+    // Slots [0, slot_end) are taken or in `free_slots`. Rebuilt from the
+    // view (learn_slots) on every resend, so that a pass that failed half
+    // way never leaves two fields on one slot.
+    std::vector<uint32_t> free_slots;
+    uint32_t slot_end = 0;
+    StringMap<double> base;      // field -> subtracted (a node continued)
+    std::string marker_written;  // value of the last write that got through
     uint64_t marker_seq = 0;
     uint64_t epoch_sent = UINT64_MAX;  // connection epoch of the last full pass
     Deadline deadline;
     std::string buffer;
+
+    uint32_t take_slot() {
+        if (free_slots.empty()) return slot_end++;
+        const uint32_t slot = free_slots.back();
+        free_slots.pop_back();
+        return slot;
+    }
+    void forget_slots() {
+        sent.clear();
+        free_slots.clear();
+        slot_end = 0;
+    }
 };
 
 // A write script's part of a batch: where its part of `set` and `removed`
@@ -148,11 +197,18 @@ struct ViewMirror::Chunk {
 };
 
 struct ViewMirror::Batch {
+    struct Set {
+        std::string field;
+        uint32_t slot;
+        bool added;  // a field new to the view: its slot is written to it
+        std::string bytes;
+        double value;
+    };
     bool resend = false;
     bool refresh = false;
     StringMap<Merged> merged;
-    std::vector<std::pair<std::string, std::string>> set;  // field, value text
-    std::vector<std::string> removed;
+    std::vector<std::string> removed;  // written first (see kWriteScript)
+    std::vector<Set> set;
     std::vector<Chunk> chunks;  // one write script each, in order
     std::vector<Command> writes;
 };
@@ -206,26 +262,67 @@ void ViewMirror::merge_directory(Batch& batch, Diagnostics& diagnostics) {
     }
 }
 
+void ViewMirror::learn_slots() {
+    State& s = *state_;
+    const std::string view = node::node_key(options_.prefix, s.node, node::kView);
+    const std::vector<Reply> replies = client_->pipeline({{"TYPE", view}, {"HGETALL", view}});
+    const std::string& type = replies[0].str;
+    if (type != "hash" && type != "none")
+        throw Error(Error::Kind::kServer,
+                    concat("mirror write refused: ", view, " is a ", type, ", not a hash"));
+    s.forget_slots();
+    const Reply& fields = replies[1];
+    if (fields.is_error())
+        throw Error(Error::Kind::kServer, "reading the view failed: " + fields.str);
+    const size_t limit = fields.elements.size() / 2 + kSlackSlots;
+    std::vector<bool> taken;
+    for (size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+        const auto slot = node::parse_slot(fields.elements[i + 1].str);
+        // Not a slot of ours, or one taken twice: the field is deleted.
+        if (slot && *slot < limit && (*slot >= taken.size() || !taken[*slot])) {
+            if (*slot >= taken.size()) taken.resize(*slot + 1, false);
+            taken[*slot] = true;
+            s.sent.emplace(fields.elements[i].str, SentField{*slot, "", 0});
+        } else {
+            s.sent.emplace(fields.elements[i].str, SentField{UINT32_MAX, "", 0});
+        }
+    }
+    s.slot_end = static_cast<uint32_t>(taken.size());
+    for (uint32_t slot = s.slot_end; slot-- > 0;) {
+        if (!taken[slot]) s.free_slots.push_back(slot);
+    }
+}
+
 void ViewMirror::build(Batch& batch) {
     State& s = *state_;
+    for (const auto& item : s.sent) {
+        auto merged = batch.merged.find(item.first);
+        if (merged == batch.merged.end() || item.second.slot == UINT32_MAX)
+            batch.removed.push_back(item.first);
+    }
+    for (const std::string& field : batch.removed) {
+        const uint32_t slot = s.sent.find(field)->second.slot;
+        if (slot != UINT32_MAX) s.free_slots.push_back(slot);
+    }
     for (const auto& [field, merged] : batch.merged) {
         double value = merged.value;
         if (auto base = s.base.find(field); base != s.base.end()) value -= base->second;
-        std::string text = node::view_value(merged.store, value, merged.timestamp);
+        std::string bytes = node::values_slot(value, merged.timestamp);
         auto sent = s.sent.find(field);
-        if (batch.resend || sent == s.sent.end() || sent->second != text)
-            batch.set.emplace_back(field, std::move(text));
-    }
-    for (const auto& item : s.sent) {
-        if (!batch.merged.contains(item.first)) batch.removed.push_back(item.first);
+        const bool added = sent == s.sent.end() || sent->second.slot == UINT32_MAX;
+        if (added) {
+            batch.set.push_back({field, s.take_slot(), true, std::move(bytes), value});
+        } else if (batch.resend || sent->second.bytes != bytes) {
+            batch.set.push_back({field, sent->second.slot, false, std::move(bytes), value});
+        }
     }
     std::string expected = batch.resend ? "" : s.marker_written;
     size_t set_at = 0;
     size_t removed_at = 0;
     do {
-        const size_t set_end = std::min(batch.set.size(), set_at + kFieldsPerScript);
-        const size_t removed_end =
-            std::min(batch.removed.size(), removed_at + kFieldsPerScript - (set_end - set_at));
+        const size_t removed_end = std::min(batch.removed.size(), removed_at + kFieldsPerScript);
+        const size_t set_end =
+            std::min(batch.set.size(), set_at + kFieldsPerScript - (removed_end - removed_at));
         Chunk chunk{set_end, removed_end, concat(s.node, ":", std::to_string(++s.marker_seq))};
         batch.writes.push_back(write_command(batch, set_at, removed_at, chunk, expected));
         expected = chunk.marker;
@@ -240,19 +337,44 @@ Command ViewMirror::write_command(const Batch& batch, size_t set_at, size_t remo
     const State& s = *state_;
     const bool expires = s.deadline.enabled();
     const long long alive_at = expires ? std::stoll(s.deadline.text()) : 0;
-    Command write{"EVAL", kWriteScript, "3", node::node_key(options_.prefix, s.node, node::kView),
+    std::vector<const Batch::Set*> added;
+    std::vector<const Batch::Set*> slots;  // by slot, for runs
+    for (size_t i = set_at; i < chunk.set_end; ++i) {
+        if (batch.set[i].added) added.push_back(&batch.set[i]);
+        slots.push_back(&batch.set[i]);
+    }
+    // The slots change for a reader when a field comes or goes, and with
+    // every resend (the mirror learnt them again).
+    const bool changed = !added.empty() || chunk.removed_end > removed_at ||
+                         (batch.resend && set_at == 0 && removed_at == 0);
+    Command write{"EVAL", kWriteScript, "4", node::node_key(options_.prefix, s.node, node::kView),
+                  node::node_key(options_.prefix, s.node, node::kValues),
                   node::node_key(options_.prefix, s.node, node::kMarker),
                   node::node_key(options_.prefix, s.node, node::kAlive), expected, chunk.marker,
                   std::string(node::kRetired), expires ? std::to_string(alive_at) : "",
                   // The data outlives the node by a TTL: time for any agent
                   // to fold it after its deadline passed.
                   expires ? std::to_string(alive_at + options_.ttl_seconds * 1000LL) : "",
-                  std::to_string(chunk.set_end - set_at), set_at || removed_at ? "1" : ""};
-    for (size_t i = set_at; i < chunk.set_end; ++i) {
-        write.push_back(batch.set[i].first);
-        write.push_back(batch.set[i].second);
-    }
+                  set_at || removed_at ? "1" : "",
+                  changed ? concat(node::kValuesMagic, new_keyset_version().substr(0, 8)) : "",
+                  std::string(node::kValuesMagic), std::to_string(chunk.removed_end - removed_at),
+                  std::to_string(added.size())};
     for (size_t i = removed_at; i < chunk.removed_end; ++i) write.push_back(batch.removed[i]);
+    for (const Batch::Set* item : added) {
+        write.push_back(item->field);
+        write.push_back(std::to_string(item->slot));
+    }
+    std::sort(slots.begin(), slots.end(),
+              [](const Batch::Set* a, const Batch::Set* b) { return a->slot < b->slot; });
+    for (size_t i = 0; i < slots.size();) {  // one SETRANGE per run of slots
+        write.push_back(std::to_string(node::slot_offset(slots[i]->slot)));
+        std::string run = slots[i]->bytes;
+        size_t j = i + 1;
+        for (; j < slots.size() && slots[j]->slot == slots[j - 1]->slot + 1; ++j)
+            run += slots[j]->bytes;
+        write.push_back(std::move(run));
+        i = j;
+    }
     return write;
 }
 
@@ -263,17 +385,16 @@ ViewMirror::Written ViewMirror::apply(Batch& batch, const std::vector<Reply>& re
     size_t removed_at = 0;
     for (size_t i = 0; i < batch.chunks.size(); ++i) {
         const Reply& answer = replies[i];
-        if (answer.is_error() || answer.type != Reply::Type::kArray ||
-            answer.elements.size() != 2) {
+        if (answer.is_error() || answer.type != Reply::Type::kArray || answer.elements.size() < 2) {
             throw Error(Error::Kind::kServer,
                         "mirror write failed: " + (answer.is_error() ? answer.str : "bad reply"));
         }
         const std::string& status = answer.elements[0].str;
-        if (status == "wrongtype") {
+        if (status == "wrongtype" && answer.elements.size() == 3) {
+            const bool view = answer.elements[2].str.ends_with(node::kView);
             throw Error(Error::Kind::kServer,
-                        concat("mirror write refused: ",
-                               node::node_key(options_.prefix, s.node, node::kView), " is a ",
-                               answer.elements[1].str, ", not a hash"));
+                        concat("mirror write refused: ", answer.elements[2].str, " is a ",
+                               answer.elements[1].str, ", not a ", view ? "hash" : "string"));
         }
         // The parts before went through: they are in the view (or in what
         // was folded of it), so `sent` has them.
@@ -286,10 +407,12 @@ ViewMirror::Written ViewMirror::apply(Batch& batch, const std::vector<Reply>& re
         }
         const Chunk& chunk = batch.chunks[i];
         s.marker_written = chunk.marker;
-        for (; set_at < chunk.set_end; ++set_at)
-            s.sent[batch.set[set_at].first] = std::move(batch.set[set_at].second);
         for (; removed_at < chunk.removed_end; ++removed_at)
             s.sent.erase(batch.removed[removed_at]);
+        for (; set_at < chunk.set_end; ++set_at) {
+            Batch::Set& item = batch.set[set_at];
+            s.sent[item.field] = SentField{item.slot, std::move(item.bytes), item.value};
+        }
     }
     return lost ? Written::kLost : Written::kAll;
 }
@@ -302,6 +425,7 @@ PassReport ViewMirror::pass(Diagnostics& diagnostics) {
     batch.resend = epoch_before != s.epoch_sent;
     batch.refresh = s.deadline.due(batch.resend);
     if (batch.refresh) s.deadline.renew(*client_);
+    if (batch.resend) learn_slots();
     merge_directory(batch, diagnostics);
     build(batch);
 
@@ -311,6 +435,9 @@ PassReport ViewMirror::pass(Diagnostics& diagnostics) {
         commands.push_back({"ZADD", node::fleet_key(options_.prefix, node::kNodes),
                             s.deadline.enabled() ? s.deadline.text() : "+inf", s.node});
     }
+    // A pass that fails half way leaves the slots in doubt: the next one
+    // learns them again.
+    s.epoch_sent = UINT64_MAX;
     const std::vector<Reply> replies = client_->pipeline(commands);  // throws on failure
     const PassReport report{batch.set.size(), batch.removed.size(), commands.size(), batch.refresh};
     const Written written = apply(batch, replies);
@@ -347,17 +474,16 @@ void ViewMirror::start_new_node(Diagnostics& diagnostics) {
                                 " was folded into the fleet archive before this mirror sent "
                                 "anything; its counts may be counted twice"));
     }
-    for (const auto& [field, text] : s.sent) {
+    for (const auto& [field, sent] : s.sent) {
         const auto parsed = node::parse_view_field(field);
-        const auto value = node::parse_view_value(text);
-        if (!parsed || !value || fleet_fold_rule(parsed->store) != Fold::sum) continue;
-        s.base[field] += value->first;
+        if (!parsed || sent.bytes.empty() || fleet_fold_rule(parsed->store) != Fold::sum) continue;
+        s.base[field] += sent.value;
     }
     const std::string old = s.node;
     const std::string token = new_keyset_version().substr(0, 16);
     write_token(options_.directory + std::string(kNodeFile), token, true);
     s.node = node::node_id(options_.instance, token);
-    s.sent.clear();
+    s.forget_slots();
     s.marker_written.clear();
     s.epoch_sent = UINT64_MAX;
     diagnostics.warn(concat("node ", old,
@@ -376,7 +502,7 @@ void ViewMirror::retire(Diagnostics& diagnostics) {
     }
     ::unlink((options_.directory + std::string(kNodeFile)).c_str());
     s.node.clear();
-    s.sent.clear();
+    s.forget_slots();
     s.base.clear();
 }
 

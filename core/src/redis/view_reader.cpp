@@ -30,11 +30,22 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {redis.call('ZRANGE', KEYS[1], 0, -1),
         redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 16)}
 )lua";
-// KEYS: view, folding, chunk, marker.
-constexpr const char* kNodeScript = R"lua(#!lua flags=no-writes
+// A node's keys are read by plain commands, trusted when a guard read
+// before them equals the one read after them (so nothing that matters was
+// written between); when a writer keeps changing them, by a script (which
+// costs the server more: it copies every reply into Lua and back).
+constexpr int kPlainRounds = 2;
+// KEYS: view, values, marker: a live node whose series changed. Its guard
+// is the version of its values, which every change of its series renews.
+constexpr const char* kSeriesScript = R"lua(#!lua flags=no-writes
+return {redis.pcall('HGETALL', KEYS[1]), redis.pcall('GET', KEYS[2]), redis.pcall('GET', KEYS[3])}
+)lua";
+// KEYS: folding, folding values, chunk, marker: a retired node. Its guard
+// is the marker, which counts the chunks taken.
+constexpr const char* kRetiredScript = R"lua(#!lua flags=no-writes
+local kinds = {'HGETALL', 'GET', 'HGETALL', 'GET'}
 local out = {}
-for i = 1, 3 do out[i] = redis.pcall('HGETALL', KEYS[i]) end
-out[4] = redis.pcall('GET', KEYS[4])
+for i = 1, 4 do out[i] = redis.pcall(kinds[i], KEYS[i]) end
 return out
 )lua";
 // KEYS: archive, applied. ARGV: chunk ids. Answers the archive, then 1 for
@@ -45,14 +56,7 @@ for i = 1, #ARGV do out[i + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i]) and 1 or
 return out
 )lua";
 
-struct NodeState {
-    const std::string* node;
-    const Reply* view = nullptr;
-    const Reply* folding = nullptr;
-    const Reply* chunk = nullptr;
-    long long taken = -1;  // chunks taken so far, for a retired node
-    std::string chunk_id;  // the chunk's, when one is there
-};
+const Reply kNone{Reply::Type::kNil, {}, 0, {}};
 
 std::string chunk_id_of(const Reply& chunk) {
     for (size_t i = 0; i + 1 < chunk.elements.size(); i += 2) {
@@ -71,25 +75,22 @@ long long taken_of(const Reply& marker) {
     }
 }
 
-std::vector<Command> live_reads(const std::string& prefix, const Reply& nodes) {
-    std::vector<Command> batch;
-    batch.reserve(2 * nodes.elements.size());
-    for (const Reply& item : nodes.elements) {
-        batch.push_back({"HGETALL", node::node_key(prefix, item.str, node::kView)});
-        batch.push_back({"GET", node::node_key(prefix, item.str, node::kMarker)});
-    }
-    return batch;
+// The version in a values string's header, or nothing when it has none.
+std::optional<std::string_view> version_of(const Reply& values) {
+    if (values.type != Reply::Type::kString || values.str.size() < node::kValuesHeader ||
+        !values.str.starts_with(node::kValuesMagic))
+        return std::nullopt;
+    return std::string_view(values.str)
+        .substr(node::kValuesMagic.size(), node::kValuesHeader - node::kValuesMagic.size());
 }
 
-std::vector<Command> whole_reads(const std::string& prefix, const Reply& nodes,
-                                 const std::vector<size_t>& retired) {
-    std::vector<Command> whole;
-    for (size_t i : retired) {
-        whole.push_back({"EVAL", kNodeScript, "4"});
-        for (std::string_view what : {node::kView, node::kFolding, node::kChunk, node::kMarker})
-            whole.back().push_back(node::node_key(prefix, nodes.elements[i].str, what));
-    }
-    return whole;
+std::string key_of(const std::string& prefix, const std::string& node, std::string_view what) {
+    return node::node_key(prefix, node, what);
+}
+
+const Reply& checked(const Reply& reply, std::string_view what) {
+    if (reply.is_error()) throw Error(Error::Kind::kServer, concat(what, " failed: ", reply.str));
+    return reply;
 }
 
 Command archive_read(const std::string& prefix, const std::vector<std::string>& asked) {
@@ -100,12 +101,37 @@ Command archive_read(const std::string& prefix, const std::vector<std::string>& 
     return archive;
 }
 
-const Reply& checked(const Reply& reply, std::string_view what) {
-    if (reply.is_error()) throw Error(Error::Kind::kServer, concat(what, " failed: ", reply.str));
-    return reply;
+// The `k`th group of `per` replies: of plain commands, or the parts of a
+// script's answer.
+std::vector<Reply*> group_of(const std::vector<Reply*>& replies, size_t k, size_t per,
+                             bool script) {
+    std::vector<Reply*> group;
+    if (!script) {
+        for (size_t j = 0; j < per; ++j) group.push_back(replies[k * per + j]);
+        return group;
+    }
+    Reply& answer = *replies[k];
+    checked(answer, "reading a node");
+    if (answer.type != Reply::Type::kArray || answer.elements.size() != per)
+        throw Error(Error::Kind::kProtocol, "unexpected reply reading a node");
+    for (Reply& part : answer.elements) group.push_back(&part);
+    return group;
 }
 
 }  // namespace
+
+// What one read found of a node.
+struct FleetSnapshot::NodeRead {
+    const std::string* name = nullptr;
+    std::string guard;  // the version of its values (live) or its marker (retired)
+    const Reply* values = &kNone;
+    bool retired = false;
+    const Reply* folding = &kNone;
+    const Reply* folding_values = &kNone;
+    const Reply* chunk = &kNone;
+    long long taken = -1;  // chunks taken so far, for a retired node
+    std::string chunk_id;  // the chunk's, when one is there
+};
 
 Command FleetSnapshot::nodes_command(const std::string& prefix) {
     return {"EVAL", kNodesScript, "1", node::fleet_key(prefix, node::kNodes)};
@@ -140,59 +166,70 @@ void FleetSnapshot::read(Client& client, const std::string& prefix, Reply nodes,
         "chunk of one twice");
 }
 
+std::vector<Reply*> FleetSnapshot::pipelined(Client& client, const std::vector<Command>& commands,
+                                             size_t per_node) {
+    std::vector<Reply*> out;
+    out.reserve(commands.size());
+    const size_t step = per_node * kNodesPerBatch;
+    for (size_t first = 0; first < commands.size(); first += step) {
+        const auto begin = commands.begin() + static_cast<std::ptrdiff_t>(first);
+        const auto end =
+            commands.begin() + static_cast<std::ptrdiff_t>(std::min(commands.size(), first + step));
+        replies_.push_back(client.pipeline({begin, end}));
+        for (Reply& reply : replies_.back()) out.push_back(&reply);
+    }
+    commands_ += commands.size();
+    return out;
+}
+
 bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const Reply& nodes,
                               Diagnostics& diagnostics) {
-    // #lizard forgives: the protocol's read order in one place (fleet.hpp)
     replies_.clear();
     sources_.clear();
     fields_ = 0;
-    // A live node in one command: its view, then its marker. A marker that
-    // is not "retired" was read after the view, so no retire (which renames
-    // the view) came between them. A retired node is read again whole, in
-    // one script.
-    std::vector<const Reply*> live;  // view, marker of each node
-    live.reserve(2 * nodes.elements.size());
-    const std::vector<Command> reads = live_reads(prefix, nodes);
-    for (size_t first = 0; first < reads.size(); first += 2 * kNodesPerBatch) {
-        const auto end = reads.begin() + static_cast<std::ptrdiff_t>(
-                                             std::min(reads.size(), first + 2 * kNodesPerBatch));
-        replies_.push_back(
-            client.pipeline({reads.begin() + static_cast<std::ptrdiff_t>(first), end}));
-        for (const Reply& reply : replies_.back()) live.push_back(&reply);
+    ++reads_;
+    // A live node in one round trip's share: its values, then its marker. A
+    // marker that is not "retired" was read after the values, so no retire
+    // (which renames them) came between. The series of the values' version
+    // are known from a scrape before, or read now (read_series).
+    std::vector<Command> reads;
+    reads.reserve(2 * nodes.elements.size());
+    for (const Reply& item : nodes.elements) {
+        reads.push_back({"GET", key_of(prefix, item.str, node::kValues)});
+        reads.push_back({"GET", key_of(prefix, item.str, node::kMarker)});
     }
-    commands_ += reads.size();
-    std::vector<size_t> retired;  // indexes into nodes.elements
+    const std::vector<Reply*> live = pipelined(client, reads, 2);
+    std::vector<NodeRead> found;
+    std::vector<size_t> stale;  // live nodes whose series are read again
     for (size_t i = 0; i < nodes.elements.size(); ++i) {
-        if (taken_of(*live[2 * i + 1]) >= 0) retired.push_back(i);
-    }
-    const std::vector<Command> whole = whole_reads(prefix, nodes, retired);
-    const Reply* whole_replies = nullptr;
-    if (!whole.empty()) {
-        replies_.push_back(client.pipeline(whole));
-        whole_replies = replies_.back().data();
-    }
-    commands_ += whole.size();
-
-    static const Reply kNone{Reply::Type::kArray, {}, 0, {}};
-    std::vector<NodeState> states;
-    std::vector<std::string> asked;  // chunk ids whose fold is asked for
-    for (size_t i = 0, r = 0; i < nodes.elements.size(); ++i) {
-        if (r < retired.size() && retired[r] == i) {
-            const Reply& exec = checked(whole_replies[r++], "reading a node");
-            if (exec.type != Reply::Type::kArray || exec.elements.size() != 4) continue;
-            NodeState state{&nodes.elements[i].str,     &exec.elements[0],
-                            &exec.elements[1],          &exec.elements[2],
-                            taken_of(exec.elements[3]), chunk_id_of(exec.elements[2])};
-            if (state.taken >= 0) {
-                if (!state.chunk_id.empty()) asked.push_back(state.chunk_id);
-                asked.push_back(concat(*state.node, "#", std::to_string(state.taken)));
-            }
-            states.push_back(std::move(state));
+        NodeRead& read = found.emplace_back();
+        read.name = &nodes.elements[i].str;
+        if (taken_of(*live[2 * i + 1]) >= 0) {
+            read.retired = true;
+            read.guard = live[2 * i + 1]->str;
             continue;
         }
-        const Reply& view = *live[2 * i];  // an error is named by add_fields
-        states.push_back(NodeState{&nodes.elements[i].str, &view, &kNone, &kNone, -1, {}});
+        read.values = live[2 * i];
+        const auto version = version_of(*read.values);
+        if (!version) continue;  // no values yet, or not ours: said below
+        read.guard = *version;
+        const auto cached = nodes_.find(*read.name);
+        if (cached == nodes_.end() || cached->second.version != *version) stale.push_back(i);
     }
+    read_series(client, prefix, found, stale);
+    read_retired(client, prefix, found);
+
+    std::vector<std::string> asked;  // chunk ids whose fold is asked for
+    for (NodeRead& read : found) {
+        if (!read.retired) {
+            if (auto cached = nodes_.find(*read.name); cached != nodes_.end())
+                cached->second.seen = reads_;
+        } else if (read.taken >= 0) {
+            if (!read.chunk_id.empty()) asked.push_back(read.chunk_id);
+            asked.push_back(concat(*read.name, "#", std::to_string(read.taken)));
+        }
+    }
+    std::erase_if(nodes_, [this](const auto& item) { return item.second.seen != reads_; });
 
     // Without a node being folded, the archive alone (one command is one
     // moment); with one, the archive and the chunks' scores at one moment.
@@ -211,23 +248,182 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
         if (exec.elements[i + 1].integer == 1) applied[asked[i]] = true;
     }
 
-    for (const NodeState& state : states) {
+    for (const NodeRead& read : found) {
         // A chunk taken after the node was read is in the archive read after
         // it, and in the node's `folding` as read: read again.
-        if (state.taken >= 0 &&
-            applied.contains(concat(*state.node, "#", std::to_string(state.taken))))
+        if (read.taken >= 0 &&
+            applied.contains(concat(*read.name, "#", std::to_string(read.taken))))
             return false;
-        ViewSource source{concat("Redis node ", *state.node), {}};
-        add_fields(source, *state.view, false, diagnostics, "view");
-        add_fields(source, *state.folding, true, diagnostics, "folding");
-        if (state.chunk_id.empty() || !applied.contains(state.chunk_id))
-            add_fields(source, *state.chunk, true, diagnostics, "chunk");
+        ViewSource source{concat("Redis node ", *read.name), {}};
+        if (!read.retired) {
+            if (auto cached = nodes_.find(*read.name); cached != nodes_.end()) {
+                add_cached(source, cached->second, *read.values, diagnostics);
+            } else if (read.values->type != Reply::Type::kNil) {
+                add_slotted(source, kNone, *read.values, diagnostics, "values");
+            }
+        } else {
+            add_slotted(source, *read.folding, *read.folding_values, diagnostics, "folding");
+            if (read.chunk_id.empty() || !applied.contains(read.chunk_id))
+                add_fields(source, *read.chunk, true, diagnostics, "chunk");
+        }
         sources_.push_back(std::move(source));
     }
     ViewSource folded{concat("Redis ", node::fleet_key(prefix, node::kArchive)), {}};
     add_fields(folded, exec.elements[0], true, diagnostics, "archive");
     sources_.push_back(std::move(folded));
     return true;
+}
+
+void FleetSnapshot::read_series(Client& client, const std::string& prefix,
+                                std::vector<NodeRead>& found, std::vector<size_t> stale) {
+    for (int round = 0; !stale.empty(); ++round) {
+        const bool script = round == kPlainRounds;
+        std::vector<Command> reads;
+        for (size_t i : stale) {
+            const std::string& name = *found[i].name;
+            std::string view = key_of(prefix, name, node::kView);
+            std::string values = key_of(prefix, name, node::kValues);
+            std::string marker = key_of(prefix, name, node::kMarker);
+            if (script) {
+                reads.push_back({"EVAL", kSeriesScript, "3", view, values, marker});
+            } else {
+                reads.push_back({"HGETALL", view});
+                reads.push_back({"GET", values});
+                reads.push_back({"GET", marker});
+            }
+        }
+        const std::vector<Reply*> answers = pipelined(client, reads, script ? 1 : 3);
+        std::vector<size_t> again;
+        for (size_t k = 0; k < stale.size(); ++k) {
+            NodeRead& read = found[stale[k]];
+            const auto group = group_of(answers, k, 3, script);
+            if (taken_of(*group[2]) >= 0) {  // retired meanwhile
+                read.retired = true;
+                read.guard = group[2]->str;
+                continue;
+            }
+            read.values = group[1];
+            const auto version = version_of(*read.values);
+            if (!version) continue;        // gone meanwhile, or not ours: said when added
+            if (*version != read.guard) {  // the series changed while read
+                read.guard = *version;
+                again.push_back(stale[k]);
+                continue;
+            }
+            CachedNode& cached = nodes_[*read.name];
+            cached.version = *version;
+            cached.view = std::move(*group[0]);
+            parse_series(cached.view, concat("Redis node ", *read.name), cached);
+        }
+        stale = std::move(again);
+    }
+}
+
+void FleetSnapshot::read_retired(Client& client, const std::string& prefix,
+                                 std::vector<NodeRead>& found) {
+    std::vector<size_t> retired;
+    for (size_t i = 0; i < found.size(); ++i) {
+        if (found[i].retired) retired.push_back(i);
+    }
+    for (int round = 0; !retired.empty(); ++round) {
+        const bool script = round == kPlainRounds;
+        std::vector<Command> reads;
+        for (size_t i : retired) {
+            const std::string& name = *found[i].name;
+            std::vector<std::string> keys;
+            for (std::string_view what :
+                 {node::kFolding, node::kFoldingValues, node::kChunk, node::kMarker})
+                keys.push_back(key_of(prefix, name, what));
+            if (script) {
+                reads.push_back({"EVAL", kRetiredScript, "4", keys[0], keys[1], keys[2], keys[3]});
+            } else {
+                reads.push_back({"HGETALL", keys[0]});
+                reads.push_back({"GET", keys[1]});
+                reads.push_back({"HGETALL", keys[2]});
+                reads.push_back({"GET", keys[3]});
+            }
+        }
+        const std::vector<Reply*> answers = pipelined(client, reads, script ? 1 : 4);
+        std::vector<size_t> again;
+        for (size_t k = 0; k < retired.size(); ++k) {
+            NodeRead& read = found[retired[k]];
+            const auto group = group_of(answers, k, 4, script);
+            if (!script && group[3]->str != read.guard) {  // a chunk was taken while read
+                read.guard = group[3]->str;
+                again.push_back(retired[k]);
+                continue;
+            }
+            read.folding = group[0];
+            read.folding_values = group[1];
+            read.chunk = group[2];
+            read.taken = taken_of(*group[3]);
+            read.chunk_id = chunk_id_of(*group[2]);
+        }
+        retired = std::move(again);
+    }
+}
+
+void FleetSnapshot::parse_series(const Reply& view, const std::string& origin, CachedNode& into) {
+    into.entries.clear();
+    into.warnings.clear();
+    if (view.is_error()) {
+        into.warnings.push_back(concat("skipped the view of ", origin, ": ", view.str));
+        return;
+    }
+    for (size_t i = 0; i + 1 < view.elements.size(); i += 2) {
+        const std::string& field = view.elements[i].str;
+        const auto parsed = node::parse_view_field(field);
+        const auto slot = node::parse_slot(view.elements[i + 1].str);
+        if (!parsed || !slot) {
+            into.warnings.push_back(concat("skipped field ", field.substr(0, 200),
+                                           " of the view of ", origin,
+                                           ": not of the instance layout"));
+            continue;
+        }
+        into.entries.push_back({field, parsed->store, parsed->process, parsed->json, *slot});
+    }
+}
+
+void FleetSnapshot::add_cached(ViewSource& source, const CachedNode& cached, const Reply& values,
+                               Diagnostics& diagnostics) {
+    for (const std::string& warning : cached.warnings) diagnostics.warn(warning);
+    size_t missing = 0;
+    source.samples.reserve(source.samples.size() + cached.entries.size());
+    for (const CachedNode::Entry& entry : cached.entries) {
+        const auto slot = node::read_slot(values.str, entry.slot);
+        if (!slot) {
+            ++missing;
+            continue;
+        }
+        source.samples.push_back(ViewSample{entry.field, entry.store, entry.process, entry.json,
+                                            slot->first, slot->second});
+        ++fields_;
+    }
+    if (missing > 0) {
+        diagnostics.warn(concat("skipped ", std::to_string(missing), " series of ", source.origin,
+                                ": their slots are past the end of its values"));
+    }
+}
+
+void FleetSnapshot::add_slotted(ViewSource& source, const Reply& hash, const Reply& values,
+                                Diagnostics& diagnostics, std::string_view key) {
+    if (values.is_error() || (values.type != Reply::Type::kNil && !version_of(values))) {
+        diagnostics.warn(concat("skipped the ", key, " of ", source.origin, ": its values are ",
+                                values.is_error() ? values.str : "not of the instance layout"));
+        return;
+    }
+    if (values.type == Reply::Type::kNil) {
+        // Mirrored before the values key existed: the fields hold the text.
+        add_fields(source, hash, true, diagnostics, key);
+        return;
+    }
+    // What is left of a gone node: only what the archive keeps of it.
+    CachedNode series;
+    parse_series(hash, source.origin, series);
+    std::erase_if(series.entries, [](const CachedNode::Entry& entry) {
+        return fleet_fold_rule(entry.store) == Fold::drop;
+    });
+    add_cached(source, series, values, diagnostics);
 }
 
 void FleetSnapshot::add_fields(ViewSource& source, const Reply& hash, bool only_kept,

@@ -9,22 +9,23 @@
 // steps are idempotent, so that two agents folding the same node at once
 // fold it exactly once, and one that dies half-way leaves nothing lost:
 //
-//   1. retire (node's slot): the view is renamed to `folding`, the marker
-//      becomes "retired:0" (a mirror that finds it there knows it was taken
-//      for dead);
+//   1. retire (node's slot): the view is renamed to `folding` (and its
+//      values to `folding_values`), the marker becomes "retired:0" (a
+//      mirror that finds it there knows it was taken for dead);
 //   2. take (node's slot): up to kChunkFields fields move from `folding` to
-//      `chunk`, under the id {node}#{T}, T counted in the marker; a chunk
-//      taken before and not yet done is answered again;
+//      `chunk`, each with its value as text, under the id {node}#{T}, T
+//      counted in the marker; a chunk taken before and not yet done is
+//      answered again;
 //   3. apply (fleet's slot): the chunk is folded into the archive unless its
 //      id is in `applied` already, and its id is added there;
 //   4. done (node's slot): the chunk is deleted; back to 2 until `folding`
 //      is empty, then the node leaves the node set.
 //
-// A reader reads each node (view, folding, chunk and marker in one
-// transaction) before the archive (with the `applied` scores of the chunks
-// it saw and of the next one), so that a chunk is counted exactly once: a
-// chunk applied already is skipped, and a chunk taken after the node was
-// read makes the read start again.
+// A reader reads each node (its values and marker; once retired, all of
+// its keys in one script) before the archive (with the `applied` scores of
+// the chunks it saw and of the next one), so that a chunk is counted
+// exactly once: a chunk applied already is skipped, and a chunk taken
+// after the node was read makes the read start again.
 #pragma once
 
 #include <string>

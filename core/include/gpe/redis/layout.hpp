@@ -104,14 +104,26 @@ std::string glob_escape(std::string_view text);
 // share the hash tag {node}, so that its transaction and its read land in
 // one slot of a Redis Cluster:
 //
-//   {prefix}:{node}:view      hash: the instance's merge, one field per series
-//                             (view_field) holding its value (view_value)
+//   {prefix}:{node}:view      hash: the instance's series, one field per
+//                             series (view_field) holding its slot number
+//   {prefix}:{node}:values    string: a header (kValuesMagic, then 8 bytes
+//                             that change whenever `view` does), then 16
+//                             bytes per slot: value and timestamp, doubles,
+//                             little-endian (values_slot)
 //   {prefix}:{node}:marker    the mirror's marker (as marker_key); "retired"
 //                             once the node was retired
 //   {prefix}:{node}:alive     exists while the node is live (expires at its
 //                             deadline; the data keys a TTL later)
 //   {prefix}:{node}:folding   the view of a retired node, being folded
-//   {prefix}:{node}:chunk     hash: the part of it being moved now, and its id
+//   {prefix}:{node}:folding_values  and its values
+//   {prefix}:{node}:chunk     hash: the part of it being moved now, in view
+//                             fields holding view_value text, and its id
+//
+// Why two keys: a scrape reads a node in one GET of its values (a copy on
+// the server, microseconds) and parses the series of `view` only when its
+// header says they changed; a hash of values cost the server a field walk
+// and the reader a parse of every field on every scrape. The mirror writes
+// what changed, as SETRANGE of its slots.
 //
 // and the fleet's keys share the tag {fleet}:
 //
@@ -125,7 +137,9 @@ namespace node {
 inline constexpr std::string_view kView = "view";
 inline constexpr std::string_view kMarker = "marker";
 inline constexpr std::string_view kAlive = "alive";
+inline constexpr std::string_view kValues = "values";
 inline constexpr std::string_view kFolding = "folding";
+inline constexpr std::string_view kFoldingValues = "folding_values";
 inline constexpr std::string_view kChunk = "chunk";
 inline constexpr std::string_view kNodes = "nodes";
 inline constexpr std::string_view kArchive = "archive";
@@ -155,6 +169,19 @@ std::optional<ViewField> parse_view_field(std::string_view field);
 // "{value}", or "{value} {timestamp}" for the stores that merge by time.
 std::string view_value(Store store, double value, double timestamp);
 std::optional<std::pair<double, double>> parse_view_value(std::string_view text);
+
+// The values string: kValuesHeader bytes (the magic, then the version of the
+// slots), then kSlotBytes per slot.
+inline constexpr std::string_view kValuesMagic = "gpeview1";
+inline constexpr size_t kValuesHeader = 16;
+inline constexpr size_t kSlotBytes = 16;
+constexpr size_t slot_offset(uint32_t slot) { return kValuesHeader + kSlotBytes * slot; }
+// A slot's 16 bytes.
+std::string values_slot(double value, double timestamp);
+// The slot's value and timestamp, or nothing when `values` is too short.
+std::optional<std::pair<double, double>> read_slot(std::string_view values, uint32_t slot);
+// The slot number a view field holds, or nothing when it is not one.
+std::optional<uint32_t> parse_slot(std::string_view text);
 }  // namespace node
 
 // Values as Redis stores them: shortest text that reads back exactly

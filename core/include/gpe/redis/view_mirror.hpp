@@ -2,10 +2,11 @@
 // merges the directory as prometheus_client merges one instance's files
 // (counters, histograms, summaries and sum gauges added up over its
 // processes and its archive; min/max/mostrecent gauges reduced; all/liveall
-// gauges kept per process) and sends the fields of that merge that changed,
-// in one server-side script (a large pass, such as the first, in scripts of
-// 1,000 fields: a reader may see such a pass half done), and a scrape of the
-// fleet reads one hash per instance.
+// gauges kept per process) and sends the values of that merge that changed,
+// as SETRANGE of their slots, with the series that came or went, in one
+// server-side script (a large pass, such as the first, in scripts of 1,000
+// fields: a reader may see such a pass half done); a scrape of the fleet
+// reads one string of values per instance.
 //
 // The node's id is kept in the directory ({directory}/.gpe-node): another
 // process taking the mirror over, or a restarted agent, continues the same
@@ -41,6 +42,8 @@ class ViewMirror final : public Publisher {
     struct Batch;
     struct Chunk;
     void load_node();
+    // The view's fields and slots as Redis has them (a resend starts there).
+    void learn_slots();
     void merge_directory(Batch& batch, Diagnostics& diagnostics);
     // What changed, as write scripts of at most kFieldsPerScript fields.
     void build(Batch& batch);
