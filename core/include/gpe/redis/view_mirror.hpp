@@ -4,7 +4,7 @@
 // processes and its archive; min/max/mostrecent gauges reduced; all/liveall
 // gauges kept per process) and sends the values of that merge that changed,
 // as SETRANGE of their slots, with the series that came or went, in one
-// server-side script (a large pass, such as the first, in scripts of 1,000
+// server-side script (a large pass, such as the first, in scripts of 500
 // fields: a reader may see such a pass half done); a scrape of the fleet
 // reads one string of values per instance.
 //
