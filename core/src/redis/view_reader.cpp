@@ -182,12 +182,9 @@ std::vector<Reply*> FleetSnapshot::pipelined(Client& client, const std::vector<C
     return out;
 }
 
-bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const Reply& nodes,
-                              Diagnostics& diagnostics) {
-    replies_.clear();
-    sources_.clear();
-    fields_ = 0;
-    ++reads_;
+std::vector<FleetSnapshot::NodeRead> FleetSnapshot::read_nodes(Client& client,
+                                                               const std::string& prefix,
+                                                               const Reply& nodes) {
     // A live node in one round trip's share: its values, then its marker. A
     // marker that is not "retired" was read after the values, so no retire
     // (which renames them) came between. The series of the values' version
@@ -218,18 +215,27 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
     }
     read_series(client, prefix, found, stale);
     read_retired(client, prefix, found);
-
-    std::vector<std::string> asked;  // chunk ids whose fold is asked for
-    for (NodeRead& read : found) {
-        if (!read.retired) {
-            if (auto cached = nodes_.find(*read.name); cached != nodes_.end())
-                cached->second.seen = reads_;
-        } else if (read.taken >= 0) {
-            if (!read.chunk_id.empty()) asked.push_back(read.chunk_id);
-            asked.push_back(concat(*read.name, "#", std::to_string(read.taken)));
-        }
+    for (const NodeRead& read : found) {
+        if (auto cached = nodes_.find(*read.name); cached != nodes_.end() && !read.retired)
+            cached->second.seen = reads_;
     }
     std::erase_if(nodes_, [this](const auto& item) { return item.second.seen != reads_; });
+    return found;
+}
+
+bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const Reply& nodes,
+                              Diagnostics& diagnostics) {
+    replies_.clear();
+    sources_.clear();
+    fields_ = 0;
+    ++reads_;
+    const std::vector<NodeRead> found = read_nodes(client, prefix, nodes);
+    std::vector<std::string> asked;  // chunk ids whose fold is asked for
+    for (const NodeRead& read : found) {
+        if (read.taken < 0) continue;
+        if (!read.chunk_id.empty()) asked.push_back(read.chunk_id);
+        asked.push_back(concat(*read.name, "#", std::to_string(read.taken)));
+    }
 
     // Without a node being folded, the archive alone (one command is one
     // moment); with one, the archive and the chunks' scores at one moment.

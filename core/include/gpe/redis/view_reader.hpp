@@ -69,6 +69,8 @@ class FleetSnapshot {
     };
 
     struct NodeRead;
+    // Every node's values or, once retired, what is left of it.
+    std::vector<NodeRead> read_nodes(Client& client, const std::string& prefix, const Reply& nodes);
     // The series of the `stale` nodes (indexes into `found`), cached.
     void read_series(Client& client, const std::string& prefix, std::vector<NodeRead>& found,
                      std::vector<size_t> stale);
