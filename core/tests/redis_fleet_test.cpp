@@ -296,7 +296,7 @@ struct InterleavingProxy {
         return std::make_shared<Client>(o);
     }
     std::shared_ptr<Client> upstream;
-    int fired = 0;
+    std::atomic<int> fired = 0;  // read by the test after the proxy's thread wrote it
     gpe::testing::FakeRedis fake;
 };
 
