@@ -43,7 +43,7 @@ def test_status_line(line: str, status: int) -> None:
 def test_announced_body_length(headers: list[tuple[str, str]] | None, expected: int | None) -> None:
     outcome = Outcome(None, "GET", 0.0)
     outcome.started("200 OK", headers)
-    assert outcome.expected == expected
+    assert outcome.expected() == expected
 
 
 def test_request_bytes_from_each_server() -> None:

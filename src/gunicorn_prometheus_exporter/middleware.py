@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from .outcome import Outcome, request_bytes
-from .tracing import current_exemplar
 
 # How a worker class's requests reach us:
 #   "hooks": Gunicorn's own WSGI workers (they call the request hooks and
@@ -102,10 +101,15 @@ class WSGIRecorder:
             outcome.record(failed=True, status=500)
             self.on_error()
             raise
+        if type(body) is list or type(body) is tuple:  # exactly these (no close())
+            # The whole body is here: recorded now, before any of it leaves.
+            outcome.sent = sum(map(len, body))
+            outcome.record(failed=False)
+            return body
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
             # The server sends the file itself (sendfile): known now.
-            outcome.sent = outcome.expected or 0
+            outcome.sent = outcome.expected() or 0
             outcome.record(failed=False)
             return body
         return self._recorded(body, outcome)
@@ -113,9 +117,14 @@ class WSGIRecorder:
     @staticmethod
     def _recorded(body: Iterable[bytes], outcome: Outcome) -> Iterator[bytes]:
         failed = True
+        expected: int | None = None
+        looked = False  # start_response may come with the first chunk
         try:
             for chunk in body:
-                if not outcome.done and outcome.completes(chunk):
+                if not looked and outcome.headers is not None:
+                    expected, looked = outcome.expected(), True
+                outcome.sent += len(chunk)
+                if not outcome.done and expected is not None and outcome.sent >= expected:
                     outcome.record(failed=False)  # before the last bytes go out
                 yield chunk
             failed = False
@@ -151,7 +160,7 @@ class ASGIRecorder:
         async def recording_send(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start":
                 outcome.status = int(message.get("status", 0))
-                outcome.exemplar = current_exemplar()  # sent by the app, inside its spans
+                outcome.take_exemplar()  # sent by the app, inside its spans
             elif message.get("type") == "http.response.body":
                 outcome.sent += len(message.get("body", b""))
             await send(message)

@@ -85,13 +85,14 @@ class Outcome:
     __slots__ = (
         "done",
         "exemplar",
-        "expected",
+        "headers",
         "method",
         "recorder",
         "request_bytes",
         "sent",
         "start",
         "status",
+        "traced",
     )
 
     def __init__(self, recorder: Any, method: str, request_bytes: float) -> None:
@@ -102,23 +103,27 @@ class Outcome:
         self.request_bytes = request_bytes
         self.start = time.perf_counter()
         self.status = 0
-        self.expected: int | None = None  # the Content-Length the app announced
+        self.headers: Any = None  # the response's, as the app gave them
         self.sent = 0
         self.done = False
         self.exemplar: dict[str, str] | None = None
+        self.traced = False  # the exemplar was looked up (once a request: it costs 1.5 us)
+
+    def take_exemplar(self) -> None:
+        """Called by the app, inside its spans: the trace of the request."""
+        self.exemplar = current_exemplar()
+        self.traced = True
 
     def started(self, status_line: str, headers: Any) -> None:
         """The app started its response (WSGI's start_response)."""
-        # Called by the app, inside its spans: the trace of the request.
-        self.exemplar = current_exemplar()
+        self.take_exemplar()
         self.status = _status_code(status_line)
-        announced = str(_header(headers, "content-length") or "").strip()
-        self.expected = int(announced) if announced.isascii() and announced.isdigit() else None
+        self.headers = headers
 
-    def completes(self, chunk: bytes) -> bool:
-        """Counts ``chunk``; whether it completes the announced body."""
-        self.sent += len(chunk)
-        return self.expected is not None and self.sent >= self.expected
+    def expected(self) -> int | None:
+        """The body size the app announced (Content-Length), if any."""
+        announced = str(_header(self.headers, "content-length") or "").strip()
+        return int(announced) if announced.isascii() and announced.isdigit() else None
 
     def record(self, failed: bool, status: int = 0) -> None:
         if self.done:
@@ -132,7 +137,7 @@ class Outcome:
             self.request_bytes,
             self.sent,
             failed,
-            self.exemplar if self.exemplar is not None else current_exemplar(),
+            self.exemplar if self.traced else current_exemplar(),
         )
 
 
