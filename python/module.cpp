@@ -26,8 +26,10 @@
 #include "gpe/series_key.hpp"
 #include "gpe/value_store.hpp"
 #include "redis_bindings.hpp"
+#include "request_outcome.hpp"
 #include "settings_bindings.hpp"
 #include "worker_bindings.hpp"
+#include "wsgi_recorder.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -93,6 +95,8 @@ NB_MODULE(_native, m) {
     bind_redis(m);
     bind_settings(m);
     bind_worker_metrics(m);
+    bind_request_outcome(m);
+    bind_wsgi_recorder(m);
     m.doc() = "Native core of gunicorn_prometheus_exporter";
     // Metrics usually live in module globals until the interpreter exits;
     // that is not a leak worth a report on every shutdown.

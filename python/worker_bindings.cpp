@@ -9,6 +9,7 @@
 #include "fast_methods.hpp"
 #include "gpe/process_stats.hpp"
 #include "gpe/worker_metrics.hpp"
+#include "request_outcome.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -33,12 +34,6 @@ gpe::HistogramValues histogram_of(nb::handle spec) {
     }
     return h;
 }
-
-// Keeps the Python value objects alive as long as the native object uses them.
-struct Recorder {
-    gpe::RequestRecorder recorder;
-    nb::object keep;
-};
 
 struct Sampler {
     std::unique_ptr<gpe::ResourceSampler> sampler;
@@ -79,11 +74,11 @@ gpe::RequestRecorder::CodeFactory code_factory(nb::object by_code, nb::list keep
 void record_request(Recorder& self, std::string_view method, int status, double duration,
                     double request_bytes, double response_bytes, bool failed, nb::handle exemplar) {
     if (exemplar.is_none()) {
-        self.recorder.record(method, status, duration, request_bytes, response_bytes, failed);
+        self.record(method, status, duration, request_bytes, response_bytes, failed, nullptr);
         return;
     }
     const gpe::ExemplarLabels labels = exemplar_labels(exemplar);
-    self.recorder.record(method, status, duration, request_bytes, response_bytes, failed, &labels);
+    self.record(method, status, duration, request_bytes, response_bytes, failed, &labels);
 }
 
 void bind_recorder(nb::module_& m) {
@@ -107,8 +102,9 @@ void bind_recorder(nb::module_& m) {
             "A request started: in flight until its record().")
         .def("record", &record_request, "method"_a, "status"_a, "duration"_a, "request_bytes"_a,
              "response_bytes"_a, "failed"_a, "exemplar"_a = nb::none(),
-             "exemplar: labels (a dict of str, e.g. tracing.current_exemplar()) for the exemplar "
-             "of the duration bucket, or None.")
+             "Ends a request begun with start(); status 0 (none: the app raised before "
+             "answering) counts as a failed 500. exemplar: labels (a dict of str, e.g. "
+             "tracing.current_exemplar()) for the exemplar of the duration bucket, or None.")
         .def_prop_ro("in_flight", [](const Recorder& self) { return self.recorder.in_flight(); });
 }
 

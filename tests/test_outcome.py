@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from gunicorn.http import errors
 
-from gunicorn_prometheus_exporter.outcome import Outcome, error_status, request_bytes
+from gunicorn_prometheus_exporter.outcome import error_status, request_bytes, status_code
 
 
 @pytest.mark.parametrize(
@@ -17,16 +17,21 @@ from gunicorn_prometheus_exporter.outcome import Outcome, error_status, request_
         ("200 OK", 200),
         ("404", 404),
         (" 503  Busy", 503),
+        ("200\u00a0OK", 200),  # any whitespace ends the code, as str.split() reads it
+        (b"201 Created", 201),
+        (302, 302),
         ("", 0),
         ("   ", 0),
         ("OK 200", 0),
+        ("2xx", 0),
         ("\u00b2\u00b2\u00b2 OK", 0),
+        ("9" * 40 + " OK", 0),
+        (None, 0),
+        (2.5, 0),
     ],
 )
-def test_status_line(line: str, status: int) -> None:
-    outcome = Outcome(None, "GET", 0.0)
-    outcome.started(line, [])
-    assert outcome.status == status
+def test_status_line(line: object, status: int) -> None:
+    assert status_code(line) == status
 
 
 @pytest.mark.parametrize(
@@ -35,15 +40,20 @@ def test_status_line(line: str, status: int) -> None:
         ([("Content-Length", "12")], 12),
         ([("content-length", " 7 ")], 7),
         ([("CONTENT-LENGTH", "3"), ("Content-Length", "99")], 3),
-        ([("Content-Length", "x")], None),
-        ([("Content-Type", "text/plain")], None),
-        (None, None),
+        ([["content-length", b"4"]], 4),
+        ([("Content-Length", 5)], 5),
+        ([("Content-Length", "x")], 0),
+        ([("Content-Length", "-5")], 0),
+        ([("Content-Length", "1e3")], 0),  # a Content-Length is digits (RFC 9110)
+        ([("Content-Length", "1 2")], 0),
+        ([("Content-Type", "text/plain")], 0),
+        ([("Content-Length",)], 0),
+        ("not headers", 0),
+        (None, 0),
     ],
 )
-def test_announced_body_length(headers: list[tuple[str, str]] | None, expected: int | None) -> None:
-    outcome = Outcome(None, "GET", 0.0)
-    outcome.started("200 OK", headers)
-    assert outcome.expected() == expected
+def test_content_length_of_headers(headers: object, expected: int) -> None:
+    assert request_bytes(None, headers) == expected
 
 
 def test_request_bytes_from_each_server() -> None:

@@ -29,9 +29,9 @@ from .metrics import (
     create,
     create_worker_gauges,
 )
-from .middleware import ASGIRecorder, WSGIRecorder, is_asgi3, request_path
+from .middleware import ASGIRecorder, is_asgi3, request_path, wsgi_recorder
 from .native_values import enable_native_values
-from .outcome import error_status, record, request_bytes, response_status
+from .outcome import error_status, request_bytes, response_status
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _count_handled_errors(worker: Any, metrics: Metrics) -> None:
             if req is None and _worker.recorder is not None:
                 # Answered before any hook saw a request (a malformed one).
                 _worker.recorder.start()
-                record(_worker.recorder, "other", status, 0.0, 0.0, 0, status >= 500)
+                _worker.recorder.record("other", status, 0.0, 0.0, 0.0, status >= 500)
         except Exception:  # metrics never break error handling
             logger.debug("could not count an error", exc_info=True)
         return original(req, client, addr, exc)
@@ -161,13 +161,13 @@ def post_worker_init(worker: Any) -> None:
     elif path == "asgi" and is_asgi3(app):
         worker.wsgi = ASGIRecorder(app, recorder, errors.inc)  # uvicorn serves it, no hooks
     elif path == "wsgi" and not type(app).__module__.startswith("tornado"):
-        worker.wsgi = WSGIRecorder(app, recorder, errors.inc)  # their servers skip the hooks
+        worker.wsgi = wsgi_recorder(app, recorder, errors.inc)  # their servers skip the hooks
     elif path == "hooks":
         # Recorded by the wrapper too, as soon as the outcome is known: the
         # hooks run after the response was sent, so a worker killed between
         # the two would lose a request its client received. Gunicorn counts
         # a raising app in handle_error itself.
-        worker.wsgi = WSGIRecorder(app, recorder, lambda: None)
+        worker.wsgi = wsgi_recorder(app, recorder, None)
     else:
         if path is not None:
             logger.warning(
@@ -199,13 +199,12 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     start = getattr(req, "_gpe_start", None)
     duration = time.perf_counter() - start if start is not None else 0.0
     sent = getattr(resp, "sent", None) or getattr(resp, "response_length", None) or 0
-    record(
-        recorder,
+    recorder.record(
         getattr(req, "method", "other") or "other",
         response_status(resp),
         duration,
         request_bytes(environ, getattr(req, "headers", None)),
-        sent,
+        float(sent),
         False,
     )
 

@@ -31,12 +31,23 @@ redis.call('DEL', KEYS[3])
 return 'ok'
 )lua";
 
+// Lua: fmt(x), a double as text that reads back exactly (format_value's
+// form), for the scripts that write values as text.
+#define GPE_LUA_FMT                                                                           \
+    "local function fmt(x)\n"                                                                 \
+    "  if x ~= x then return 'nan' elseif x == math.huge then return 'inf'\n"                 \
+    "  elseif x == -math.huge then return '-inf' end\n"                                       \
+    "  if math.floor(x) == x and math.abs(x) < 1e15 then return string.format('%d', x) end\n" \
+    "  return string.format('%.17g', x)\n"                                                    \
+    "end\n"
+
 // KEYS: folding, chunk, marker, folding values. ARGV: node, fields per
 // chunk, the retired word, the chunk id field. Moves up to that many
 // fields of `folding` into `chunk`, each with its slot's value as
 // view_value text ("v", or "v t" when it has a timestamp; a field whose
-// slot is missing is dropped; without values, fields hold the text). Answers the chunk (field,
-// value, ..., with its id among them), or nothing when `folding` is empty.
+// slot is missing is dropped; without values, fields hold the text).
+// Answers the chunk (field, value, ..., with its id among them), or
+// nothing when `folding` is empty.
 constexpr const char* kTakeScript = R"lua(
 if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return redis.call('HGETALL', KEYS[2]) end
 local word = ARGV[3] .. ':'
@@ -44,13 +55,7 @@ local marker = redis.call('GET', KEYS[3]) or (word .. '0')
 local taken = tonumber(string.sub(marker, #word + 1)) or 0
 local limit = tonumber(ARGV[2])
 local values = redis.call('GET', KEYS[4]) or ''
-local function fmt(x)
-  if x ~= x then return 'nan' elseif x == math.huge then return 'inf'
-  elseif x == -math.huge then return '-inf' end
-  if math.floor(x) == x and math.abs(x) < 1e15 then return string.format('%d', x) end
-  return string.format('%.17g', x)
-end
-local function text(slot)
+)lua" GPE_LUA_FMT R"lua(local function text(slot)
   -- A node mirrored before the values key existed held the text itself.
   if string.sub(values, 1, 8) ~= 'gpeview1' then return slot end
   local at = 16 + 16 * (tonumber(slot) or -1)
@@ -97,13 +102,7 @@ local function num(s)
   elseif s == 'nan' then return 0 / 0 end
   return tonumber(s)
 end
-local function fmt(x)
-  if x ~= x then return 'nan' elseif x == math.huge then return 'inf'
-  elseif x == -math.huge then return '-inf' end
-  if math.floor(x) == x and math.abs(x) < 1e15 then return string.format('%d', x) end
-  return string.format('%.17g', x)
-end
-local function split(text)
+)lua" GPE_LUA_FMT R"lua(local function split(text)
   local v, t = string.match(text, '^(%S+) (%S+)$')
   if v then return v, t end
   return text, nil

@@ -1,0 +1,352 @@
+#include "request_outcome.hpp"
+
+#include <nanobind/stl/string.h>
+
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "fast_methods.hpp"
+
+using namespace nb::literals;
+
+void Recorder::record(std::string_view method, int status, double seconds, double request_bytes,
+                      double response_bytes, bool failed, const gpe::ExemplarLabels* exemplar) {
+    recorder.record(method, status ? status : 500, seconds, request_bytes, response_bytes,
+                    failed || status == 0, exemplar);
+}
+
+namespace {
+
+// The code points of a str, or the bytes of a bytes object (as latin-1
+// decodes them): the status line and Content-Length rules read both alike.
+class Text {
+  public:
+    explicit Text(nb::handle obj) {
+        if (!obj.is_valid()) return;
+        if (PyUnicode_Check(obj.ptr())) {
+            kind_ = PyUnicode_KIND(obj.ptr());
+            data_ = PyUnicode_DATA(obj.ptr());
+            size_ = PyUnicode_GET_LENGTH(obj.ptr());
+        } else if (PyBytes_Check(obj.ptr())) {
+            kind_ = PyUnicode_1BYTE_KIND;
+            data_ = PyBytes_AS_STRING(obj.ptr());
+            size_ = PyBytes_GET_SIZE(obj.ptr());
+        }
+    }
+    bool valid() const { return data_ != nullptr; }
+    Py_ssize_t size() const { return size_; }
+    Py_UCS4 operator[](Py_ssize_t i) const { return PyUnicode_READ(kind_, data_, i); }
+    bool space(Py_ssize_t i) const { return Py_UNICODE_ISSPACE((*this)[i]); }
+    bool digit(Py_ssize_t i) const { return (*this)[i] >= '0' && (*this)[i] <= '9'; }
+
+  private:
+    int kind_ = 0;
+    const void* data_ = nullptr;
+    Py_ssize_t size_ = 0;
+};
+
+// Digits from `at` as a number (saturating), advancing `at` past them.
+double read_digits(const Text& text, Py_ssize_t& at) {
+    double number = 0;
+    for (; at < text.size() && text.digit(at); ++at) number = number * 10 + (text[at] - '0');
+    return number;
+}
+
+// Whether `name` (str or bytes) is `lower_name` in any case.
+bool same_name(nb::handle name, std::string_view lower_name) {
+    const Text text(name);
+    if (!text.valid() || text.size() != static_cast<Py_ssize_t>(lower_name.size())) return false;
+    for (Py_ssize_t i = 0; i < text.size(); ++i) {
+        Py_UCS4 c = text[i];
+        if (c >= 'A' && c <= 'Z') c += 'a' - 'A';
+        if (c != static_cast<unsigned char>(lower_name[static_cast<size_t>(i)])) return false;
+    }
+    return true;
+}
+
+// Interned once at module initialisation and only read afterwards: the
+// environ keys and message fields every request looks up.
+struct Names {
+    PyObject* content_length = nullptr;  // CONTENT_LENGTH
+    PyObject* type = nullptr;
+    PyObject* status = nullptr;
+    PyObject* body = nullptr;
+    PyObject* response_start = nullptr;  // http.response.start
+    PyObject* response_body = nullptr;   // http.response.body
+};
+Names names;
+
+}  // namespace
+
+int status_code(nb::handle status) {
+    if (status.is_valid() && PyLong_Check(status.ptr())) {
+        int overflow = 0;
+        const long code = PyLong_AsLongAndOverflow(status.ptr(), &overflow);
+        if (code == -1 && PyErr_Occurred()) PyErr_Clear();
+        if (overflow || code < 0 || code > std::numeric_limits<int>::max()) return 0;
+        return static_cast<int>(code);
+    }
+    const Text text(status);
+    if (!text.valid()) return 0;
+    Py_ssize_t at = 0;
+    while (at < text.size() && text.space(at)) ++at;
+    const Py_ssize_t first = at;
+    const double code = read_digits(text, at);
+    // The first word, all digits: "200 OK", "404"; not "OK 200", not "2xx".
+    if (at == first || (at < text.size() && !text.space(at))) return 0;
+    return code > std::numeric_limits<int>::max() ? 0 : static_cast<int>(code);
+}
+
+std::optional<double> content_length(nb::handle value) {
+    if (value.is_valid() && PyLong_Check(value.ptr())) {
+        const double number = PyLong_AsDouble(value.ptr());
+        if (number == -1.0 && PyErr_Occurred()) PyErr_Clear();
+        return number >= 0 ? std::optional(number) : std::nullopt;
+    }
+    const Text text(value);
+    if (!text.valid()) return std::nullopt;
+    Py_ssize_t at = 0;
+    while (at < text.size() && text.space(at)) ++at;
+    const Py_ssize_t first = at;
+    const double number = read_digits(text, at);
+    const Py_ssize_t last = at;
+    while (at < text.size() && text.space(at)) ++at;
+    if (last == first || at != text.size()) return std::nullopt;
+    return number;
+}
+
+nb::object find_header(nb::handle headers, std::string_view lower_name) {
+    if (headers.is_none() || !headers.is_valid()) return {};
+    nb::object items = nb::steal(PySequence_Fast(headers.ptr(), "headers"));
+    if (!items.is_valid()) {
+        PyErr_Clear();  // not a list of headers: none of them is there
+        return {};
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items.ptr()); ++i) {
+        PyObject* pair = PySequence_Fast_GET_ITEM(items.ptr(), i);
+        if ((PyTuple_CheckExact(pair) || PyList_CheckExact(pair)) &&
+            PySequence_Fast_GET_SIZE(pair) == 2 &&
+            same_name(PySequence_Fast_GET_ITEM(pair, 0), lower_name)) {
+            return nb::borrow(PySequence_Fast_GET_ITEM(pair, 1));
+        }
+    }
+    return {};
+}
+
+double request_bytes(nb::handle environ, nb::handle headers) {
+    nb::object length;
+    if (environ.is_valid() && PyDict_Check(environ.ptr())) {
+        length = nb::borrow(PyDict_GetItemWithError(environ.ptr(), names.content_length));
+        if (PyErr_Occurred()) PyErr_Clear();
+    }
+    if (!length.is_valid()) length = find_header(headers, "content-length");
+    return length.is_valid() ? content_length(length).value_or(0.0) : 0.0;
+}
+
+void report_unraisable(const char* where) {
+    try {
+        throw;
+    } catch (nb::python_error& e) {
+        e.restore();
+    } catch (const std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+        PyErr_SetString(PyExc_RuntimeError, "an unknown C++ exception");
+    }
+    PyObject* context = PyUnicode_FromString(where);
+    PyErr_WriteUnraisable(context);
+    Py_XDECREF(context);
+}
+
+CurrentTrace::CurrentTrace(nb::object fallback, nb::object context_var, nb::object span_key)
+    : fallback_(std::move(fallback)),
+      context_var_(std::move(context_var)),
+      span_key_(std::move(span_key)) {
+    if (!context_var_.is_none() && !PyContextVar_CheckExact(context_var_.ptr())) {
+        throw nb::type_error("context_var must be a contextvars.ContextVar");
+    }
+}
+
+bool CurrentTrace::no_span_active() const {
+    if (context_var_.is_none() || span_key_.is_none()) return false;
+    PyObject* context = nullptr;
+    if (PyContextVar_Get(context_var_.ptr(), nullptr, &context) < 0) {
+        PyErr_Clear();
+        return false;
+    }
+    const nb::object owned = nb::steal(context);
+    if (context == nullptr || !PyDict_Check(context)) return false;
+    PyObject* span = PyDict_GetItemWithError(context, span_key_.ptr());
+    if (span == nullptr && PyErr_Occurred()) {
+        PyErr_Clear();
+        return false;
+    }
+    return span == nullptr;
+}
+
+std::optional<gpe::ExemplarLabels> CurrentTrace::exemplar() const {
+    if (fallback_.is_none() || no_span_active()) return std::nullopt;
+    try {
+        const nb::object labels = fallback_();
+        if (labels.is_none()) return std::nullopt;
+        return exemplar_labels(labels);
+    } catch (...) {
+        report_unraisable("gunicorn_prometheus_exporter: the trace of a request");
+        return std::nullopt;
+    }
+}
+
+template <typename T>
+T& bound(nb::handle obj, const char* what) {
+    if (!nb::isinstance<T>(obj)) throw nb::type_error(what);
+    return nb::cast<T&>(obj);
+}
+
+Recorder& recorder_of(nb::handle recorder) {
+    return bound<Recorder>(recorder, "recorder must be a _native.RequestRecorder");
+}
+
+const CurrentTrace& trace_of(nb::handle trace) {
+    return bound<CurrentTrace>(trace,
+                               "trace must be a _native.CurrentTrace (tracing.native_trace())");
+}
+
+Outcome::Outcome(nb::handle recorder, nb::handle trace, nb::handle method, double request_bytes)
+    : recorder_object_(nb::borrow(recorder)),
+      recorder_(recorder_of(recorder)),
+      trace_(trace_of(trace)),
+      trace_object_(nb::borrow(trace)),
+      request_bytes_(request_bytes),
+      start_(std::chrono::steady_clock::now()) {
+    Py_ssize_t size = 0;
+    const char* name = method.is_valid() && PyUnicode_Check(method.ptr())
+                           ? PyUnicode_AsUTF8AndSize(method.ptr(), &size)
+                           : nullptr;
+    if (name == nullptr) PyErr_Clear();
+    method_.assign(name ? name : "other", name ? static_cast<size_t>(size) : 5);
+    recorder_.recorder.start();  // in flight until record()
+}
+
+Outcome::~Outcome() {
+    if (!done_) record(true);
+}
+
+void Outcome::take_exemplar() {
+    exemplar_ = trace_.exemplar();
+    traced_ = true;
+}
+
+void Outcome::record(bool failed, int code) {
+    if (done_) return;
+    done_ = true;
+    try {
+        if (!traced_) take_exemplar();
+        const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start_;
+        recorder_.record(method_, code ? code : status, seconds.count(), request_bytes_, sent,
+                         failed, exemplar_ ? &*exemplar_ : nullptr);
+    } catch (...) {
+        report_unraisable("gunicorn_prometheus_exporter: recording a request");
+    }
+}
+
+namespace {
+
+// The send() an ASGI app gets: notes the status and body sizes on the way
+// to the server's send and returns the server's awaitable itself (no
+// coroutine of ours in between).
+struct RecordingSend {
+    Outcome outcome;
+    nb::object send;
+};
+
+PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) {
+    PyObject* message = nullptr;
+    static const char* keywords[] = {"message", nullptr};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:send", const_cast<char**>(keywords),
+                                     &message)) {
+        return nullptr;
+    }
+    RecordingSend& recording = *nb::inst_ptr<RecordingSend>(self);
+    if (PyDict_Check(message)) {
+        PyObject* type = PyDict_GetItemWithError(message, names.type);
+        if (type != nullptr && PyUnicode_Check(type)) {
+            if (PyUnicode_Compare(type, names.response_start) == 0) {
+                PyObject* status = PyDict_GetItemWithError(message, names.status);
+                recording.outcome.status = status ? status_code(status) : 0;
+                recording.outcome.take_exemplar();  // sent by the app, inside its spans
+            } else if (PyUnicode_Compare(type, names.response_body) == 0) {
+                PyObject* body = PyDict_GetItemWithError(message, names.body);
+                if (body != nullptr && PyBytes_Check(body)) {
+                    recording.outcome.sent += static_cast<double>(PyBytes_GET_SIZE(body));
+                }
+            }
+        }
+        if (PyErr_Occurred()) PyErr_Clear();  // an odd message is the server's to refuse
+    }
+    return PyObject_CallOneArg(recording.send.ptr(), message);
+}
+
+PyType_Slot recording_send_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recording_send)},
+                                      {0, nullptr}};
+
+}  // namespace
+
+void bind_request_outcome(nb::module_& m) {
+    names.content_length = PyUnicode_InternFromString("CONTENT_LENGTH");
+    names.type = PyUnicode_InternFromString("type");
+    names.status = PyUnicode_InternFromString("status");
+    names.body = PyUnicode_InternFromString("body");
+    names.response_start = PyUnicode_InternFromString("http.response.start");
+    names.response_body = PyUnicode_InternFromString("http.response.body");
+
+    nb::class_<CurrentTrace>(m, "CurrentTrace",
+                             "The trace of the calling context as an exemplar (tracing.py).")
+        .def(nb::init<nb::object, nb::object, nb::object>(), "fallback"_a.none(),
+             "context_var"_a.none(), "span_key"_a.none())
+        .def(
+            "exemplar",
+            [](const CurrentTrace& self) -> nb::object {
+                const std::optional<gpe::ExemplarLabels> labels = self.exemplar();
+                if (!labels) return nb::none();
+                nb::dict out;
+                for (const auto& [name, value] : gpe::ExemplarLabels::decode(labels->encoded())) {
+                    out[nb::str(name.data(), name.size())] = nb::str(value.data(), value.size());
+                }
+                return out;
+            },
+            "The exemplar labels of the active span, or None.");
+
+    m.def(
+        "status_code", [](nb::handle status) { return status_code(status); }, "status"_a.none(),
+        "The status code in an int or a status line (str or bytes, \"200 OK\"); 0 when none.");
+    m.def(
+        "request_bytes",
+        [](nb::handle environ, nb::handle headers) { return request_bytes(environ, headers); },
+        "environ"_a.none(), "headers"_a.none(),
+        "The request body's size: CONTENT_LENGTH of a WSGI environ (a dict), else the "
+        "Content-Length among headers (names str in any case, or bytes); 0 when none.");
+
+    nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
+                              "The send() of one ASGI request: records its status, body size "
+                              "and trace on the way to the server's send.")
+        .def(
+            "__init__",
+            [](RecordingSend* self, nb::handle recorder, nb::handle trace, nb::handle scope,
+               nb::object send) {
+                nb::object method = nb::none();
+                nb::object headers = nb::none();
+                if (PyDict_Check(scope.ptr())) {
+                    nb::dict s = nb::borrow<nb::dict>(scope);
+                    method = s.contains("method") ? nb::object(s["method"]) : nb::none();
+                    headers = s.contains("headers") ? nb::object(s["headers"]) : nb::none();
+                }
+                new (self) RecordingSend{
+                    Outcome(recorder, trace, method, request_bytes(nb::handle(), headers)),
+                    std::move(send)};
+            },
+            "recorder"_a, "trace"_a, "scope"_a, "send"_a)
+        .def(
+            "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
+            "failed"_a, "The app returned (or raised: failed): the request is recorded now.");
+}

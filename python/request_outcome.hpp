@@ -1,0 +1,115 @@
+// A request's outcome, read from what the servers hand us (status lines,
+// Content-Length in a WSGI environ or in header lists of str or bytes) and
+// recorded with one call of the core: the one place of these rules for every
+// way requests are recorded (the WSGI and ASGI wrappers, Gunicorn's hooks).
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gpe/exemplar.hpp"
+#include "gpe/worker_metrics.hpp"
+
+namespace nb = nanobind;
+
+// The bound RequestRecorder; `keep` holds the Python values it writes to.
+struct Recorder {
+    gpe::RequestRecorder recorder;
+    nb::object keep;
+
+    // Ends a request started with recorder.start(). Status 0 (none: the app
+    // raised before answering) is recorded as a failed 500.
+    void record(std::string_view method, int status, double seconds, double request_bytes,
+                double response_bytes, bool failed, const gpe::ExemplarLabels* exemplar);
+};
+
+class CurrentTrace;
+
+// The bound objects behind handles; TypeError naming what was expected.
+Recorder& recorder_of(nb::handle recorder);
+const CurrentTrace& trace_of(nb::handle trace);
+
+// The status code in `status`: an int, or a status line such as "200 OK"
+// (str or bytes); 0 when there is none.
+int status_code(nb::handle status);
+
+// A Content-Length value (str, bytes or int): digits, whitespace around
+// them allowed; nullopt for anything else.
+std::optional<double> content_length(nb::handle value);
+
+// The value of the first header named `lower_name` (lower case) in
+// `headers`, an iterable of (name, value) whose names are str in any case or
+// bytes (ASGI); an invalid handle when absent. Borrowed from `headers`.
+nb::object find_header(nb::handle headers, std::string_view lower_name);
+
+// The request body's size: CONTENT_LENGTH of a WSGI environ (a dict), else
+// the Content-Length among `headers`; 0 when absent or not a number.
+double request_bytes(nb::handle environ, nb::handle headers);
+
+// The trace of the calling context as an exemplar, when OpenTelemetry is
+// there. `fallback` is tracing.current_exemplar (None: OpenTelemetry is not
+// installed). `context_var` and `span_key` (or None) say where
+// OpenTelemetry's default runtime context keeps the active span: with them,
+// "no span active", the usual answer, is known from one context variable
+// lookup instead of a 1.5 us walk through OpenTelemetry's API.
+class CurrentTrace {
+  public:
+    CurrentTrace(nb::object fallback, nb::object context_var, nb::object span_key);
+
+    // The labels of the active span's exemplar; nullopt when no valid span
+    // is active. An error of OpenTelemetry's is reported, not raised.
+    std::optional<gpe::ExemplarLabels> exemplar() const;
+
+  private:
+    bool no_span_active() const;
+
+    nb::object fallback_;
+    nb::object context_var_;
+    nb::object span_key_;
+};
+
+// One request's outcome, recorded once, as soon as it is known: a request
+// in flight from construction until record(); the destructor records one
+// that nothing recorded (the server dropped it) as failed.
+class Outcome {
+  public:
+    Outcome(nb::handle recorder, nb::handle trace, nb::handle method, double request_bytes);
+    ~Outcome();
+    Outcome(const Outcome&) = delete;
+    Outcome& operator=(const Outcome&) = delete;
+
+    // Inside the app's context (its spans): the exemplar of the request.
+    void take_exemplar();
+    // Records the request unless it was already; `status` 0: the one the
+    // app answered. A failure of the core is reported, never raised: it
+    // must not fail the request.
+    void record(bool failed, int status = 0);
+    bool done() const { return done_; }
+
+    int status = 0;
+    double sent = 0;
+
+  private:
+    nb::object recorder_object_;
+    Recorder& recorder_;
+    const CurrentTrace& trace_;
+    nb::object trace_object_;
+    std::string method_;
+    double request_bytes_;
+    std::chrono::steady_clock::time_point start_;
+    bool done_ = false;
+    bool traced_ = false;
+    std::optional<gpe::ExemplarLabels> exemplar_;
+};
+
+// Reports the Python error set now, or the C++ exception being handled, as
+// an unraisable exception of `where` (printed, not raised).
+void report_unraisable(const char* where);
+
+// Binds CurrentTrace, the outcome rules (status_code, request_bytes) and
+// RecordingSend (the ASGI wrapper's send).
+void bind_request_outcome(nb::module_& m);
