@@ -203,29 +203,21 @@ T& bound(nb::handle obj, const char* what) {
     return nb::cast<T&>(obj);
 }
 
-Recorder& recorder_of(nb::handle recorder) {
-    return bound<Recorder>(recorder, "recorder must be a _native.RequestRecorder");
-}
+RecordingTarget::RecordingTarget(nb::handle recorder_object, nb::handle trace_object)
+    : recorder(&bound<Recorder>(recorder_object, "recorder must be a _native.RequestRecorder")),
+      trace(&bound<CurrentTrace>(trace_object,
+                                 "trace must be a _native.CurrentTrace (tracing.native_trace())")),
+      owner(nb::make_tuple(recorder_object, trace_object)) {}
 
-const CurrentTrace& trace_of(nb::handle trace) {
-    return bound<CurrentTrace>(trace,
-                               "trace must be a _native.CurrentTrace (tracing.native_trace())");
-}
-
-Outcome::Outcome(nb::handle recorder, nb::handle trace, nb::handle method, double request_bytes)
-    : recorder_object_(nb::borrow(recorder)),
-      recorder_(recorder_of(recorder)),
-      trace_(trace_of(trace)),
-      trace_object_(nb::borrow(trace)),
-      request_bytes_(request_bytes),
-      start_(std::chrono::steady_clock::now()) {
+Outcome::Outcome(const RecordingTarget& target, nb::handle method, double request_bytes)
+    : target_(target), request_bytes_(request_bytes), start_(std::chrono::steady_clock::now()) {
     Py_ssize_t size = 0;
     const char* name = method.is_valid() && PyUnicode_Check(method.ptr())
                            ? PyUnicode_AsUTF8AndSize(method.ptr(), &size)
                            : nullptr;
     if (name == nullptr) PyErr_Clear();
     method_.assign(name ? name : "other", name ? static_cast<size_t>(size) : 5);
-    recorder_.recorder.start();  // in flight until record()
+    target_.recorder->recorder.start();  // in flight until record()
 }
 
 Outcome::~Outcome() {
@@ -233,7 +225,7 @@ Outcome::~Outcome() {
 }
 
 void Outcome::take_exemplar() {
-    exemplar_ = trace_.exemplar();
+    exemplar_ = target_.trace->exemplar();
     traced_ = true;
 }
 
@@ -243,8 +235,8 @@ void Outcome::record(bool failed, int code) {
     try {
         if (!traced_) take_exemplar();
         const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start_;
-        recorder_.record(method_, code ? code : status, seconds.count(), request_bytes_, sent,
-                         failed, exemplar_ ? &*exemplar_ : nullptr);
+        target_.recorder->record(method_, code ? code : status, seconds.count(), request_bytes_,
+                                 sent, failed, exemplar_ ? &*exemplar_ : nullptr);
     } catch (...) {
         report_unraisable("gunicorn_prometheus_exporter: recording a request");
     }
@@ -341,9 +333,9 @@ void bind_request_outcome(nb::module_& m) {
                     method = s.contains("method") ? nb::object(s["method"]) : nb::none();
                     headers = s.contains("headers") ? nb::object(s["headers"]) : nb::none();
                 }
-                new (self) RecordingSend{
-                    Outcome(recorder, trace, method, request_bytes(nb::handle(), headers)),
-                    std::move(send)};
+                new (self) RecordingSend{Outcome(RecordingTarget(recorder, trace), method,
+                                                 request_bytes(nb::handle(), headers)),
+                                         std::move(send)};
             },
             "recorder"_a, "trace"_a, "scope"_a, "send"_a)
         .def(

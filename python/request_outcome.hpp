@@ -27,12 +27,6 @@ struct Recorder {
                 double response_bytes, bool failed, const gpe::ExemplarLabels* exemplar);
 };
 
-class CurrentTrace;
-
-// The bound objects behind handles; TypeError naming what was expected.
-Recorder& recorder_of(nb::handle recorder);
-const CurrentTrace& trace_of(nb::handle trace);
-
 // The status code in `status`: an int, or a status line such as "200 OK"
 // (str or bytes); 0 when there is none.
 int status_code(nb::handle status);
@@ -72,12 +66,22 @@ class CurrentTrace {
     nb::object span_key_;
 };
 
+// What requests are recorded with, resolved from their Python objects once
+// (not at every request), and the object that keeps both alive.
+struct RecordingTarget {
+    RecordingTarget(nb::handle recorder_object, nb::handle trace_object);
+
+    Recorder* recorder;
+    const CurrentTrace* trace;
+    nb::object owner;  // (recorder, trace)
+};
+
 // One request's outcome, recorded once, as soon as it is known: a request
 // in flight from construction until record(); the destructor records one
 // that nothing recorded (the server dropped it) as failed.
 class Outcome {
   public:
-    Outcome(nb::handle recorder, nb::handle trace, nb::handle method, double request_bytes);
+    Outcome(const RecordingTarget& target, nb::handle method, double request_bytes);
     ~Outcome();
     Outcome(const Outcome&) = delete;
     Outcome& operator=(const Outcome&) = delete;
@@ -94,10 +98,7 @@ class Outcome {
     double sent = 0;
 
   private:
-    nb::object recorder_object_;
-    Recorder& recorder_;
-    const CurrentTrace& trace_;
-    nb::object trace_object_;
+    RecordingTarget target_;
     std::string method_;
     double request_bytes_;
     std::chrono::steady_clock::time_point start_;

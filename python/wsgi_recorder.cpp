@@ -30,8 +30,7 @@ Names names;
 
 struct WSGIRecorder {
     nb::object app;
-    nb::object recorder;
-    nb::object trace;
+    RecordingTarget target;
     nb::object on_error;  // None: the server counts a raising app itself
 };
 
@@ -145,7 +144,7 @@ PyObject* call_recorder(PyObject* self_object, PyObject* args, PyObject* kwargs)
         }
         nb::object exchange = make_instance<StartResponse>([&] {
             return StartResponse{
-                Outcome(self.recorder, self.trace, nb::handle(method), request_bytes(environ, {})),
+                Outcome(self.target, nb::handle(method), request_bytes(environ, {})),
                 nb::borrow(start_response), nb::object()};
         });
         StartResponse& start = *nb::inst_ptr<StartResponse>(exchange);
@@ -186,9 +185,12 @@ PyObject* call_start_response(PyObject* self_object, PyObject* args, PyObject* k
     return slot([&]() -> PyObject* {
         PyObject *status = nullptr, *headers = nullptr, *exc_info = nullptr;
         static const char* keywords[] = {"status", "headers", "exc_info", nullptr};
-        if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response",
-                                         const_cast<char**>(keywords), &status, &headers,
-                                         &exc_info)) {
+        if (kwargs == nullptr && PyTuple_GET_SIZE(args) == 2) {  // as apps call it
+            status = PyTuple_GET_ITEM(args, 0);
+            headers = PyTuple_GET_ITEM(args, 1);
+        } else if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response",
+                                                const_cast<char**>(keywords), &status, &headers,
+                                                &exc_info)) {
             return nullptr;
         }
         StartResponse& self = *nb::inst_ptr<StartResponse>(self_object);
@@ -260,11 +262,9 @@ void bind_wsgi_recorder(nb::module_& m) {
                              "middleware.py), when its outcome is known.")
         .def(
             "__init__",
-            [](WSGIRecorder* self, nb::object app, nb::object recorder, nb::object trace,
+            [](WSGIRecorder* self, nb::object app, nb::handle recorder, nb::handle trace,
                nb::object on_error) {
-                recorder_of(recorder);  // TypeError now, not at the first request
-                trace_of(trace);
-                new (self) WSGIRecorder{std::move(app), std::move(recorder), std::move(trace),
+                new (self) WSGIRecorder{std::move(app), RecordingTarget(recorder, trace),
                                         std::move(on_error)};
             },
             "app"_a, "recorder"_a, "trace"_a, "on_error"_a.none() = nb::none())

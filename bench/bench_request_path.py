@@ -1,0 +1,185 @@
+"""Benchmark: what the exporter adds to one request in Gunicorn's sync worker,
+measured request by request.
+
+Throughput on a shared machine moves by 10% from one run of a server to the
+next (bench_gunicorn.py shows it with a control row), more than the cost we
+look for. Here the cost is taken where it is paid, with the machine's drift
+cancelled: in one process, two real ``SyncWorker`` objects of Gunicorn serve
+real TCP connections on loopback (accept, Gunicorn's parser, the WSGI app,
+the response, close), one as Gunicorn alone and one with the exporter's
+hooks and app wrapper installed as ``gunicorn_config`` installs them
+(post_fork, post_worker_init, pre_request, post_request; files mode, the
+request recorded natively). Blocks of requests alternate between the two;
+each block pair gives a ratio, and the median of those ratios is the
+figure, with a 95% confidence interval (order statistics of the median).
+
+The client side (connect, send, read the answer) is outside the timing; the
+app is the hello world of the end-to-end benchmark (demo/app.py) and, to see
+the streaming path, the same body as a generator.
+
+    python bench/bench_request_path.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "demo"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from timing import print_targets  # noqa: E402
+
+TARGET = 1.03  # ours at most 3% more time a request than Gunicorn alone
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+
+
+def streamed_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+    body = b"Hello, world!\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    yield body
+
+
+def make_worker(listener: socket.socket, ours: bool) -> Any:
+    """A SyncWorker of Gunicorn as a worker process has it after its start;
+    with ours, after our post_fork ran (once a process, as in a worker)."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.sync import SyncWorker
+
+    cfg = Config()
+    if ours:
+        from gunicorn_prometheus_exporter import gunicorn_config
+
+        for hook in ("post_fork", "post_worker_init", "pre_request", "post_request"):
+            cfg.set(hook, getattr(gunicorn_config, hook))
+    worker = SyncWorker(1, os.getpid(), [listener], None, 30, cfg, Logger(cfg))
+    if ours:
+        cfg.post_fork(None, worker)
+    return worker
+
+
+def load(worker: Any, app: Any) -> None:
+    """The worker's app is ``app``: what Gunicorn and post_worker_init do."""
+    worker.wsgi = app
+    worker.cfg.post_worker_init(worker)
+
+
+def serve(worker: Any, listener: socket.socket, requests: int) -> float:
+    """Seconds the worker spent on ``requests`` connections (accept to close)."""
+    address = listener.getsockname()
+    spent = 0.0
+    for _ in range(requests):
+        client = socket.create_connection(address)
+        client.sendall(REQUEST)
+        # The client's FIN is there already: Gunicorn's graceful close after
+        # the answer (it drains until the peer closes) does not wait for us.
+        client.shutdown(socket.SHUT_WR)
+        start = time.perf_counter()
+        connection, peer = listener.accept()
+        worker.handle(listener, connection, peer)
+        spent += time.perf_counter() - start
+        answer = client.recv(4096)
+        client.close()
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected answer: {answer[:80]!r}")
+    return spent
+
+
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """Median and its 95% confidence interval (distribution-free: the order
+    statistics around n/2 +- 1.96 sqrt(n)/2)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = 1.96 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half))
+    high = min(n - 1, math.ceil(n / 2 + half))
+    return statistics.median(ordered), ordered[low], ordered[high]
+
+
+def measure(
+    workers: tuple[Any, Any], listener: socket.socket, app: Any, blocks: int, block: int
+) -> tuple[float, float, tuple[float, float, float]]:
+    """(us a request alone, us with ours, median ratio with its interval)."""
+    bare, ours = workers
+    load(bare, app)
+    load(ours, app)
+    serve(bare, listener, block)  # warm up both
+    serve(ours, listener, block)
+    ratios, bare_times, our_times = [], [], []
+    for i in range(blocks):
+        # Alternate which goes first, so that neither always follows the other.
+        first, second = (bare, ours) if i % 2 == 0 else (ours, bare)
+        a = serve(first, listener, block)
+        b = serve(second, listener, block)
+        bare_time, our_time = (a, b) if first is bare else (b, a)
+        bare_times.append(bare_time / block)
+        our_times.append(our_time / block)
+        ratios.append(our_time / bare_time)
+    return (
+        statistics.median(bare_times) * 1e6,
+        statistics.median(our_times) * 1e6,
+        median_interval(ratios),
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    blocks, block = (40, 100) if args.quick else (200, 100)
+
+    directory = tempfile.mkdtemp(prefix="gpe-bench-request-path-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    import gunicorn
+
+    import gunicorn_prometheus_exporter as exporter
+    from gunicorn_prometheus_exporter import metrics, worker_hooks
+
+    exporter.enable_native_values(directory)
+    recorded = metrics.create()
+    worker_hooks.inherit(recorded, directory)  # what the master hands its workers
+    from app import app as hello_app
+
+    print("# Request path benchmark: Gunicorn's sync worker, request by request\n")
+    print(
+        f"- python {sys.version.split()[0]}, Gunicorn {gunicorn.__version__}; {blocks} block "
+        f"pairs of {block} requests, alternating; OpenTelemetry's API installed (the "
+        f"exemplar is looked up): {importlib.util.find_spec('opentelemetry') is not None}\n"
+    )
+    print("| app | Gunicorn alone, us/request | with ours, us/request | ours / alone (95% CI) |")
+    print("|---|---|---|---|")
+    misses = []
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    workers = (make_worker(listener, ours=False), make_worker(listener, ours=True))
+    for name, app in (("hello world, list body", hello_app), ("the same, streamed", streamed_app)):
+        bare, ours, (ratio, low, high) = measure(workers, listener, app, blocks, block)
+        print(
+            f"| {name} | {bare:.1f} | {ours:.1f} (+{ours - bare:.1f}) | "
+            f"{ratio:.1%} ({low:.1%} - {high:.1%}) |"
+        )
+        if ratio > TARGET:
+            misses.append(f"{name}: {ratio:.1%} of Gunicorn's time alone > {TARGET:.0%}")
+    listener.close()
+    counted = recorded.worker_requests.labels("GET", "2xx")._value.get()
+    served = 2 * (blocks + 1) * block  # each app: a warm-up block and the measured ones
+    print(f"\nrequests served with ours: {served:,}, recorded: {counted:,.0f}")
+    if counted != served:
+        misses.append("ours did not record every request it served")
+    print_targets(misses)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
