@@ -252,11 +252,13 @@ struct RecordingSend {
     nb::object send;
 };
 
-PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) {
+PyObject* send_recorded(PyObject* self, PyObject* args, PyObject* kwargs) {
     PyObject* message = nullptr;
     static const char* keywords[] = {"message", nullptr};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:send", const_cast<char**>(keywords),
-                                     &message)) {
+    if (kwargs == nullptr && PyTuple_GET_SIZE(args) == 1) {  // as apps call it
+        message = PyTuple_GET_ITEM(args, 0);
+    } else if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:send", const_cast<char**>(keywords),
+                                            &message)) {
         return nullptr;
     }
     RecordingSend& recording = *nb::inst_ptr<RecordingSend>(self);
@@ -277,6 +279,10 @@ PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) 
         if (PyErr_Occurred()) PyErr_Clear();  // an odd message is the server's to refuse
     }
     return PyObject_CallOneArg(recording.send.ptr(), message);
+}
+
+PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) {
+    return guarded_slot([&] { return send_recorded(self, args, kwargs); });
 }
 
 PyType_Slot recording_send_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recording_send)},

@@ -107,6 +107,21 @@ class Outcome {
     std::optional<gpe::ExemplarLabels> exemplar_;
 };
 
+// Runs `body` (which returns a new reference, or nullptr with a Python
+// error set, or throws) for a type slot: C++ exceptions become Python errors
+// instead of escaping into CPython.
+template <typename Body>
+PyObject* guarded_slot(Body&& body) {
+    try {
+        return body();
+    } catch (nb::python_error& e) {
+        e.restore();
+    } catch (const std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+    return nullptr;
+}
+
 // Reports the Python error set now, or the C++ exception being handled, as
 // an unraisable exception of `where` (printed, not raised).
 void report_unraisable(const char* where);

@@ -76,20 +76,6 @@ struct RecordedBody {
     }
 };
 
-// Runs `body` (which returns a new reference or throws) for a type slot:
-// C++ exceptions become Python errors instead of escaping into CPython.
-template <typename Body>
-PyObject* slot(Body&& body) {
-    try {
-        return body();
-    } catch (nb::python_error& e) {
-        e.restore();
-    } catch (const std::exception& e) {
-        PyErr_SetString(PyExc_RuntimeError, e.what());
-    }
-    return nullptr;
-}
-
 // A new Python instance of bound type T, made in place by `make` (T need
 // not be movable: an Outcome records once, where it was made).
 template <typename T, typename Make>
@@ -129,7 +115,7 @@ double sum_of_lengths(PyObject* sequence) {
 }
 
 PyObject* call_recorder(PyObject* self_object, PyObject* args, PyObject* kwargs) {
-    return slot([&]() -> PyObject* {
+    return guarded_slot([&]() -> PyObject* {
         PyObject *environ = nullptr, *start_response = nullptr;
         static const char* keywords[] = {"environ", "start_response", nullptr};
         if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:WSGIRecorder",
@@ -182,7 +168,7 @@ PyObject* call_recorder(PyObject* self_object, PyObject* args, PyObject* kwargs)
 }
 
 PyObject* call_start_response(PyObject* self_object, PyObject* args, PyObject* kwargs) {
-    return slot([&]() -> PyObject* {
+    return guarded_slot([&]() -> PyObject* {
         PyObject *status = nullptr, *headers = nullptr, *exc_info = nullptr;
         static const char* keywords[] = {"status", "headers", "exc_info", nullptr};
         if (kwargs == nullptr && PyTuple_GET_SIZE(args) == 2) {  // as apps call it
@@ -206,7 +192,7 @@ PyObject* call_start_response(PyObject* self_object, PyObject* args, PyObject* k
 }
 
 PyObject* next_chunk(PyObject* self_object) {
-    return slot([&]() -> PyObject* {
+    return guarded_slot([&]() -> PyObject* {
         RecordedBody& self = *nb::inst_ptr<RecordedBody>(self_object);
         if (self.closed) return nullptr;
         Outcome& outcome = self.start().outcome;
