@@ -229,11 +229,30 @@ PyObject* next_chunk(PyObject* self_object) {
 
 PyObject* iterate_self(PyObject* self) { return Py_NewRef(self); }
 
+// close(): a request not recorded yet did not end well; the app's body is
+// closed once.
+PyObject* close_recorded_body(PyObject* self_object, PyObject* /*unused*/) {
+    return guarded_slot([&]() -> PyObject* {
+        RecordedBody& self = *nb::inst_ptr<RecordedBody>(self_object);
+        self.start().outcome.record(true);  // no-op when already recorded
+        self.close_body();
+        Py_RETURN_NONE;
+    });
+}
+
+// A plain C method (servers call it for every streamed body): no binding
+// layer between the server and the close.
+PyMethodDef body_methods[] = {
+    {"close", close_recorded_body, METH_NOARGS,
+     "Closes the app's body; a request not recorded yet did not end well."},
+    {nullptr, nullptr, 0, nullptr}};
+
 PyType_Slot recorder_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recorder)}, {0, nullptr}};
 PyType_Slot start_response_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_start_response)},
                                       {0, nullptr}};
 PyType_Slot body_slots[] = {{Py_tp_iter, reinterpret_cast<void*>(iterate_self)},
                             {Py_tp_iternext, reinterpret_cast<void*>(next_chunk)},
+                            {Py_tp_methods, body_methods},
                             {0, nullptr}};
 
 }  // namespace
@@ -262,12 +281,5 @@ void bind_wsgi_recorder(nb::module_& m) {
 
     nb::class_<RecordedBody>(m, "WSGIRecordedBody", nb::type_slots(body_slots),
                              "A streamed response body: counts its bytes and records the "
-                             "request when the announced size is reached or the body ends.")
-        .def(
-            "close",
-            [](RecordedBody& self) {
-                self.start().outcome.record(true);  // no-op when already recorded
-                self.close_body();
-            },
-            "Closes the app's body; a request not recorded yet did not end well.");
+                             "request when the announced size is reached or the body ends.");
 }
