@@ -159,8 +159,10 @@ void report_unraisable(const char* where) {
     Py_XDECREF(context);
 }
 
-CurrentTrace::CurrentTrace(nb::object fallback, nb::object context_var, nb::object span_key)
-    : fallback_(std::move(fallback)),
+CurrentTrace::CurrentTrace(nb::object get_current_span, nb::object span_class,
+                           nb::object context_var, nb::object span_key)
+    : get_current_span_(std::move(get_current_span)),
+      span_class_(std::move(span_class)),
       context_var_(std::move(context_var)),
       span_key_(std::move(span_key)) {
     if (!context_var_.is_none() && !PyContextVar_CheckExact(context_var_.ptr())) {
@@ -168,29 +170,46 @@ CurrentTrace::CurrentTrace(nb::object fallback, nb::object context_var, nb::obje
     }
 }
 
-bool CurrentTrace::no_span_active() const {
-    if (context_var_.is_none() || span_key_.is_none()) return false;
+nb::object CurrentTrace::stored_span() const {
+    if (context_var_.is_none() || span_key_.is_none()) return {};
     PyObject* context = nullptr;
     if (PyContextVar_Get(context_var_.ptr(), nullptr, &context) < 0) {
         PyErr_Clear();
-        return false;
+        return {};
     }
     const nb::object owned = nb::steal(context);
-    if (context == nullptr || !PyDict_Check(context)) return false;
+    if (context == nullptr || !PyDict_Check(context)) return {};
     PyObject* span = PyDict_GetItemWithError(context, span_key_.ptr());
     if (span == nullptr && PyErr_Occurred()) {
         PyErr_Clear();
-        return false;
+        return {};
     }
-    return span == nullptr;
+    return span ? nb::borrow(span) : nb::none();
+}
+
+// OpenTelemetry's get_current_span(): a value that is not a Span counts as
+// none; the span's context must be valid; ids in lower-case hex, zero-padded.
+std::optional<gpe::ExemplarLabels> CurrentTrace::labels_of(nb::handle span) const {
+    const int is_span = span.is_none() ? 0 : PyObject_IsInstance(span.ptr(), span_class_.ptr());
+    if (is_span < 0) throw nb::python_error();
+    if (!is_span) return std::nullopt;
+    const nb::object context = span.attr("get_span_context")();
+    if (!nb::bool_(context.attr("is_valid"))) return std::nullopt;
+    const auto hex = [](nb::handle id, const char* format) {
+        PyObject* text = PyObject_Format(id.ptr(), nb::str(format).ptr());
+        if (text == nullptr) throw nb::python_error();
+        return nb::cast<std::string>(nb::steal(text));
+    };
+    return gpe::ExemplarLabels({{"trace_id", hex(context.attr("trace_id"), "032x")},
+                                {"span_id", hex(context.attr("span_id"), "016x")}});
 }
 
 std::optional<gpe::ExemplarLabels> CurrentTrace::exemplar() const {
-    if (fallback_.is_none() || no_span_active()) return std::nullopt;
+    if (get_current_span_.is_none()) return std::nullopt;  // no OpenTelemetry
     try {
-        const nb::object labels = fallback_();
-        if (labels.is_none()) return std::nullopt;
-        return exemplar_labels(labels);
+        nb::object span = stored_span();
+        if (!span.is_valid()) span = get_current_span_();
+        return labels_of(span);
     } catch (...) {
         report_unraisable("gunicorn_prometheus_exporter: the trace of a request");
         return std::nullopt;
@@ -300,8 +319,9 @@ void bind_request_outcome(nb::module_& m) {
 
     nb::class_<CurrentTrace>(m, "CurrentTrace",
                              "The trace of the calling context as an exemplar (tracing.py).")
-        .def(nb::init<nb::object, nb::object, nb::object>(), "fallback"_a.none(),
-             "context_var"_a.none(), "span_key"_a.none())
+        .def(nb::init<nb::object, nb::object, nb::object, nb::object>(),
+             "get_current_span"_a.none(), "span_class"_a.none(), "context_var"_a.none(),
+             "span_key"_a.none())
         .def(
             "exemplar",
             [](const CurrentTrace& self) -> nb::object {
