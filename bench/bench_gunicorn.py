@@ -563,7 +563,7 @@ def plot_throughput(
     grouped_bars(
         directory,
         "gunicorn_throughput.png",
-        "Gunicorn throughput, 1 worker on a core of its own, hello world: median requests/s\n"
+        "Gunicorn throughput, hello world, 1 worker on its own core: median requests/s\n"
         "(in brackets: of the same app and Gunicorn with no metrics, paired runs)",
         [f"{s.name}  ({paired[s.name]:.1%})" for s in servers],
         {"median requests/s": [medians[s.name] for s in servers]},
