@@ -20,8 +20,9 @@ with it the kernel's share of each connection that the client's connect()
 pays on loopback: the ratio here is to less than a served request costs a
 server (bench_gunicorn.py's CPU per request), so it overstates our share.
 The app is the hello world of the end-to-end benchmark (demo/app.py), whose
-row the 3% target judges, and, to show the streaming path, the same body
-as a generator.
+row the 3% target judges, and, to show the other paths, the same body as a
+generator and (with OpenTelemetry's SDK) the hello world in a span, whose
+trace becomes the exemplar of the request's duration.
 
     python bench/bench_request_path.py [--quick]
 """
@@ -176,6 +177,10 @@ def main() -> int:
         ("hello world, list body", (bare, ours_worker), hello_app),
         ("the same, streamed", (bare, ours_worker), streamed_app),
     ]
+    if importlib.util.find_spec("opentelemetry.sdk") is not None:
+        from traced_app import app as traced  # each request in a span: exemplars
+
+        runs.append(("the hello world in a span, exemplars", (bare, ours_worker), traced))
     for name, workers, app in runs:
         alone, ours, (ratio, low, high) = measure(workers, listener, app, blocks, block)
         print(
@@ -186,7 +191,7 @@ def main() -> int:
             misses.append(f"{name}: {ratio:.1%} of Gunicorn's time alone > {TARGET:.0%}")
     listener.close()
     counted = recorded.worker_requests.labels("GET", "2xx")._value.get()
-    served = 2 * (blocks + 1) * block  # two runs of ours: a warm-up block and the measured ones
+    served = (len(runs) - 1) * (blocks + 1) * block  # each run of ours: warm-up and measured
     print(f"\nrequests served with ours: {served:,}, recorded: {counted:,.0f}")
     if counted != served:
         misses.append("ours did not record every request it served")
