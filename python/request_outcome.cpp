@@ -6,8 +6,6 @@
 #include <string>
 #include <utility>
 
-#include "fast_methods.hpp"
-
 using namespace nb::literals;
 
 void Recorder::record(std::string_view method, int status, double seconds, double request_bytes,
@@ -352,16 +350,17 @@ void bind_request_outcome(nb::module_& m) {
             "__init__",
             [](RecordingSend* self, nb::handle recorder, nb::handle trace, nb::handle scope,
                nb::object send) {
-                nb::object method = nb::none();
-                nb::object headers = nb::none();
+                // Borrowed from the scope, which the server keeps for the request.
+                PyObject* method = nullptr;
+                PyObject* headers = nullptr;
                 if (PyDict_Check(scope.ptr())) {
-                    nb::dict s = nb::borrow<nb::dict>(scope);
-                    method = s.contains("method") ? nb::object(s["method"]) : nb::none();
-                    headers = s.contains("headers") ? nb::object(s["headers"]) : nb::none();
+                    method = PyDict_GetItemString(scope.ptr(), "method");
+                    headers = PyDict_GetItemString(scope.ptr(), "headers");
                 }
-                new (self) RecordingSend{Outcome(RecordingTarget(recorder, trace), method,
-                                                 request_bytes(nb::handle(), headers)),
-                                         std::move(send)};
+                new (self)
+                    RecordingSend{Outcome(RecordingTarget(recorder, trace), nb::handle(method),
+                                          request_bytes(nb::handle(), nb::handle(headers))),
+                                  std::move(send)};
             },
             "recorder"_a, "trace"_a, "scope"_a, "send"_a)
         .def(

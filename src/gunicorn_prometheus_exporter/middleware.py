@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from . import _native
-from .tracing import native_trace
+from .tracing import TRACE
 
 # How a worker class's requests reach us:
 #   "hooks": Gunicorn's own WSGI workers (they call the request hooks and
@@ -74,7 +74,7 @@ def wsgi_recorder(app: Any, recorder: Any, on_error: Callable[[], None] | None) 
     ``on_error`` is called when the app raises (for servers that do not
     count that themselves). The wrapper is native (wsgi_recorder.cpp): in
     Python it cost a sync worker 6% of its throughput on a hello world."""
-    return _native.WSGIRecorder(app, recorder, native_trace(), on_error)
+    return _native.WSGIRecorder(app, recorder, TRACE, on_error)
 
 
 class ASGIRecorder:
@@ -88,7 +88,7 @@ class ASGIRecorder:
         self.app = app
         self.recorder = recorder
         self.on_error = on_error
-        self.trace = native_trace()
+        self.trace = TRACE
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]

@@ -43,10 +43,11 @@ def native_trace() -> Any:
     return _native.CurrentTrace(get_current_span, Span, *_span_storage())
 
 
-_trace = native_trace()
+# This process's reader, shared by every wrapper and current_exemplar().
+TRACE = native_trace()
 
 
 def current_exemplar() -> dict[str, str] | None:
     """Exemplar labels of the active span, or None (no OpenTelemetry, no valid span)."""
-    labels: dict[str, str] | None = _trace.exemplar()
+    labels: dict[str, str] | None = TRACE.exemplar()
     return labels
