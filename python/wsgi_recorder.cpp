@@ -86,18 +86,18 @@ nb::object make_instance(Make&& make) {
     return instance;
 }
 
+// A body chunk's size in bytes; 0 for what has no length (the server's to refuse).
+double chunk_length(PyObject* chunk) {
+    if (PyBytes_Check(chunk)) return static_cast<double>(PyBytes_GET_SIZE(chunk));
+    const Py_ssize_t size = PyObject_Length(chunk);
+    if (size < 0) PyErr_Clear();
+    return size > 0 ? static_cast<double>(size) : 0.0;
+}
+
 double sum_of_lengths(PyObject* sequence) {
     double sent = 0;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i) {
-        PyObject* chunk = PySequence_Fast_GET_ITEM(sequence, i);
-        if (PyBytes_Check(chunk)) {
-            sent += static_cast<double>(PyBytes_GET_SIZE(chunk));
-        } else {
-            const Py_ssize_t size = PyObject_Length(chunk);
-            if (size < 0) PyErr_Clear();  // not bytes: the server's to refuse
-            sent += size > 0 ? static_cast<double>(size) : 0.0;
-        }
-    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); ++i)
+        sent += chunk_length(PySequence_Fast_GET_ITEM(sequence, i));
     return sent;
 }
 
@@ -219,7 +219,7 @@ PyObject* next_chunk(PyObject* self_object) {
             self.expected = self.start().expected();
             self.looked = true;
         }
-        outcome.sent += PyBytes_Check(chunk) ? static_cast<double>(PyBytes_GET_SIZE(chunk)) : 0.0;
+        outcome.sent += chunk_length(chunk);
         if (!outcome.done() && self.expected && outcome.sent >= *self.expected) {
             outcome.record(false);  // before the last bytes go out
         }
