@@ -361,6 +361,97 @@ TEST(RedisView, AChunkTakenBetweenTwoReadsIsCountedOnce) {
     EXPECT_EQ(out.find("} 2.0"), std::string::npos) << out.substr(0, 300);
 }
 
+// A node was live when its values and marker were read, and was retired
+// and a chunk of it folded before the archive was read: its series would
+// be in both; read again.
+TEST(RedisView, ANodeFoldedAfterItsLiveReadIsCountedOnce) {
+    REQUIRE_REDIS();
+    RedisServer server;
+    auto client = connect(server);
+    TempDir dir;
+    {
+        MmapFile f(dir.file("counter_1.db"));
+        for (int i = 0; i < 1200; ++i)  // three chunks
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
+    }
+    ViewMirror mirror(client, options(dir, "a"));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    const std::string node = mirror.node();
+    bool armed = false;  // the first scrape reads the node's series, the second only its values
+    size_t folded = 0;
+    InterleavingProxy proxy(
+        server, ":marker",
+        [&] {
+            if (armed && !folded) folded = fold_node(*client, "gunicorn", node, false, 1).chunks;
+        },
+        100);
+    Reader reader(proxy.reader_client(), "gunicorn");
+    Diagnostics read;
+    EXPECT_TRUE(shows(reader.render(Format::kText, read), "reqs_total{i=\"0\"} 1.0"));
+    armed = true;
+    const std::string out = reader.render(Format::kText, read);
+    EXPECT_EQ(folded, 1u);
+    EXPECT_TRUE(shows(out, "reqs_total{i=\"0\"} 1.0")) << out.substr(0, 300);
+    EXPECT_EQ(out.find("} 2.0"), std::string::npos) << out.substr(0, 300);
+}
+
+// A node retired with one chunk taken and not applied (its folder died
+// between the two: its connection drops at its third script).
+std::string half_folded_node(const std::shared_ptr<Client>& client, const TempDir& dir,
+                             const std::string& instance) {
+    {
+        MmapFile f(dir.file("counter_1.db"));
+        for (int i = 0; i < 600; ++i)  // two chunks
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
+    }
+    ViewMirror mirror(client, options(dir, instance));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    int scripts = 0;
+    gpe::testing::FakeRedis dying(
+        [&](gpe::testing::FakeRedis& proxy, int fd, const std::vector<std::string>& argv) {
+            if (argv[0] == "EVAL" && ++scripts > 2) return false;  // retire, take; not apply
+            return proxy.send_all(fd, resp(client->command(Command(argv.begin(), argv.end()))));
+        });
+    Options o = client->options();
+    o.port = dying.port();
+    Client folder(o);
+    EXPECT_THROW(fold_node(folder, "gunicorn", mirror.node(), false, 1), Error);
+    return mirror.node();
+}
+
+// The archive is read between two reads of the chunks' scores; a chunk
+// applied between them (here the taken chunk of a node whose folder died,
+// by another folder) makes the archive be read again, and after two such
+// pairs, by one script: the chunk is counted once, and nothing is missed.
+TEST(RedisView, AChunkAppliedWhileTheArchiveIsReadIsCountedOnce) {
+    REQUIRE_REDIS();
+    for (int nodes : {1, 2}) {  // 2: the script
+        RedisServer server;
+        auto client = connect(server);
+        std::vector<TempDir> dirs(static_cast<size_t>(nodes));
+        std::vector<std::string> names;
+        for (int n = 0; n < nodes; ++n)
+            names.push_back(
+                half_folded_node(client, dirs[static_cast<size_t>(n)], "h" + std::to_string(n)));
+        size_t next = 0;
+        InterleavingProxy proxy(
+            server, ":applied", [&] { fold_node(*client, "gunicorn", names.at(next++), false, 1); },
+            nodes);
+        Reader reader(proxy.reader_client(), "gunicorn");
+        Diagnostics read;
+        const std::string out = reader.render(Format::kText, read);
+        EXPECT_EQ(proxy.fired, nodes);
+        const std::string full = concat("} ", std::to_string(nodes), ".0\n");
+        int exact = 0;
+        for (size_t at = out.find(full); at != std::string::npos; at = out.find(full, at + 1))
+            ++exact;
+        EXPECT_EQ(exact, 600) << nodes << " nodes: " << out.substr(0, 300);
+        EXPECT_TRUE(read.warnings.empty()) << read.warnings.front();
+    }
+}
+
 // A scrape is exact while one node's series keep changing and another node
 // is folded chunk by chunk, all at once (the two tests before place a write
 // between two reads exactly; this one races them).

@@ -48,12 +48,15 @@ local out = {}
 for i = 1, 4 do out[i] = redis.pcall(kinds[i], KEYS[i]) end
 return out
 )lua";
-// KEYS: archive, applied. ARGV: chunk ids. Answers the archive, then 1 for
-// each id folded into it and 0 for the others.
+// The archive and which chunk ids are folded into it, at one moment: by
+// plain commands between two reads of the ids' scores, trusted when both
+// agree; when folds keep landing between them, by a script.
+// KEYS: archive, applied. ARGV: chunk ids. Answers the archive, then what
+// ZMSCORE answers (a score, or nil for an id not folded).
 constexpr const char* kArchiveScript = R"lua(#!lua flags=no-writes
-local out = {redis.pcall('HGETALL', KEYS[1])}
-for i = 1, #ARGV do out[i + 1] = redis.call('ZSCORE', KEYS[2], ARGV[i]) and 1 or 0 end
-return out
+local scores = {}
+for i = 1, #ARGV do scores[i] = redis.call('ZSCORE', KEYS[2], ARGV[i]) end
+return {redis.pcall('HGETALL', KEYS[1]), scores}
 )lua";
 
 const Reply kNone{Reply::Type::kNil, {}, 0, {}};
@@ -93,12 +96,19 @@ const Reply& checked(const Reply& reply, std::string_view what) {
     return reply;
 }
 
-Command archive_read(const std::string& prefix, const std::vector<std::string>& asked) {
-    if (asked.empty()) return {"HGETALL", node::fleet_key(prefix, node::kArchive)};
-    Command archive{"EVAL", kArchiveScript, "2", node::fleet_key(prefix, node::kArchive),
-                    node::fleet_key(prefix, node::kApplied)};
-    archive.insert(archive.end(), asked.begin(), asked.end());
-    return archive;
+// The id of the next chunk a node would fold: its first while it is live.
+std::string next_chunk(const std::string& name, long long taken) {
+    return concat(name, "#", std::to_string(std::max(taken, 0LL)));
+}
+
+// Whether two ZMSCORE answers name the same ids as folded.
+bool same_folded(const Reply& a, const Reply& b) {
+    if (a.elements.size() != b.elements.size()) return false;
+    for (size_t i = 0; i < a.elements.size(); ++i) {
+        if ((a.elements[i].type == Reply::Type::kNil) != (b.elements[i].type == Reply::Type::kNil))
+            return false;
+    }
+    return true;
 }
 
 // The `k`th group of `per` replies: of plain commands, or the parts of a
@@ -232,34 +242,16 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
     const std::vector<NodeRead> found = read_nodes(client, prefix, nodes);
     std::vector<std::string> asked;  // chunk ids whose fold is asked for
     for (const NodeRead& read : found) {
-        if (read.taken < 0) continue;
         if (!read.chunk_id.empty()) asked.push_back(read.chunk_id);
-        asked.push_back(concat(*read.name, "#", std::to_string(read.taken)));
+        asked.push_back(next_chunk(*read.name, read.taken));
     }
-
-    // Without a node being folded, the archive alone (one command is one
-    // moment); with one, the archive and the chunks' scores at one moment.
-    replies_.push_back(client.pipeline({archive_read(prefix, asked)}));
-    ++commands_;
-    if (asked.empty()) {  // as the script answers: {archive}
-        Reply whole_archive{Reply::Type::kArray, {}, 0, {}};
-        whole_archive.elements.push_back(std::move(replies_.back().back()));
-        replies_.back().back() = std::move(whole_archive);
-    }
-    const Reply& exec = checked(replies_.back().back(), "reading the fleet archive");
-    if (exec.type != Reply::Type::kArray || exec.elements.size() != asked.size() + 1)
-        throw Error(Error::Kind::kProtocol, "unexpected reply reading the fleet archive");
     StringMap<bool> applied;
-    for (size_t i = 0; i < asked.size(); ++i) {
-        if (exec.elements[i + 1].integer == 1) applied[asked[i]] = true;
-    }
+    const Reply& archive = read_archive(client, prefix, asked, applied);
 
     for (const NodeRead& read : found) {
-        // A chunk taken after the node was read is in the archive read after
-        // it, and in the node's `folding` as read: read again.
-        if (read.taken >= 0 &&
-            applied.contains(concat(*read.name, "#", std::to_string(read.taken))))
-            return false;
+        // A chunk folded after the node was read (live, or what was left of
+        // it) is in the archive read after it too: read again.
+        if (applied.contains(next_chunk(*read.name, read.taken))) return false;
         ViewSource source{concat("Redis node ", *read.name), {}};
         if (!read.retired) {
             if (auto cached = nodes_.find(*read.name); cached != nodes_.end()) {
@@ -275,9 +267,45 @@ bool FleetSnapshot::read_once(Client& client, const std::string& prefix, const R
         sources_.push_back(std::move(source));
     }
     ViewSource folded{concat("Redis ", node::fleet_key(prefix, node::kArchive)), {}};
-    add_fields(folded, exec.elements[0], true, diagnostics, "archive");
+    add_fields(folded, archive, true, diagnostics, "archive");
     sources_.push_back(std::move(folded));
     return true;
+}
+
+const Reply& FleetSnapshot::read_archive(Client& client, const std::string& prefix,
+                                         const std::vector<std::string>& asked,
+                                         StringMap<bool>& applied) {
+    const std::string archive = node::fleet_key(prefix, node::kArchive);
+    const std::string folded = node::fleet_key(prefix, node::kApplied);
+    if (asked.empty()) {  // one command is one moment
+        replies_.push_back(client.pipeline({{"HGETALL", archive}}));
+        ++commands_;
+        return replies_.back().back();
+    }
+    Command scores{"ZMSCORE", folded};
+    scores.insert(scores.end(), asked.begin(), asked.end());
+    for (int round = 0;; ++round) {
+        const bool script = round == kPlainRounds;
+        Command read_all{"EVAL", kArchiveScript, "2", archive, folded};
+        if (script) read_all.insert(read_all.end(), asked.begin(), asked.end());
+        replies_.push_back(script ? client.pipeline({read_all})
+                                  : client.pipeline({scores, {"HGETALL", archive}, scores}));
+        std::vector<Reply>& got = replies_.back();
+        commands_ += got.size();
+        // The archive's own error (another type) is said when it is added.
+        checked(got[0], "reading the fleet archive");
+        if (script && (got[0].type != Reply::Type::kArray || got[0].elements.size() != 2))
+            throw Error(Error::Kind::kProtocol, "unexpected reply reading the fleet archive");
+        const Reply& before = script ? got[0].elements[1] : got[0];
+        const Reply& after = script ? before : checked(got[2], "reading the fleet archive");
+        if (before.type != Reply::Type::kArray || before.elements.size() != asked.size())
+            throw Error(Error::Kind::kProtocol, "unexpected reply reading the fleet archive");
+        if (!same_folded(before, after)) continue;  // a chunk was folded while read
+        for (size_t i = 0; i < asked.size(); ++i) {
+            if (before.elements[i].type != Reply::Type::kNil) applied[asked[i]] = true;
+        }
+        return script ? got[0].elements[0] : got[1];
+    }
 }
 
 void FleetSnapshot::read_series(Client& client, const std::string& prefix,

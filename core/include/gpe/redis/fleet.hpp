@@ -21,11 +21,12 @@
 //   4. done (node's slot): the chunk is deleted; back to 2 until `folding`
 //      is empty, then the node leaves the node set.
 //
-// A reader reads each node (its values and marker; once retired, all of
-// its keys in one script) before the archive (with the `applied` scores of
-// the chunks it saw and of the next one), so that a chunk is counted
-// exactly once: a chunk applied already is skipped, and a chunk taken
-// after the node was read makes the read start again.
+// A reader reads each node (its values and marker; once retired, what is
+// left of it) before the archive, and with the archive the `applied` scores
+// of the chunks it saw and of each node's next one ({node}#0 for a live
+// node), so that a chunk is counted exactly once: a chunk applied already
+// is skipped, and a chunk folded after its node was read (live or retired)
+// makes the read start again.
 #pragma once
 
 #include <string>

@@ -76,6 +76,10 @@ class FleetSnapshot {
                      std::vector<size_t> stale);
     // What is left of the retired nodes.
     void read_retired(Client& client, const std::string& prefix, std::vector<NodeRead>& found);
+    // The archive, and which of the `asked` chunk ids are folded into it, at
+    // one moment.
+    const Reply& read_archive(Client& client, const std::string& prefix,
+                              const std::vector<std::string>& asked, StringMap<bool>& applied);
     // Pipelines `commands` a few nodes at a time; the replies are kept.
     std::vector<Reply*> pipelined(Client& client, const std::vector<Command>& commands,
                                   size_t per_node);
