@@ -197,14 +197,28 @@ PyMethodDef kMethods[] = {
 
 }  // namespace
 
+namespace {
+
+// A str's UTF-8, cached in the object (UnicodeEncodeError for a lone
+// surrogate, as encoding it would raise).
+std::string_view utf8_of(nb::handle text) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+    if (data == nullptr) throw nb::python_error();
+    return {data, static_cast<size_t>(size)};
+}
+
+}  // namespace
+
 gpe::ExemplarLabels exemplar_labels(nb::handle labels) {
     if (!nb::isinstance<nb::dict>(labels)) throw nb::type_error("exemplar labels must be a dict");
-    std::vector<std::pair<std::string, std::string>> pairs;
+    // Views into the dict's str objects, which outlive this call.
+    std::vector<gpe::ExemplarLabels::LabelView> pairs;
     for (auto [name, value] : nb::borrow<nb::dict>(labels)) {
         if (!nb::isinstance<nb::str>(name) || !nb::isinstance<nb::str>(value)) {
             throw nb::type_error("exemplar label names and values must be strings");
         }
-        pairs.emplace_back(nb::cast<std::string>(name), nb::cast<std::string>(value));
+        pairs.emplace_back(utf8_of(name), utf8_of(value));
     }
     return gpe::ExemplarLabels(pairs);  // std::invalid_argument becomes ValueError
 }

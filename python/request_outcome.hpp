@@ -53,8 +53,11 @@ double request_bytes(nb::handle environ, nb::handle headers);
 // variable lookup away instead of a 1.5 us walk through OpenTelemetry's API.
 class CurrentTrace {
   public:
+    // `span_context_class`: OpenTelemetry's SpanContext when it is a tuple
+    // of (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)
+    // (None: read by its attributes).
     CurrentTrace(nb::object get_current_span, nb::object span_class, nb::object context_var,
-                 nb::object span_key);
+                 nb::object span_key, nb::object span_context_class);
 
     // The labels of the active span's exemplar; nullopt when no valid span
     // is active. An error of OpenTelemetry's is reported, not raised.
@@ -70,6 +73,17 @@ class CurrentTrace {
     nb::object span_class_;
     nb::object context_var_;
     nb::object span_key_;
+    // The attribute names read at every request, interned once.
+    struct Names {
+        static nb::object interned(const char* name) {
+            return nb::steal(PyUnicode_InternFromString(name));
+        }
+        nb::object get_span_context = interned("get_span_context"), is_valid = interned("is_valid"),
+                   trace_id = interned("trace_id"), span_id = interned("span_id");
+    } names_;
+    nb::object span_context_class_;
+    static constexpr Py_ssize_t kTraceIdItem = 0, kSpanIdItem = 1, kIsValidItem = 5;
+    mutable nb::object span_type_;  // the last type found to be a Span (a cache)
 };
 
 // What requests are recorded with, resolved from their Python objects once

@@ -351,16 +351,35 @@ def test_request_duration_carries_the_trace_of_the_app(recorder: Any, recorded: 
     assert exemplar.labels["trace_id"] == ids[0] and len(exemplar.labels["span_id"]) == 16
 
 
+class Id(int):
+    """An id that is an int, but not exactly one (formatted by format())."""
+
+
+def odd_span(trace_id: int, span_id: int) -> Any:
+    """A Span of an app's own, whose context says valid whatever its ids."""
+    from types import SimpleNamespace
+
+    from opentelemetry import trace
+
+    class OddSpan(trace.NonRecordingSpan):
+        def get_span_context(self) -> Any:
+            return SimpleNamespace(is_valid=True, trace_id=trace_id, span_id=span_id)
+
+    return OddSpan(trace.INVALID_SPAN_CONTEXT)
+
+
 def test_native_trace_agrees_with_current_exemplar() -> None:
     pytest.importorskip("opentelemetry.sdk.trace")
     from opentelemetry import context, trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace.propagation import _SPAN_KEY
 
-    from gunicorn_prometheus_exporter.tracing import current_exemplar
+    from gunicorn_prometheus_exporter.tracing import _tuple_span_context, current_exemplar
 
     tracer = TracerProvider().get_tracer("test")
-    quick = native_trace()  # the span read from OpenTelemetry's context variable
+    # The span read from OpenTelemetry's context variable, its context as the tuple it is.
+    assert _tuple_span_context() is trace.SpanContext
+    quick = native_trace()
     through_api = _native.CurrentTrace(trace.get_current_span, trace.Span, None, None)
     seen: list[Any] = []
 
@@ -385,11 +404,21 @@ def test_native_trace_agrees_with_current_exemplar() -> None:
         remote = trace.SpanContext(0xABC, 0xDEF, is_remote=True)
         with trace.use_span(trace.NonRecordingSpan(remote)):
             check()
+        # Ids at the edges of the 64-bit words they are written from.
+        for ids in [(2**128 - 1, 2**64 - 1), (2**64, 1), (2**64 - 1, 2**63)]:
+            with trace.use_span(trace.NonRecordingSpan(trace.SpanContext(*ids, False))):
+                check()
+        # A Span of its own whose ids are not plain ints in range: as format() writes them.
+        for odd in [(Id(2**64 + 5), Id(7)), (2**130, -3), (-1, 2**64)]:
+            with trace.use_span(odd_span(*odd)):
+                check()
 
         async def in_a_task() -> None:
             check()  # a task runs in a copy of the context
 
         asyncio.run(in_a_task())
     check()
-    assert [e is None for e in seen] == [True, False, True, True, False, False, True]
+    assert [e is None for e in seen] == [True, False, True, True] + [False] * 8 + [True]
     assert seen[4] == {"trace_id": f"{0xABC:032x}", "span_id": f"{0xDEF:016x}"}
+    assert seen[5] == {"trace_id": "f" * 32, "span_id": "f" * 16}
+    assert seen[9] == {"trace_id": f"{2**130:032x}", "span_id": "-000000000000003"}

@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
@@ -143,6 +142,10 @@ void append_u16_string(std::string& out, std::string_view text) {
 size_t count_runes(std::string_view text, const char* what) {
     size_t runes = 0;
     for (size_t i = 0; i < text.size(); ++runes) {
+        if (static_cast<unsigned char>(text[i]) < 0x80) {  // ASCII: ids, mostly
+            ++i;
+            continue;
+        }
         const std::optional<CodePoint> cp = decode_utf8(text.substr(i));
         if (!cp) throw std::invalid_argument(concat("exemplar ", what, " is not valid UTF-8"));
         i += cp->length;
@@ -159,26 +162,45 @@ bool is_exemplar_file(std::string_view path) {
            base[kExemplarFilePrefix.size()] == '_' && base.ends_with(".db");
 }
 
-ExemplarLabels::ExemplarLabels(const std::vector<std::pair<std::string, std::string>>& labels) {
-    std::map<std::string_view, std::string_view> sorted;  // dict: the last value of a name
-    for (const auto& [name, value] : labels) sorted[name] = value;
-    size_t runes = 0;
-    for (const auto& [name, value] : sorted) {
+ExemplarLabels::ExemplarLabels(std::span<const LabelView> labels) {
+    // A dict: sorted by name, a repeated name keeps its last value. Labels
+    // given sorted (a trace's) are taken as they are: no copy per request.
+    const auto by_name = [](const LabelView& a, const LabelView& b) { return a.first < b.first; };
+    std::vector<LabelView> copy;
+    if (!std::is_sorted(labels.begin(), labels.end(), by_name)) {
+        copy.assign(labels.begin(), labels.end());
+        std::stable_sort(copy.begin(), copy.end(), by_name);
+        labels = copy;
+    }
+    // The last of the labels of a name, which the dict keeps.
+    const auto kept = [&labels](size_t i) {
+        return i + 1 == labels.size() || labels[i + 1].first != labels[i].first;
+    };
+    size_t bytes = 0, runes = 0;
+    for (size_t i = 0; i < labels.size(); ++i) {
+        if (!kept(i)) continue;
+        const auto [name, value] = labels[i];
         if (name.empty() || name.starts_with("__")) {
             throw std::invalid_argument(concat(name.empty() ? "Invalid" : "Reserved",
                                                " label metric name: ", valid_utf8(name)));
         }
         runes += count_runes(name, "label name") + count_runes(value, "label value");
+        bytes += 4 + name.size() + value.size();
     }
     if (runes > kMaxExemplarRunes) {
         throw std::invalid_argument(concat("Exemplar labels have ", std::to_string(runes),
                                            " UTF-8 characters, exceeding the limit of 128"));
     }
-    for (const auto& [name, value] : sorted) {
-        append_u16_string(encoded_, name);
-        append_u16_string(encoded_, value);
+    encoded_.reserve(bytes);
+    for (size_t i = 0; i < labels.size(); ++i) {
+        if (!kept(i)) continue;
+        append_u16_string(encoded_, labels[i].first);
+        append_u16_string(encoded_, labels[i].second);
     }
 }
+
+ExemplarLabels::ExemplarLabels(const std::vector<std::pair<std::string, std::string>>& labels)
+    : ExemplarLabels(std::vector<LabelView>(labels.begin(), labels.end())) {}
 
 std::vector<std::pair<std::string, std::string>> ExemplarLabels::decode(std::string_view encoded) {
     std::vector<std::pair<std::string, std::string>> out;

@@ -31,6 +31,26 @@ def _span_storage() -> tuple[Any, str] | tuple[None, None]:
     return runtime._current_context, _SPAN_KEY
 
 
+def _tuple_span_context() -> type | None:
+    """OpenTelemetry's SpanContext when its properties read the items of the
+    tuple it is, (trace_id, span_id, is_remote, trace_flags, trace_state,
+    is_valid), as OpenTelemetry 1.x has it: the native reader then takes the
+    items instead of calling three properties (tested here, not assumed)."""
+    from opentelemetry.trace import SpanContext
+
+    try:
+        valid, invalid = SpanContext(0xABC, 0xDEF, False), SpanContext(0, 0, False)
+        same = all(
+            isinstance(p, tuple)
+            and len(p) >= 6
+            and (p[0], p[1], p[5]) == (p.trace_id, p.span_id, p.is_valid)
+            for p in (valid, invalid)
+        )
+        return SpanContext if same and valid[5] is True and invalid[5] is False else None
+    except Exception:  # noqa: BLE001 - a layout of another kind: read by attributes
+        return None
+
+
 def native_trace() -> Any:
     """The native reader of the active span (request_outcome.cpp): where
     OpenTelemetry keeps its context in a context variable (its default),
@@ -40,7 +60,10 @@ def native_trace() -> Any:
         from opentelemetry.trace import Span, get_current_span
     except ImportError:
         return _native.CurrentTrace(None, None, None, None)
-    return _native.CurrentTrace(get_current_span, Span, *_span_storage())
+    context_var, span_key = _span_storage()
+    return _native.CurrentTrace(
+        get_current_span, Span, context_var, span_key, _tuple_span_context()
+    )
 
 
 # This process's reader, shared by every wrapper and current_exemplar().

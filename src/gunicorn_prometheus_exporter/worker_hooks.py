@@ -177,6 +177,19 @@ def post_worker_init(worker: Any) -> None:
             )
         return
     _worker.middleware = True
+    _drop_idle_request_hooks(worker)
+
+
+def _drop_idle_request_hooks(worker: Any) -> None:
+    """The wrapper records every request now, so our pre_request and
+    post_request would only return: this worker runs Gunicorn's defaults in
+    their place (two Python calls a request fewer). A hook of the user's,
+    even one that calls ours, stays."""
+    settings = getattr(worker.cfg, "settings", {})
+    for name in ("pre_request", "post_request"):
+        setting = settings.get(name)
+        if setting is not None and getattr(worker.cfg, name) is HOOKS[name]:
+            worker.cfg.set(name, setting.default)
 
 
 @guarded

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -49,6 +50,8 @@ class ExemplarLabels {
     // std::invalid_argument, as prometheus_client raises ValueError, for an
     // empty or reserved (`__`) name, text that is not UTF-8, and more than
     // 128 code points in names and values together.
+    using LabelView = std::pair<std::string_view, std::string_view>;
+    explicit ExemplarLabels(std::span<const LabelView> labels);
     explicit ExemplarLabels(const std::vector<std::pair<std::string, std::string>>& labels);
 
     // [u16 name length][name][u16 value length][value]... sorted by name.
