@@ -416,12 +416,17 @@ void bind_request_outcome(nb::module_& m) {
         "The request body's size: CONTENT_LENGTH of a WSGI environ (a dict), else the "
         "Content-Length among headers (names str in any case, or bytes); 0 when none.");
 
+    nb::class_<RecordingTarget>(m, "RecordingTarget",
+                                "A recorder and a trace reader, checked once for every request "
+                                "recorded with them (an ASGIRecorder's).")
+        .def(nb::init<nb::handle, nb::handle>(), "recorder"_a, "trace"_a);
+
     nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
                               "The send() of one ASGI request: records its status, body size "
                               "and trace on the way to the server's send.")
         .def(
             "__init__",
-            [](RecordingSend* self, nb::handle recorder, nb::handle trace, nb::handle scope,
+            [](RecordingSend* self, const RecordingTarget& target, nb::handle scope,
                nb::object send) {
                 // Borrowed from the scope, which the server keeps for the request.
                 PyObject* method = nullptr;
@@ -430,12 +435,11 @@ void bind_request_outcome(nb::module_& m) {
                     method = PyDict_GetItemString(scope.ptr(), "method");
                     headers = PyDict_GetItemString(scope.ptr(), "headers");
                 }
-                new (self)
-                    RecordingSend{Outcome(RecordingTarget(recorder, trace), nb::handle(method),
-                                          request_bytes(nb::handle(), nb::handle(headers))),
-                                  std::move(send)};
+                new (self) RecordingSend{Outcome(target, nb::handle(method),
+                                                 request_bytes(nb::handle(), nb::handle(headers))),
+                                         std::move(send)};
             },
-            "recorder"_a, "trace"_a, "scope"_a, "send"_a)
+            "target"_a, "scope"_a, "send"_a)
         .def(
             "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
             "failed"_a, "The app returned (or raised: failed): the request is recorded now.");

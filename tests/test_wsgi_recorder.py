@@ -17,7 +17,7 @@ import pytest
 
 from gunicorn_prometheus_exporter import _native
 from gunicorn_prometheus_exporter.metrics import Metrics, create
-from gunicorn_prometheus_exporter.middleware import wsgi_recorder
+from gunicorn_prometheus_exporter.middleware import ASGIRecorder, wsgi_recorder
 from gunicorn_prometheus_exporter.tracing import native_trace
 from gunicorn_prometheus_exporter.worker_hooks import _make_recorder
 
@@ -299,8 +299,10 @@ def test_recording_failure_never_fails_the_request(mp_dir: Path, monkeypatch: An
 
 
 def test_wrong_recorder_is_refused_at_once() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="recorder must be"):
         wsgi_recorder(lambda e, s: [], object(), None)
+    with pytest.raises(TypeError, match="recorder must be"):
+        ASGIRecorder(lambda scope, receive, send: None, object(), lambda: None)
 
 
 def test_asgi_send_records_status_sizes_and_returns_the_servers_awaitable(
@@ -312,7 +314,8 @@ def test_asgi_send_records_status_sizes_and_returns_the_servers_awaitable(
         sent.append(message)
 
     scope = {"type": "http", "method": "PUT", "headers": [(b"content-length", b"11")]}
-    send = _native.RecordingSend(recorder, native_trace(), scope, server_send)
+    target = _native.RecordingTarget(recorder, native_trace())
+    send = _native.RecordingSend(target, scope, server_send)
 
     async def app() -> None:
         await send({"type": "http.response.start", "status": 418, "headers": []})

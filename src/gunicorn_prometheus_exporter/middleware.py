@@ -86,9 +86,8 @@ class ASGIRecorder:
         self, app: Callable[..., Any], recorder: Any, on_error: Callable[[], None]
     ) -> None:
         self.app = app
-        self.recorder = recorder
         self.on_error = on_error
-        self.trace = TRACE
+        self.target = _native.RecordingTarget(recorder, TRACE)
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -97,7 +96,7 @@ class ASGIRecorder:
             await self.app(scope, receive, send)
             return
         # The status, body size and trace are noted natively on the way to send.
-        recording = _native.RecordingSend(self.recorder, self.trace, scope, send)
+        recording = _native.RecordingSend(self.target, scope, send)
         failed = True
         try:
             await self.app(scope, receive, recording)
