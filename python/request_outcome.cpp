@@ -378,6 +378,36 @@ PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) 
 PyType_Slot recording_send_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recording_send)},
                                       {0, nullptr}};
 
+void bind_asgi_send(nb::module_& m) {
+    nb::class_<RecordingTarget>(m, "RecordingTarget",
+                                "A recorder and a trace reader, checked once for every request "
+                                "recorded with them (an ASGIRecorder's).")
+        .def(nb::init<nb::handle, nb::handle>(), "recorder"_a, "trace"_a);
+
+    nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
+                              "The send() of one ASGI request: records its status, body size "
+                              "and trace on the way to the server's send.")
+        .def(
+            "__init__",
+            [](RecordingSend* self, const RecordingTarget& target, nb::handle scope,
+               nb::object send) {
+                // Borrowed from the scope, which the server keeps for the request.
+                PyObject* method = nullptr;
+                PyObject* headers = nullptr;
+                if (PyDict_Check(scope.ptr())) {
+                    method = PyDict_GetItemString(scope.ptr(), "method");
+                    headers = PyDict_GetItemString(scope.ptr(), "headers");
+                }
+                new (self) RecordingSend{Outcome(target, nb::handle(method),
+                                                 request_bytes(nb::handle(), nb::handle(headers))),
+                                         std::move(send)};
+            },
+            "target"_a, "scope"_a, "send"_a)
+        .def(
+            "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
+            "failed"_a, "The app returned (or raised: failed): the request is recorded now.");
+}
+
 }  // namespace
 
 void bind_request_outcome(nb::module_& m) {
@@ -416,31 +446,5 @@ void bind_request_outcome(nb::module_& m) {
         "The request body's size: CONTENT_LENGTH of a WSGI environ (a dict), else the "
         "Content-Length among headers (names str in any case, or bytes); 0 when none.");
 
-    nb::class_<RecordingTarget>(m, "RecordingTarget",
-                                "A recorder and a trace reader, checked once for every request "
-                                "recorded with them (an ASGIRecorder's).")
-        .def(nb::init<nb::handle, nb::handle>(), "recorder"_a, "trace"_a);
-
-    nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
-                              "The send() of one ASGI request: records its status, body size "
-                              "and trace on the way to the server's send.")
-        .def(
-            "__init__",
-            [](RecordingSend* self, const RecordingTarget& target, nb::handle scope,
-               nb::object send) {
-                // Borrowed from the scope, which the server keeps for the request.
-                PyObject* method = nullptr;
-                PyObject* headers = nullptr;
-                if (PyDict_Check(scope.ptr())) {
-                    method = PyDict_GetItemString(scope.ptr(), "method");
-                    headers = PyDict_GetItemString(scope.ptr(), "headers");
-                }
-                new (self) RecordingSend{Outcome(target, nb::handle(method),
-                                                 request_bytes(nb::handle(), nb::handle(headers))),
-                                         std::move(send)};
-            },
-            "target"_a, "scope"_a, "send"_a)
-        .def(
-            "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
-            "failed"_a, "The app returned (or raised: failed): the request is recorded now.");
+    bind_asgi_send(m);
 }
