@@ -182,14 +182,27 @@ def post_worker_init(worker: Any) -> None:
 
 def _drop_idle_request_hooks(worker: Any) -> None:
     """The wrapper records every request now, so our pre_request and
-    post_request would only return: this worker runs Gunicorn's defaults in
-    their place (two Python calls a request fewer). A hook of the user's,
-    even one that calls ours, stays."""
+    post_request would only return: this worker runs Gunicorn's own
+    pre_request in their place at log level debug (it logs each request),
+    else hooks that do nothing (a Python call a hook, not two). A hook of
+    the user's, even one that calls ours, stays."""
     settings = getattr(worker.cfg, "settings", {})
-    for name in ("pre_request", "post_request"):
-        setting = settings.get(name)
-        if setting is not None and getattr(worker.cfg, name) is HOOKS[name]:
-            worker.cfg.set(name, setting.default)
+    debug = str(getattr(worker.cfg, "loglevel", "")).lower() == "debug"
+    idle = {
+        "pre_request": settings["pre_request"].default if debug else _idle_pre_request,
+        "post_request": _idle_post_request,  # Gunicorn's does nothing
+    }
+    for name, hook in idle.items():
+        if name in settings and getattr(worker.cfg, name) is HOOKS[name]:
+            worker.cfg.set(name, hook)
+
+
+def _idle_pre_request(worker: Any, req: Any) -> None:
+    """pre_request while the app's wrapper records the requests."""
+
+
+def _idle_post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """post_request while the app's wrapper records the requests."""
 
 
 @guarded
