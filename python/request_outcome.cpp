@@ -73,6 +73,8 @@ struct Names {
     PyObject* body = nullptr;
     PyObject* response_start = nullptr;  // http.response.start
     PyObject* response_body = nullptr;   // http.response.body
+    PyObject* method = nullptr;
+    PyObject* headers = nullptr;
 };
 Names names;
 
@@ -378,31 +380,50 @@ PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) 
 PyType_Slot recording_send_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recording_send)},
                                       {0, nullptr}};
 
+// target(scope, send): the RecordingSend of one ASGI request.
+PyObject* call_recording_target(PyObject* self, PyObject* args, PyObject* kwargs) {
+    return guarded_slot([&]() -> PyObject* {
+        PyObject *scope = nullptr, *send = nullptr;
+        static const char* keywords[] = {"scope", "send", nullptr};
+        if (kwargs == nullptr && PyTuple_GET_SIZE(args) == 2) {  // as ASGIRecorder calls it
+            scope = PyTuple_GET_ITEM(args, 0);
+            send = PyTuple_GET_ITEM(args, 1);
+        } else if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:RecordingTarget",
+                                                const_cast<char**>(keywords), &scope, &send)) {
+            return nullptr;
+        }
+        const RecordingTarget& target = *nb::inst_ptr<RecordingTarget>(self);
+        // Borrowed from the scope, which the server keeps for the request.
+        PyObject* method = nullptr;
+        PyObject* headers = nullptr;
+        if (PyDict_Check(scope)) {
+            method = PyDict_GetItemWithError(scope, names.method);
+            headers = PyDict_GetItemWithError(scope, names.headers);
+            if (PyErr_Occurred()) PyErr_Clear();  // an odd scope: the server's to refuse
+        }
+        return make_instance<RecordingSend>([&] {
+                   return RecordingSend{Outcome(target, nb::handle(method),
+                                                request_bytes(nb::handle(), nb::handle(headers))),
+                                        nb::borrow(send)};
+               })
+            .release()
+            .ptr();
+    });
+}
+
+PyType_Slot recording_target_slots[] = {
+    {Py_tp_call, reinterpret_cast<void*>(call_recording_target)}, {0, nullptr}};
+
 void bind_asgi_send(nb::module_& m) {
-    nb::class_<RecordingTarget>(m, "RecordingTarget",
+    nb::class_<RecordingTarget>(m, "RecordingTarget", nb::type_slots(recording_target_slots),
                                 "A recorder and a trace reader, checked once for every request "
-                                "recorded with them (an ASGIRecorder's).")
+                                "recorded with them (an ASGIRecorder's); target(scope, send) is "
+                                "the RecordingSend of one request.")
         .def(nb::init<nb::handle, nb::handle>(), "recorder"_a, "trace"_a);
 
     nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
                               "The send() of one ASGI request: records its status, body size "
                               "and trace on the way to the server's send.")
-        .def(
-            "__init__",
-            [](RecordingSend* self, const RecordingTarget& target, nb::handle scope,
-               nb::object send) {
-                // Borrowed from the scope, which the server keeps for the request.
-                PyObject* method = nullptr;
-                PyObject* headers = nullptr;
-                if (PyDict_Check(scope.ptr())) {
-                    method = PyDict_GetItemString(scope.ptr(), "method");
-                    headers = PyDict_GetItemString(scope.ptr(), "headers");
-                }
-                new (self) RecordingSend{Outcome(target, nb::handle(method),
-                                                 request_bytes(nb::handle(), nb::handle(headers))),
-                                         std::move(send)};
-            },
-            "target"_a, "scope"_a, "send"_a)
         .def(
             "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
             "failed"_a, "The app returned (or raised: failed): the request is recorded now.");
@@ -417,6 +438,8 @@ void bind_request_outcome(nb::module_& m) {
     names.body = PyUnicode_InternFromString("body");
     names.response_start = PyUnicode_InternFromString("http.response.start");
     names.response_body = PyUnicode_InternFromString("http.response.body");
+    names.method = PyUnicode_InternFromString("method");
+    names.headers = PyUnicode_InternFromString("headers");
 
     nb::class_<CurrentTrace>(m, "CurrentTrace",
                              "The trace of the calling context as an exemplar (tracing.py).")

@@ -130,6 +130,16 @@ class Outcome {
 // Runs `body` (which returns a new reference, or nullptr with a Python
 // error set, or throws) for a type slot: C++ exceptions become Python errors
 // instead of escaping into CPython.
+// A new Python instance of bound type T, made in place by `make` (T need
+// not be movable: an Outcome records once, where it was made).
+template <typename T, typename Make>
+nb::object make_instance(Make&& make) {
+    nb::object instance = nb::inst_alloc(nb::type<T>());
+    new (nb::inst_ptr<T>(instance)) T(make());
+    nb::inst_mark_ready(instance);
+    return instance;
+}
+
 template <typename Body>
 PyObject* guarded_slot(Body&& body) {
     try {

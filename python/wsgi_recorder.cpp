@@ -76,16 +76,6 @@ struct RecordedBody {
     }
 };
 
-// A new Python instance of bound type T, made in place by `make` (T need
-// not be movable: an Outcome records once, where it was made).
-template <typename T, typename Make>
-nb::object make_instance(Make&& make) {
-    nb::object instance = nb::inst_alloc(nb::type<T>());
-    new (nb::inst_ptr<T>(instance)) T(make());
-    nb::inst_mark_ready(instance);
-    return instance;
-}
-
 // A body chunk's size in bytes; 0 for what has no length (the server's to refuse).
 double chunk_length(PyObject* chunk) {
     if (PyBytes_Check(chunk)) return static_cast<double>(PyBytes_GET_SIZE(chunk));

@@ -315,7 +315,7 @@ def test_asgi_send_records_status_sizes_and_returns_the_servers_awaitable(
 
     scope = {"type": "http", "method": "PUT", "headers": [(b"content-length", b"11")]}
     target = _native.RecordingTarget(recorder, native_trace())
-    send = _native.RecordingSend(target, scope, server_send)
+    send = target(scope, server_send)
 
     async def app() -> None:
         await send({"type": "http.response.start", "status": 418, "headers": []})

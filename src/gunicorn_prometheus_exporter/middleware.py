@@ -96,7 +96,7 @@ class ASGIRecorder:
             await self.app(scope, receive, send)
             return
         # The status, body size and trace are noted natively on the way to send.
-        recording = _native.RecordingSend(self.target, scope, send)
+        recording = self.target(scope, send)
         failed = True
         try:
             await self.app(scope, receive, recording)
