@@ -195,10 +195,6 @@ PyMethodDef kMethods[] = {
     GPE_METHOD("observe", summary_observe),
 };
 
-}  // namespace
-
-namespace {
-
 // A str's UTF-8, cached in the object (UnicodeEncodeError for a lone
 // surrogate, as encoding it would raise).
 std::string_view utf8_of(nb::handle text) {

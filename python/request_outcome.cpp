@@ -75,6 +75,11 @@ struct Names {
     PyObject* response_body = nullptr;   // http.response.body
     PyObject* method = nullptr;
     PyObject* headers = nullptr;
+    // A span's, read at every traced request.
+    PyObject* get_span_context = nullptr;
+    PyObject* is_valid = nullptr;
+    PyObject* trace_id = nullptr;
+    PyObject* span_id = nullptr;
 };
 Names names;
 
@@ -252,27 +257,27 @@ std::optional<gpe::ExemplarLabels> CurrentTrace::labels_of(nb::handle span) cons
         span_type_ = nb::borrow(reinterpret_cast<PyObject*>(Py_TYPE(span.ptr())));
     }
     const nb::object context =
-        nb::steal(PyObject_CallMethodNoArgs(span.ptr(), names_.get_span_context.ptr()));
+        nb::steal(PyObject_CallMethodNoArgs(span.ptr(), names.get_span_context));
     if (!context.is_valid()) throw nb::python_error();
     // OpenTelemetry's SpanContext is a tuple whose properties read its items
     // (tracing.py checks which): three Python calls saved.
     const bool as_tuple =
         span_context_class_.is(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(context.ptr())))) &&
         PyTuple_GET_SIZE(context.ptr()) > kIsValidItem;
-    const auto field = [&context, as_tuple](const nb::object& name, Py_ssize_t item) {
+    const auto field = [&context, as_tuple](PyObject* name, Py_ssize_t item) {
         if (as_tuple) return nb::borrow(PyTuple_GET_ITEM(context.ptr(), item));
-        PyObject* value = PyObject_GetAttr(context.ptr(), name.ptr());
+        PyObject* value = PyObject_GetAttr(context.ptr(), name);
         if (value == nullptr) throw nb::python_error();
         return nb::steal(value);
     };
-    const int valid = PyObject_IsTrue(field(names_.is_valid, kIsValidItem).ptr());
+    const int valid = PyObject_IsTrue(field(names.is_valid, kIsValidItem).ptr());
     if (valid < 0) throw nb::python_error();
     if (!valid) return std::nullopt;
     std::array<char, 32> trace_buffer, span_buffer;
     std::string trace_other, span_other;
     const std::array<gpe::ExemplarLabels::LabelView, 2> labels{{
-        {"span_id", hex_id(field(names_.span_id, kSpanIdItem), 16, span_buffer, span_other)},
-        {"trace_id", hex_id(field(names_.trace_id, kTraceIdItem), 32, trace_buffer, trace_other)},
+        {"span_id", hex_id(field(names.span_id, kSpanIdItem), 16, span_buffer, span_other)},
+        {"trace_id", hex_id(field(names.trace_id, kTraceIdItem), 32, trace_buffer, trace_other)},
     }};
     return gpe::ExemplarLabels(labels);
 }
@@ -440,6 +445,10 @@ void bind_request_outcome(nb::module_& m) {
     names.response_body = PyUnicode_InternFromString("http.response.body");
     names.method = PyUnicode_InternFromString("method");
     names.headers = PyUnicode_InternFromString("headers");
+    names.get_span_context = PyUnicode_InternFromString("get_span_context");
+    names.is_valid = PyUnicode_InternFromString("is_valid");
+    names.trace_id = PyUnicode_InternFromString("trace_id");
+    names.span_id = PyUnicode_InternFromString("span_id");
 
     nb::class_<CurrentTrace>(m, "CurrentTrace",
                              "The trace of the calling context as an exemplar (tracing.py).")

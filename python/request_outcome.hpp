@@ -73,14 +73,6 @@ class CurrentTrace {
     nb::object span_class_;
     nb::object context_var_;
     nb::object span_key_;
-    // The attribute names read at every request, interned once.
-    struct Names {
-        static nb::object interned(const char* name) {
-            return nb::steal(PyUnicode_InternFromString(name));
-        }
-        nb::object get_span_context = interned("get_span_context"), is_valid = interned("is_valid"),
-                   trace_id = interned("trace_id"), span_id = interned("span_id");
-    } names_;
     nb::object span_context_class_;
     static constexpr Py_ssize_t kTraceIdItem = 0, kSpanIdItem = 1, kIsValidItem = 5;
     mutable nb::object span_type_;  // the last type found to be a Span (a cache)
@@ -127,9 +119,6 @@ class Outcome {
     std::optional<gpe::ExemplarLabels> exemplar_;
 };
 
-// Runs `body` (which returns a new reference, or nullptr with a Python
-// error set, or throws) for a type slot: C++ exceptions become Python errors
-// instead of escaping into CPython.
 // A new Python instance of bound type T, made in place by `make` (T need
 // not be movable: an Outcome records once, where it was made).
 template <typename T, typename Make>
@@ -140,6 +129,9 @@ nb::object make_instance(Make&& make) {
     return instance;
 }
 
+// Runs `body` (which returns a new reference, or nullptr with a Python
+// error set, or throws) for a type slot: C++ exceptions become Python errors
+// instead of escaping into CPython.
 template <typename Body>
 PyObject* guarded_slot(Body&& body) {
     try {

@@ -334,6 +334,21 @@ TEST(RedisView, SeriesChangedBetweenTwoReadsAreReadAgain) {
     EXPECT_EQ(out.find("y_total"), std::string::npos) << out;
 }
 
+// The node of an instance whose reqs_total{i} is 1 for `series` values of
+// i, mirrored once.
+std::string mirrored_node(const std::shared_ptr<Client>& client, const TempDir& dir,
+                          const std::string& instance, int series) {
+    {
+        MmapFile f(dir.file("counter_1.db"));
+        for (int i = 0; i < series; ++i)
+            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
+    }
+    ViewMirror mirror(client, options(dir, instance));
+    Diagnostics diagnostics;
+    mirror.pass(diagnostics);
+    return mirror.node();
+}
+
 // A chunk was taken between the reads of a retired node's `folding` and
 // its `chunk`: its series would be in both; read again.
 TEST(RedisView, AChunkTakenBetweenTwoReadsIsCountedOnce) {
@@ -341,16 +356,8 @@ TEST(RedisView, AChunkTakenBetweenTwoReadsIsCountedOnce) {
     RedisServer server;
     auto client = connect(server);
     TempDir dir;
-    {
-        MmapFile f(dir.file("counter_1.db"));
-        for (int i = 0; i < 1200; ++i)  // three chunks
-            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
-    }
-    ViewMirror mirror(client, options(dir, "a"));
-    Diagnostics diagnostics;
-    mirror.pass(diagnostics);
-    const std::string node = mirror.node();
-    fold_node(*client, "gunicorn", node, false, 0);  // retired, nothing folded yet
+    const std::string node = mirrored_node(client, dir, "a", 1200);  // three chunks
+    fold_node(*client, "gunicorn", node, false, 0);                  // retired, nothing folded yet
     InterleavingProxy proxy(server, ":folding",
                             [&] { fold_node(*client, "gunicorn", node, false, 1); });
     Reader reader(proxy.reader_client(), "gunicorn");
@@ -369,15 +376,7 @@ TEST(RedisView, ANodeFoldedAfterItsLiveReadIsCountedOnce) {
     RedisServer server;
     auto client = connect(server);
     TempDir dir;
-    {
-        MmapFile f(dir.file("counter_1.db"));
-        for (int i = 0; i < 1200; ++i)  // three chunks
-            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
-    }
-    ViewMirror mirror(client, options(dir, "a"));
-    Diagnostics diagnostics;
-    mirror.pass(diagnostics);
-    const std::string node = mirror.node();
+    const std::string node = mirrored_node(client, dir, "a", 1200);  // three chunks
     bool armed = false;  // the first scrape reads the node's series, the second only its values
     size_t folded = 0;
     InterleavingProxy proxy(
@@ -400,14 +399,7 @@ TEST(RedisView, ANodeFoldedAfterItsLiveReadIsCountedOnce) {
 // between the two: its connection drops at its third script).
 std::string half_folded_node(const std::shared_ptr<Client>& client, const TempDir& dir,
                              const std::string& instance) {
-    {
-        MmapFile f(dir.file("counter_1.db"));
-        for (int i = 0; i < 600; ++i)  // two chunks
-            f.slot(encode_series_key("reqs", "reqs_total", {"i"}, {std::to_string(i)}, "h"))[0] = 1;
-    }
-    ViewMirror mirror(client, options(dir, instance));
-    Diagnostics diagnostics;
-    mirror.pass(diagnostics);
+    const std::string node = mirrored_node(client, dir, instance, 600);  // two chunks
     int scripts = 0;
     gpe::testing::FakeRedis dying(
         [&](gpe::testing::FakeRedis& proxy, int fd, const std::vector<std::string>& argv) {
@@ -417,8 +409,8 @@ std::string half_folded_node(const std::shared_ptr<Client>& client, const TempDi
     Options o = client->options();
     o.port = dying.port();
     Client folder(o);
-    EXPECT_THROW(fold_node(folder, "gunicorn", mirror.node(), false, 1), Error);
-    return mirror.node();
+    EXPECT_THROW(fold_node(folder, "gunicorn", node, false, 1), Error);
+    return node;
 }
 
 // The archive is read between two reads of the chunks' scores; a chunk

@@ -188,13 +188,12 @@ def _drop_idle_request_hooks(worker: Any) -> None:
     the user's, even one that calls ours, stays."""
     settings = getattr(worker.cfg, "settings", {})
     debug = str(getattr(worker.cfg, "loglevel", "")).lower() == "debug"
-    idle = {
-        "pre_request": settings["pre_request"].default if debug else _idle_pre_request,
-        "post_request": _idle_post_request,  # Gunicorn's does nothing
-    }
+    idle = {"pre_request": _idle_pre_request, "post_request": _idle_post_request}
     for name, hook in idle.items():
-        if name in settings and getattr(worker.cfg, name) is HOOKS[name]:
-            worker.cfg.set(name, hook)
+        setting = settings.get(name)
+        if setting is not None and getattr(worker.cfg, name) is HOOKS[name]:
+            # Gunicorn's post_request does nothing; its pre_request logs at debug.
+            worker.cfg.set(name, setting.default if debug else hook)
 
 
 def _idle_pre_request(worker: Any, req: Any) -> None:

@@ -45,12 +45,13 @@ bool is_exemplar_file(std::string_view path);
 // one per request and hands it to every value it updates).
 class ExemplarLabels {
   public:
+    using LabelView = std::pair<std::string_view, std::string_view>;
+
     ExemplarLabels() = default;
     // Sorted by name; a repeated name keeps its last value (a dict). Throws
     // std::invalid_argument, as prometheus_client raises ValueError, for an
     // empty or reserved (`__`) name, text that is not UTF-8, and more than
     // 128 code points in names and values together.
-    using LabelView = std::pair<std::string_view, std::string_view>;
     explicit ExemplarLabels(std::span<const LabelView> labels);
     explicit ExemplarLabels(const std::vector<std::pair<std::string, std::string>>& labels);
 

@@ -286,10 +286,13 @@ const Reply& FleetSnapshot::read_archive(Client& client, const std::string& pref
     scores.insert(scores.end(), asked.begin(), asked.end());
     for (int round = 0;; ++round) {
         const bool script = round == kPlainRounds;
-        Command read_all{"EVAL", kArchiveScript, "2", archive, folded};
-        if (script) read_all.insert(read_all.end(), asked.begin(), asked.end());
-        replies_.push_back(script ? client.pipeline({read_all})
-                                  : client.pipeline({scores, {"HGETALL", archive}, scores}));
+        if (script) {
+            Command read_all{"EVAL", kArchiveScript, "2", archive, folded};
+            read_all.insert(read_all.end(), asked.begin(), asked.end());
+            replies_.push_back(client.pipeline({read_all}));
+        } else {
+            replies_.push_back(client.pipeline({scores, {"HGETALL", archive}, scores}));
+        }
         std::vector<Reply>& got = replies_.back();
         commands_ += got.size();
         // The archive's own error (another type) is said when it is added.
