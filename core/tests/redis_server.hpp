@@ -87,6 +87,12 @@ class RedisServer {
             addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
             ::close(fd);
+            // Ours, not another process that took the port first: ours is alive.
+            if (::waitpid(pid_, nullptr, WNOHANG) != 0) {
+                pid_ = -1;
+                throw std::runtime_error("redis-server could not start on port " +
+                                         std::to_string(port_));
+            }
             if (up) return;
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
@@ -110,8 +116,10 @@ class RedisServer {
     pid_t pid_ = -1;
 };
 
-// Runs a program (its output discarded); its exit status.
-inline int run_program(std::vector<std::string> args) {
+// Runs a program (its output discarded); its exit status, or -1 when it
+// was killed after `timeout_seconds` (a cluster create that waits for a
+// node that is gone never ends by itself).
+inline int run_program(std::vector<std::string> args, int timeout_seconds = 60) {
     const pid_t pid = ::fork();
     if (pid == 0) {
         std::vector<char*> argv;
@@ -123,7 +131,14 @@ inline int run_program(std::vector<std::string> args) {
         ::_exit(127);
     }
     int status = 0;
-    ::waitpid(pid, &status, 0);
+    for (int waited = 0; ::waitpid(pid, &status, WNOHANG) == 0; ++waited) {
+        if (waited == timeout_seconds * 100) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            return -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -133,22 +148,39 @@ inline int run_program(std::vector<std::string> args) {
 // cluster_state:ok and every replica is in sync.
 class RedisCluster {
   public:
+    // A port taken by another process between our pick and the server's
+    // bind fails a start: then the cluster is made again on new ports.
     explicit RedisCluster(int primaries = 3) {
+        for (int attempt = 1;; ++attempt) {
+            try {
+                create(primaries);
+                return;
+            } catch (const std::runtime_error&) {
+                if (attempt == 3) throw;
+            }
+        }
+    }
+    ~RedisCluster() { clean_up(); }
+    RedisCluster(const RedisCluster&) = delete;
+    RedisCluster& operator=(const RedisCluster&) = delete;
+
+  private:
+    void create(int primaries) {
         char pattern[] = "/tmp/gpe-cluster-XXXXXX";
         dir_ = ::mkdtemp(pattern);
-        std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
-        for (int i = 0; i < primaries * 2; ++i) {
-            const std::string node = dir_ + "/node-" + std::to_string(i);
-            nodes_.push_back(std::make_unique<RedisServer>(
-                free_cluster_port(),
-                std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
-                                         node + ".conf", "--cluster-node-timeout", "1000",
-                                         "--repl-diskless-sync-delay", "0", "--logfile",
-                                         node + ".log", "--dir", dir_}));
-            create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
-        }
-        create.insert(create.end(), {"--cluster-replicas", "1", "--cluster-yes"});
         try {
+            std::vector<std::string> create = {"redis-cli", "--cluster", "create"};
+            for (int i = 0; i < primaries * 2; ++i) {
+                const std::string node = dir_ + "/node-" + std::to_string(i);
+                nodes_.push_back(std::make_unique<RedisServer>(
+                    free_cluster_port(),
+                    std::vector<std::string>{"--cluster-enabled", "yes", "--cluster-config-file",
+                                             node + ".conf", "--cluster-node-timeout", "1000",
+                                             "--repl-diskless-sync-delay", "0", "--logfile",
+                                             node + ".log", "--dir", dir_}));
+                create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
+            }
+            create.insert(create.end(), {"--cluster-replicas", "1", "--cluster-yes"});
             if (run_program(create) != 0)
                 throw std::runtime_error("redis-cli --cluster create failed");
             wait_ready();
@@ -157,10 +189,8 @@ class RedisCluster {
             throw;
         }
     }
-    ~RedisCluster() { clean_up(); }
-    RedisCluster(const RedisCluster&) = delete;
-    RedisCluster& operator=(const RedisCluster&) = delete;
 
+  public:
     std::vector<int> ports() const {
         std::vector<int> out;
         for (const auto& n : nodes_) out.push_back(n->port());
