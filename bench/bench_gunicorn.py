@@ -33,21 +33,24 @@ id as the exemplar of its duration bucket:
 Each server has one worker, and every server process sits on CPU 1 while
 wrk runs on CPU 0: the worker has a core to itself, so its throughput is
 what its CPU per request allows, whichever configuration it is. All servers
-run at once; each round starts them anew (what a process draws at start,
-its address layout and str hashes, then is not one configuration's luck for
-the whole run) and runs wrk on each in turn, a few cycles of short runs, so
-that every run of a configuration is close in time to a run of its
-baseline (Gunicorn alone, same version and worker class). The table shows
-the median requests per second, the median of the paired ratios to the
-baseline (what the targets judge), and the server's CPU time per request
-(master, worker and agent, from /proc). The "none (control)" row says how
-far two identical servers read apart in the same run: on this shared
-machine that is a few percent, as large as the cost looked for, which
-bench_request_path.py measures request by request instead. Targets: ours
-within 3% of no metrics; under uvicorn, ours also faster than the
-instrumentator. After the run each configuration's /metrics must have
-counted every request wrk had answered in its last round; a note says
-which did not.
+run at once. Each round starts them anew and runs wrk on each in turn, two
+cycles of 2 s runs, so that every run of a configuration is close in time to
+a run of its baseline (Gunicorn alone, same version and worker class). A
+server's throughput differs from one life to the next (what a process draws
+at start: address layout, physical pages, str hashes): between two lives of
+Gunicorn alone the ratio of their throughputs has a standard deviation of
+1.4% here, as large as half the cost looked for. So the figure is taken over
+many lives, 10 rounds, rather than over long runs of a few.
+
+The table shows the median requests per second, the median of the paired
+ratios to the baseline (what the targets judge) with its 95% confidence
+interval, and the server's CPU time per request (master, worker and agent,
+from /proc). The "none (control)" row is Gunicorn alone again: its ratio is
+the noise of the run. bench_request_path.py measures the cost request by
+request instead. Targets: ours within 3% of no metrics; under uvicorn, ours
+also faster than the instrumentator. After the run each configuration's
+/metrics must have counted every request wrk had answered in its last round;
+a note says which did not.
 
     pip install '.[bench]'   # FastAPI, uvicorn, uvicorn-worker, the instrumentator, matplotlib
     python bench/bench_gunicorn.py [--quick] [--plot DIR]   # figure into DIR (docs/plots)
@@ -79,7 +82,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from bench_redis import ensure_peer_venv  # noqa: E402
 from plots import add_plot_argument, grouped_bars  # noqa: E402
 from redis_server import RedisServer, free_port  # noqa: E402
-from timing import print_targets  # noqa: E402
+from timing import median_interval, print_targets  # noqa: E402
 
 TARGET = 0.97  # ours >= 97% of no metrics' throughput (paired; same Gunicorn and worker)
 PEER_GUNICORN = "23.0.0"
@@ -113,10 +116,10 @@ OURS_COUNT = Counted("gunicorn_worker_requests_total")
 
 
 class Server:
-    """One configuration: a Gunicorn started anew for every round (start()),
-    so that what a process draws at start (address layout, str hashes) is
-    not one configuration's luck for the whole run; unpinned or not, two
-    identical servers differed by 4-8% for their whole lives here."""
+    """One configuration: a Gunicorn started anew for every round
+    (launch()), so that what a process draws at start (address layout,
+    physical pages, str hashes) is not one configuration's luck for the
+    whole run."""
 
     def __init__(
         self,
@@ -140,9 +143,9 @@ class Server:
         self.cpu_per_request: list[float] = []
         self.process: subprocess.Popen[bytes] | None = None
         self.directory = ""
-        self.start()
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Starts a new life of this server (wait_ready() waits for it)."""
         self.stop()
         self.lives += 1
         self.served = 0  # requests answered in this life, warm-up included
@@ -183,7 +186,11 @@ class Server:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
+
+    def wait_ready(self) -> None:
+        """Waits until the new life answers "/" (its first request)."""
+        assert self.process is not None
+        deadline = time.monotonic() + 60
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).read()
@@ -350,11 +357,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--rounds", type=int, help="rounds, each with new server processes (3; 2 with --quick)"
+        "--rounds", type=int, help="rounds, each with new server processes (10; 4 with --quick)"
     )
-    parser.add_argument(
-        "--cycles", type=int, help="interleaved wrk runs per server and round (5; 3 with --quick)"
-    )
+    parser.add_argument("--cycles", type=int, help="interleaved wrk runs per server and round (2)")
     parser.add_argument("--seconds", type=int, help="seconds per wrk run (2)")
     parser.add_argument(
         "--only",
@@ -365,7 +370,7 @@ def main() -> int:
     )
     add_plot_argument(parser)
     args = parser.parse_args()
-    rounds, cycles = (2, 3) if args.quick else (3, 5)
+    rounds, cycles = (4, 2) if args.quick else (10, 2)
     rounds, cycles, seconds = args.rounds or rounds, args.cycles or cycles, args.seconds or 2
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian package wrk)")
@@ -467,10 +472,12 @@ def main() -> int:
                     server.stop()
             servers = [s for s in servers if s.name in chosen]
         results: dict[str, list[float]] = {s.name: [] for s in servers}
-        for round_ in range(rounds):
+        for _ in range(rounds):
+            for server in servers:  # new processes for each round, started side by side
+                server.launch()
             for server in servers:
-                if round_:
-                    server.start()  # new processes for each round
+                server.wait_ready()
+            for server in servers:
                 wrk(server, 1)  # warm up
             for _ in range(cycles):
                 for server in servers:  # each right after its baseline, or soon after
@@ -492,10 +499,10 @@ def main() -> int:
     by_name = {s.name: s for s in servers}
     print(
         "| configuration | requests/s (median) | min | max | vs no metrics (same Gunicorn, same "
-        "worker) | paired: median of the runs' ratios | CPU per request, us | paired: no "
-        "metrics' CPU / this |"
+        "worker) | paired: median of the runs' ratios | its 95% CI | CPU per request, us | "
+        "paired: no metrics' CPU / this |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     misses = []
     paired: dict[str, float] = {}
     for server in servers:
@@ -504,8 +511,8 @@ def main() -> int:
         # Each cycle measures a configuration right after its baseline (or
         # soon after): the ratio within a cycle is less exposed to the
         # machine's load changing, and is what the targets judge.
-        paired[server.name] = statistics.median(
-            v / b for v, b in zip(values, results[server.baseline], strict=True)
+        paired[server.name], low, high = median_interval(
+            [v / b for v, b in zip(values, results[server.baseline], strict=True)]
         )
         paired_cpu = statistics.median(
             b / v
@@ -515,7 +522,8 @@ def main() -> int:
         )
         print(
             f"| {server.name} | {medians[server.name]:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
-            f"| {ratio:.1%} | {paired[server.name]:.1%} | {cpu[server.name] * 1e6:,.1f} "
+            f"| {ratio:.1%} | {paired[server.name]:.1%} | {low:.1%} - {high:.1%} "
+            f"| {cpu[server.name] * 1e6:,.1f} "
             f"| {paired_cpu:.1%} |"
         )
         if "ours" in server.name and server.name in notes:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import socket
 import statistics
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "demo"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from timing import print_targets  # noqa: E402
+from timing import median_interval, print_targets  # noqa: E402
 
 TARGET = 1.03  # ours at most 3% more time a request than Gunicorn alone
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
@@ -102,17 +101,6 @@ def serve(worker: Any, listener: socket.socket, requests: int) -> float:
         if not answer.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"unexpected answer: {answer[:80]!r}")
     return spent
-
-
-def median_interval(values: list[float]) -> tuple[float, float, float]:
-    """Median and its 95% confidence interval (distribution-free: the order
-    statistics around n/2 +- 1.96 sqrt(n)/2)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    half = 1.96 * math.sqrt(n) / 2
-    low = max(0, math.floor(n / 2 - half))
-    high = min(n - 1, math.ceil(n / 2 + half))
-    return statistics.median(ordered), ordered[low], ordered[high]
 
 
 def measure(

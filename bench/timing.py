@@ -4,6 +4,8 @@ bench_redis_worker.py also runs in the peer's virtual environment)."""
 from __future__ import annotations
 
 import gc
+import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -59,3 +61,14 @@ def print_targets(misses: list[str]) -> None:
             print(f"- {miss}")
     else:
         print("targets: met")
+
+
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """Median and its 95% confidence interval (distribution-free: the order
+    statistics around n/2 +- 1.96 sqrt(n)/2)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = 1.96 * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half))
+    high = min(n - 1, math.ceil(n / 2 + half))
+    return statistics.median(ordered), ordered[low], ordered[high]
