@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "plain_type.hpp"
+
 using namespace nb::literals;
 
 void Recorder::record(std::string_view method, int status, double seconds, double request_bytes,
@@ -358,7 +360,7 @@ PyObject* send_recorded(PyObject* self, PyObject* args, PyObject* kwargs) {
                                             &message)) {
         return nullptr;
     }
-    RecordingSend& recording = *nb::inst_ptr<RecordingSend>(self);
+    RecordingSend& recording = PlainType<RecordingSend>::of(self);
     if (PyDict_Check(message)) {
         PyObject* type = PyDict_GetItemWithError(message, names.type);
         if (type != nullptr && PyUnicode_Check(type)) {
@@ -382,7 +384,21 @@ PyObject* call_recording_send(PyObject* self, PyObject* args, PyObject* kwargs) 
     return guarded_slot([&] { return send_recorded(self, args, kwargs); });
 }
 
+// record(failed): the app returned (or raised).
+PyObject* record_send(PyObject* self, PyObject* failed) {
+    const int is_failed = PyObject_IsTrue(failed);
+    if (is_failed < 0) return nullptr;
+    PlainType<RecordingSend>::of(self).outcome.record(is_failed != 0);
+    Py_RETURN_NONE;
+}
+
+PyMethodDef recording_send_methods[] = {
+    {"record", record_send, METH_O,
+     "record(failed): the app returned (or raised: failed): the request is recorded now."},
+    {nullptr, nullptr, 0, nullptr}};
+
 PyType_Slot recording_send_slots[] = {{Py_tp_call, reinterpret_cast<void*>(call_recording_send)},
+                                      {Py_tp_methods, recording_send_methods},
                                       {0, nullptr}};
 
 // target(scope, send): the RecordingSend of one ASGI request.
@@ -406,7 +422,7 @@ PyObject* call_recording_target(PyObject* self, PyObject* args, PyObject* kwargs
             headers = PyDict_GetItemWithError(scope, names.headers);
             if (PyErr_Occurred()) PyErr_Clear();  // an odd scope: the server's to refuse
         }
-        return make_instance<RecordingSend>([&] {
+        return PlainType<RecordingSend>::make([&] {
                    return RecordingSend{Outcome(target, nb::handle(method),
                                                 request_bytes(nb::handle(), nb::handle(headers))),
                                         nb::borrow(send)};
@@ -426,12 +442,11 @@ void bind_asgi_send(nb::module_& m) {
                                 "the RecordingSend of one request.")
         .def(nb::init<nb::handle, nb::handle>(), "recorder"_a, "trace"_a);
 
-    nb::class_<RecordingSend>(m, "RecordingSend", nb::type_slots(recording_send_slots),
-                              "The send() of one ASGI request: records its status, body size "
-                              "and trace on the way to the server's send.")
-        .def(
-            "record", [](RecordingSend& self, bool failed) { self.outcome.record(failed); },
-            "failed"_a, "The app returned (or raised: failed): the request is recorded now.");
+    PlainType<RecordingSend>::create(m, "RecordingSend",
+                                     "gunicorn_prometheus_exporter._native.RecordingSend",
+                                     "The send() of one ASGI request: records its status, body "
+                                     "size and trace on the way to the server's send.",
+                                     recording_send_slots);
 }
 
 }  // namespace

@@ -119,16 +119,6 @@ class Outcome {
     std::optional<gpe::ExemplarLabels> exemplar_;
 };
 
-// A new Python instance of bound type T, made in place by `make` (T need
-// not be movable: an Outcome records once, where it was made).
-template <typename T, typename Make>
-nb::object make_instance(Make&& make) {
-    nb::object instance = nb::inst_alloc(nb::type<T>());
-    new (nb::inst_ptr<T>(instance)) T(make());
-    nb::inst_mark_ready(instance);
-    return instance;
-}
-
 // Runs `body` (which returns a new reference, or nullptr with a Python
 // error set, or throws) for a type slot: C++ exceptions become Python errors
 // instead of escaping into CPython.

@@ -13,6 +13,7 @@
 
 #include <utility>
 
+#include "plain_type.hpp"
 #include "request_outcome.hpp"
 
 using namespace nb::literals;
@@ -56,7 +57,7 @@ struct RecordedBody {
     bool looked = false;  // for the announced size (start_response may come with the first chunk)
     bool closed = false;
 
-    StartResponse& start() { return *nb::inst_ptr<StartResponse>(exchange); }
+    StartResponse& start() { return PlainType<StartResponse>::of(exchange.ptr()); }
     // Closes the app's body once (WSGI: the server calls close(); we do it
     // when the body ends or fails, as a generator's finally would).
     void close_body() {
@@ -118,12 +119,12 @@ PyObject* call_recorder(PyObject* self_object, PyObject* args, PyObject* kwargs)
             method = PyDict_GetItemWithError(environ, names.request_method);
             if (method == nullptr && PyErr_Occurred()) throw nb::python_error();
         }
-        nb::object exchange = make_instance<StartResponse>([&] {
+        nb::object exchange = PlainType<StartResponse>::make([&] {
             return StartResponse{
                 Outcome(self.target, nb::handle(method), request_bytes(environ, {})),
                 nb::borrow(start_response), nb::object()};
         });
-        StartResponse& start = *nb::inst_ptr<StartResponse>(exchange);
+        StartResponse& start = PlainType<StartResponse>::of(exchange.ptr());
         nb::object body;
         try {
             body = self.app(nb::handle(environ), exchange);
@@ -148,7 +149,7 @@ PyObject* call_recorder(PyObject* self_object, PyObject* args, PyObject* kwargs)
             }
         }
         if (PyErr_Occurred()) throw nb::python_error();
-        return make_instance<RecordedBody>([&] {
+        return PlainType<RecordedBody>::make([&] {
                    return RecordedBody{std::move(exchange), std::move(body), nb::object(),
                                        std::nullopt};
                })
@@ -169,7 +170,7 @@ PyObject* call_start_response(PyObject* self_object, PyObject* args, PyObject* k
                                                 &exc_info)) {
             return nullptr;
         }
-        StartResponse& self = *nb::inst_ptr<StartResponse>(self_object);
+        StartResponse& self = PlainType<StartResponse>::of(self_object);
         self.outcome.take_exemplar();  // called by the app, inside its spans
         self.outcome.status = status_code(status);
         self.headers = nb::borrow(headers);
@@ -183,7 +184,7 @@ PyObject* call_start_response(PyObject* self_object, PyObject* args, PyObject* k
 
 PyObject* next_chunk(PyObject* self_object) {
     return guarded_slot([&]() -> PyObject* {
-        RecordedBody& self = *nb::inst_ptr<RecordedBody>(self_object);
+        RecordedBody& self = PlainType<RecordedBody>::of(self_object);
         if (self.closed) return nullptr;
         Outcome& outcome = self.start().outcome;
         if (!self.iterator.is_valid()) self.iterator = nb::steal(PyObject_GetIter(self.body.ptr()));
@@ -223,7 +224,7 @@ PyObject* iterate_self(PyObject* self) { return Py_NewRef(self); }
 // closed once.
 PyObject* close_recorded_body(PyObject* self_object, PyObject* /*unused*/) {
     return guarded_slot([&]() -> PyObject* {
-        RecordedBody& self = *nb::inst_ptr<RecordedBody>(self_object);
+        RecordedBody& self = PlainType<RecordedBody>::of(self_object);
         self.start().outcome.record(true);  // no-op when already recorded
         self.close_body();
         Py_RETURN_NONE;
@@ -265,11 +266,15 @@ void bind_wsgi_recorder(nb::module_& m) {
             "app"_a, "recorder"_a, "trace"_a, "on_error"_a.none() = nb::none())
         .def_prop_ro("app", [](const WSGIRecorder& self) { return self.app; });
 
-    nb::class_<StartResponse>(m, "WSGIStartResponse", nb::type_slots(start_response_slots),
-                              "The start_response of one request: notes its status, headers "
-                              "and trace, then calls the server's.");
-
-    nb::class_<RecordedBody>(m, "WSGIRecordedBody", nb::type_slots(body_slots),
-                             "A streamed response body: counts its bytes and records the "
-                             "request when the announced size is reached or the body ends.");
+    PlainType<StartResponse>::create(m, "WSGIStartResponse",
+                                     "gunicorn_prometheus_exporter._native.WSGIStartResponse",
+                                     "The start_response of one request: notes its status, "
+                                     "headers and trace, then calls the server's.",
+                                     start_response_slots);
+    PlainType<RecordedBody>::create(m, "WSGIRecordedBody",
+                                    "gunicorn_prometheus_exporter._native.WSGIRecordedBody",
+                                    "A streamed response body: counts its bytes and records the "
+                                    "request when the announced size is reached or the body "
+                                    "ends.",
+                                    body_slots);
 }

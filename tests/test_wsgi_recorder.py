@@ -298,6 +298,29 @@ def test_recording_failure_never_fails_the_request(mp_dir: Path, monkeypatch: An
     gc.collect()  # as the recorded fixture does
 
 
+def test_a_request_dropped_while_an_error_propagates_keeps_that_error(
+    recorder: Any, recorded: Recorded
+) -> None:
+    """The request's native objects record when they go (plain types of
+    plain_type.hpp): an error on its way out of the frame that drops them
+    must stay the one raised, and those types cannot be made from Python
+    (they would hold no request)."""
+    wrapped = wsgi_recorder(lambda environ, start_response: Body([b"x"]), recorder, None)
+    target = _native.RecordingTarget(recorder, native_trace())
+
+    def serve_then_fail() -> None:
+        body, send = wrapped(Server().environ(), Server().start_response), target({}, print)
+        assert body is not None and send is not None
+        raise KeyError("the server's own")
+
+    with pytest.raises(KeyError, match="the server's own"):
+        serve_then_fail()
+    assert recorded.failed() == 1 and recorded.failed("other") == 1 and recorded.in_flight() == 0
+    for name in ("WSGIStartResponse", "WSGIRecordedBody", "RecordingSend"):
+        with pytest.raises(TypeError, match="cannot create"):
+            getattr(_native, name)()
+
+
 def test_wrong_recorder_is_refused_at_once() -> None:
     with pytest.raises(TypeError, match="recorder must be"):
         wsgi_recorder(lambda e, s: [], object(), None)
