@@ -24,12 +24,19 @@ row the 3% target judges, and, to show the other paths, the same body as a
 generator and (with OpenTelemetry's SDK) the hello world in a span, whose
 trace becomes the exemplar of the request's duration.
 
+With FastAPI installed, a last row does the same for uvicorn's workers: the
+FastAPI hello world of bench_gunicorn.py, alone and wrapped as
+post_worker_init wraps a uvicorn worker's app, called in one event loop as
+uvicorn calls an ASGI app (no server around it: its share, larger than the
+app's here, is not in the denominator).
+
     python bench/bench_request_path.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
 import socket
@@ -103,9 +110,13 @@ def serve(worker: Any, listener: socket.socket, requests: int) -> float:
     return spent
 
 
+# us a request alone, us with ours, and the median ratio with its 95% interval
+Measured = tuple[float, float, tuple[float, float, float]]
+
+
 def measure(
     workers: tuple[Any, Any], listener: socket.socket, app: Any, blocks: int, block: int
-) -> tuple[float, float, tuple[float, float, float]]:
+) -> Measured:
     """(us a request alone, us with ours, median ratio with its interval)."""
     bare, ours = workers
     load(bare, app)
@@ -129,11 +140,88 @@ def measure(
     )
 
 
+# An HTTP request's scope as uvicorn hands it to an ASGI app.
+ASGI_SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.3"},
+    "http_version": "1.1",
+    "server": ("127.0.0.1", 8000),
+    "client": ("127.0.0.1", 50000),
+    "scheme": "http",
+    "method": "GET",
+    "root_path": "",
+    "path": "/",
+    "raw_path": b"/",
+    "query_string": b"",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
+}
+
+
+async def asgi_receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def asgi_send(message: dict[str, Any]) -> None:
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise RuntimeError(f"unexpected answer: {message}")
+
+
+async def serve_asgi(app: Any, requests: int) -> float:
+    """Seconds ``app`` took for ``requests`` requests, called as uvicorn calls it."""
+    start = time.perf_counter()
+    for _ in range(requests):
+        await app({**ASGI_SCOPE, "state": {}}, asgi_receive, asgi_send)
+    return time.perf_counter() - start
+
+
+def measure_asgi(apps: tuple[Any, Any], blocks: int, block: int) -> Measured:
+    """measure() for an ASGI app alone and wrapped, in one event loop."""
+
+    async def run() -> Measured:
+        for app in apps:
+            await serve_asgi(app, block)  # warm up both
+        ratios, bare_times, our_times = [], [], []
+        for i in range(blocks):
+            order = apps if i % 2 == 0 else apps[::-1]
+            a = await serve_asgi(order[0], block)
+            b = await serve_asgi(order[1], block)
+            bare_time, our_time = (a, b) if order[0] is apps[0] else (b, a)
+            bare_times.append(bare_time / block)
+            our_times.append(our_time / block)
+            ratios.append(our_time / bare_time)
+        return (
+            statistics.median(bare_times) * 1e6,
+            statistics.median(our_times) * 1e6,
+            median_interval(ratios),
+        )
+
+    return asyncio.run(run())
+
+
+def asgi_apps(recorded: Any) -> tuple[Any, Any]:
+    """bench_gunicorn.py's FastAPI hello world alone, and wrapped as
+    post_worker_init wraps a uvicorn worker's app (after our post_fork)."""
+    from fastapi_app import app
+    from gunicorn_prometheus_exporter import worker_hooks
+    from gunicorn_prometheus_exporter.middleware import ASGIRecorder
+
+    errors = recorded.worker_error_handling.labels("500").inc
+    return app, ASGIRecorder(app, worker_hooks._worker.recorder, errors)
+
+
+def traced_app() -> Any:
+    """The hello world with each request in a span (OpenTelemetry's SDK)."""
+    from traced_app import app
+
+    return app
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     blocks, block = (40, 100) if args.quick else (200, 100)
+    size = (blocks, block)
 
     directory = tempfile.mkdtemp(prefix="gpe-bench-request-path-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
@@ -153,24 +241,42 @@ def main() -> int:
         f"pairs of {block} requests, alternating; OpenTelemetry's API installed (the "
         f"exemplar is looked up): {importlib.util.find_spec('opentelemetry') is not None}\n"
     )
-    print("| app | Gunicorn alone, us/request | with ours, us/request | ours / alone (95% CI) |")
+    print("| app | alone, us/request | with ours, us/request | ours / alone (95% CI) |")
     print("|---|---|---|---|")
     misses = []
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     bare = make_worker(listener, ours=False)
     ours_worker = make_worker(listener, ours=True)  # post_fork once, as in a worker process
-    runs = [
+    rows: list[tuple[str, Callable[[], Measured]]] = [
         # Gunicorn alone against itself: what the method reads when nothing differs.
-        ("control: Gunicorn alone, twice", (bare, make_worker(listener, ours=False)), hello_app),
-        ("hello world, list body", (bare, ours_worker), hello_app),
-        ("the same, streamed", (bare, ours_worker), streamed_app),
+        (
+            "control: Gunicorn alone, twice",
+            lambda: measure((bare, make_worker(listener, ours=False)), listener, hello_app, *size),
+        ),
+        (
+            "hello world, list body",
+            lambda: measure((bare, ours_worker), listener, hello_app, *size),
+        ),
+        ("the same, streamed", lambda: measure((bare, ours_worker), listener, streamed_app, *size)),
     ]
+    if importlib.util.find_spec("fastapi") is not None:
+        rows.append(
+            (
+                "FastAPI hello world, called as uvicorn calls an ASGI app",
+                lambda: measure_asgi(asgi_apps(recorded), *size),
+            )
+        )
     if importlib.util.find_spec("opentelemetry.sdk") is not None:
-        from traced_app import app as traced  # each request in a span: exemplars
-
-        runs.append(("the hello world in a span, exemplars", (bare, ours_worker), traced))
-    for name, workers, app in runs:
-        alone, ours, (ratio, low, high) = measure(workers, listener, app, blocks, block)
+        # Last: importing the traced app makes OpenTelemetry's SDK the tracer
+        # provider, after which FastAPI's hello world took 4x as long here.
+        rows.append(
+            (
+                "the hello world in a span, exemplars",
+                lambda: measure((bare, ours_worker), listener, traced_app(), *size),
+            )
+        )
+    for name, run in rows:
+        alone, ours, (ratio, low, high) = run()
         print(
             f"| {name} | {alone:.1f} | {ours:.1f} ({ours - alone:+.1f}) | "
             f"{ratio:.1%} ({low:.1%} - {high:.1%}) |"
@@ -178,8 +284,8 @@ def main() -> int:
         if name.startswith("hello world") and ratio > TARGET:
             misses.append(f"{name}: {ratio:.1%} of Gunicorn's time alone > {TARGET:.0%}")
     listener.close()
+    served = (len(rows) - 1) * (blocks + 1) * block  # each run of ours: warm-up and measured
     counted = recorded.worker_requests.labels("GET", "2xx")._value.get()
-    served = (len(runs) - 1) * (blocks + 1) * block  # each run of ours: warm-up and measured
     print(f"\nrequests served with ours: {served:,}, recorded: {counted:,.0f}")
     if counted != served:
         misses.append("ours did not record every request it served")
