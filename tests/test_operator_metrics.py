@@ -173,7 +173,9 @@ def test_listen_backlog_counts_connections_not_accepted(tmp_path: Path) -> None:
     backlog = "gunicorn_master_listen_backlog"
     with start(tmp_path, workers=1) as g:
         with holding(g, ["stuck"]), ExitStack() as stack:
-            assert value(g.samples(), backlog) == 0
+            # The master samples the backlog at intervals: its last sample may
+            # be from before the worker accepted the stuck request.
+            g.wait_metrics(lambda s: value(s, backlog) == 0, what="the stuck request accepted")
             for _ in range(queued):  # the one sync worker is stuck: nobody accepts these
                 stack.enter_context(socket.create_connection(("127.0.0.1", g.port), timeout=5))
             g.wait_metrics(lambda s: value(s, backlog) == queued, what=f"a backlog of {queued}")
