@@ -301,24 +301,27 @@ def test_recording_failure_never_fails_the_request(mp_dir: Path, monkeypatch: An
 def test_a_request_dropped_while_an_error_propagates_keeps_that_error(
     recorder: Any, recorded: Recorded
 ) -> None:
-    """The request's native objects record when they go (plain types of
-    plain_type.hpp): an error on its way out of the frame that drops them
-    must stay the one raised, and those types cannot be made from Python
-    (they would hold no request)."""
+    """A request's native objects record it when they go (plain_type.hpp),
+    which reads the active span through Python: inside a span, while an
+    error leaves the frame that drops them, that error must stay the one
+    raised (no Python call may see it set, nor clear it)."""
+    trace = pytest.importorskip("opentelemetry.sdk.trace")
+    tracer = trace.TracerProvider().get_tracer("test")
     wrapped = wsgi_recorder(lambda environ, start_response: Body([b"x"]), recorder, None)
     target = _native.RecordingTarget(recorder, native_trace())
 
-    def serve_then_fail() -> None:
-        body, send = wrapped(Server().environ(), Server().start_response), target({}, print)
-        assert body is not None and send is not None
-        raise KeyError("the server's own")
-
-    with pytest.raises(KeyError, match="the server's own"):
-        serve_then_fail()
+    with tracer.start_as_current_span("request"), pytest.raises(TypeError, match="divmod"):
+        # divmod() raises with both on the caller's stack, which the error's
+        # way out clears (a traceback keeps frames, not that stack).
+        divmod(wrapped(Server().environ(), Server().start_response), target({}, print))
     assert recorded.failed() == 1 and recorded.failed("other") == 1 and recorded.in_flight() == 0
+    assert recorded.duration_exemplars(), "the span was read as they went"
+
+
+def test_a_request_s_objects_cannot_be_made_from_python() -> None:
     for name in ("WSGIStartResponse", "WSGIRecordedBody", "RecordingSend"):
         with pytest.raises(TypeError, match="cannot create"):
-            getattr(_native, name)()
+            getattr(_native, name)()  # it would hold no request
 
 
 def test_wrong_recorder_is_refused_at_once() -> None:
