@@ -37,9 +37,10 @@ run at once. Each round starts them anew and runs wrk on each in turn, two
 cycles of 2 s runs, so that every run of a configuration is close in time to
 a run of its baseline (Gunicorn alone, same version and worker class). A
 server's throughput differs from one life to the next (what a process draws
-at start: address layout, physical pages, str hashes): between two lives of
-Gunicorn alone the ratio of their throughputs has a standard deviation of
-1.4% here, as large as half the cost looked for. So the figure is taken over
+at start: address layout, physical pages; one str hash seed shared by a
+round's servers did not narrow it): between two lives of Gunicorn alone the
+ratio of their throughputs has a standard deviation of 1.4% here, as large
+as half the cost looked for. So the figure is taken over
 many lives, 10 rounds, rather than over long runs of a few.
 
 The table shows the median requests per second, the median of the paired
@@ -118,8 +119,7 @@ OURS_COUNT = Counted("gunicorn_worker_requests_total")
 class Server:
     """One configuration: a Gunicorn started anew for every round
     (launch()), so that what a process draws at start (address layout,
-    physical pages, str hashes) is not one configuration's luck for the
-    whole run."""
+    physical pages) is not one configuration's luck for the whole run."""
 
     def __init__(
         self,

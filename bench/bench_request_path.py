@@ -114,22 +114,21 @@ def serve(worker: Any, listener: socket.socket, requests: int) -> float:
 Measured = tuple[float, float, tuple[float, float, float]]
 
 
-def measure(
-    workers: tuple[Any, Any], listener: socket.socket, app: Any, blocks: int, block: int
+def alternate(
+    bare: Callable[[], float], ours: Callable[[], float], blocks: int, block: int
 ) -> Measured:
-    """(us a request alone, us with ours, median ratio with its interval)."""
-    bare, ours = workers
-    load(bare, app)
-    load(ours, app)
-    serve(bare, listener, block)  # warm up both
-    serve(ours, listener, block)
+    """Blocks of ``block`` requests, alone and with ours in turn (each call
+    serves one block and returns its seconds): us a request of each and the
+    median ratio with its interval."""
+    bare()  # warm up both
+    ours()
     ratios, bare_times, our_times = [], [], []
     for i in range(blocks):
         # Alternate which goes first, so that neither always follows the other.
-        first, second = (bare, ours) if i % 2 == 0 else (ours, bare)
-        a = serve(first, listener, block)
-        b = serve(second, listener, block)
-        bare_time, our_time = (a, b) if first is bare else (b, a)
+        if i % 2 == 0:
+            bare_time, our_time = bare(), ours()
+        else:
+            our_time, bare_time = ours(), bare()
         bare_times.append(bare_time / block)
         our_times.append(our_time / block)
         ratios.append(our_time / bare_time)
@@ -137,6 +136,18 @@ def measure(
         statistics.median(bare_times) * 1e6,
         statistics.median(our_times) * 1e6,
         median_interval(ratios),
+    )
+
+
+def measure(
+    workers: tuple[Any, Any], listener: socket.socket, app: Any, blocks: int, block: int
+) -> Measured:
+    """Two SyncWorkers serving ``app``, alone and with ours."""
+    bare, ours = workers
+    load(bare, app)
+    load(ours, app)
+    return alternate(
+        lambda: serve(bare, listener, block), lambda: serve(ours, listener, block), blocks, block
     )
 
 
@@ -175,27 +186,18 @@ async def serve_asgi(app: Any, requests: int) -> float:
 
 
 def measure_asgi(apps: tuple[Any, Any], blocks: int, block: int) -> Measured:
-    """measure() for an ASGI app alone and wrapped, in one event loop."""
-
-    async def run() -> Measured:
-        for app in apps:
-            await serve_asgi(app, block)  # warm up both
-        ratios, bare_times, our_times = [], [], []
-        for i in range(blocks):
-            order = apps if i % 2 == 0 else apps[::-1]
-            a = await serve_asgi(order[0], block)
-            b = await serve_asgi(order[1], block)
-            bare_time, our_time = (a, b) if order[0] is apps[0] else (b, a)
-            bare_times.append(bare_time / block)
-            our_times.append(our_time / block)
-            ratios.append(our_time / bare_time)
-        return (
-            statistics.median(bare_times) * 1e6,
-            statistics.median(our_times) * 1e6,
-            median_interval(ratios),
+    """An ASGI app alone and wrapped, in one event loop."""
+    bare, ours = apps
+    loop = asyncio.new_event_loop()
+    try:
+        return alternate(
+            lambda: loop.run_until_complete(serve_asgi(bare, block)),
+            lambda: loop.run_until_complete(serve_asgi(ours, block)),
+            blocks,
+            block,
         )
-
-    return asyncio.run(run())
+    finally:
+        loop.close()
 
 
 def asgi_apps(recorded: Any) -> tuple[Any, Any]:
